@@ -1,0 +1,25 @@
+"""Small models for the tests."""
+
+import keras
+import numpy as np
+
+
+def small_convnet(seed: int = 0) -> keras.Model:
+    """conv+BN+ReLU6, depthwise, a residual add+ReLU, pooling, dense: every placement rule once."""
+    keras.utils.set_random_seed(seed)
+    i = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(i)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(6.0, name="relu6")(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = keras.layers.Conv2D(8, 1, name="pw")(y)
+    x = keras.layers.Add(name="add")([x, y])
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.Dropout(0.5, name="drop")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    out = keras.layers.Dense(4, name="dense")(x)
+    model = keras.Model(i, out)
+    bn = model.get_layer("bn")
+    rng = np.random.default_rng(seed)
+    bn.set_weights([rng.uniform(0.5, 2, 8), rng.normal(0, 0.5, 8), rng.normal(0, 0.5, 8), rng.uniform(0.5, 2, 8)])
+    return model

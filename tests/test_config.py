@@ -1,0 +1,112 @@
+"""Every option of every config group composes; bad values fail early with one clear line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from workbench.config.schema import register_configs
+from workbench.config.validate import ConfigError, validate
+from workbench.stages import STAGE_NAMES
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = CONF.parent
+register_configs()
+
+
+def _compose(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=False)
+
+
+def _options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["model", "dataset", "quant", "tracking", "paths"])
+def test_every_option_composes(group):
+    for option in _options(group):
+        cfg = _compose(f"{group}={option}", "+stage=baseline")
+        OmegaConf.to_container(cfg.quant, resolve=True)
+        assert cfg[group] is not None
+
+
+@pytest.mark.parametrize("stage", _options("stage"))
+def test_every_stage_composes_and_validates(stage, tmp_path):
+    cfg = _compose(f"+stage={stage}")
+    assert cfg.stage.name == stage and stage in STAGE_NAMES
+    validate(cfg, STAGE_NAMES)
+
+
+def test_stage_is_not_in_the_defaults_list():
+    assert _compose().stage is None
+    with pytest.raises(ConfigError, match=r"no stage chosen: add \+stage=NAME"):
+        validate(_compose(), STAGE_NAMES)
+
+
+def test_default_is_the_embedded_setting():
+    cfg = _compose("+stage=baseline")
+    assert (cfg.model.name, cfg.dataset.name, cfg.quant.scheme.value) == ("mnist_mobilenet", "mnist", "tf_enhanced")
+    assert (cfg.quant.param_bw, cfg.quant.output_bw, cfg.quant.per_channel) == (8, 8, False)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("quant.param_bw=1", r"quant.param_bw=1 is not allowed: bitwidths are integers in 2..16"),
+        ("quant.output_bw=33", r"quant.output_bw=33 is not allowed"),
+        ("quant.calibration_samples=-5", r"quant.calibration_samples=-5 is not allowed: use an integer >= 1"),
+        ("quant.percentile=50", r"quant.percentile=50.0 is not allowed: use a value in \[90, 100\]"),
+        ("dataset.batch_size=0", r"dataset.batch_size=0 is not allowed"),
+        ("dataset=imagenet", r"dataset.path is missing"),
+        ("dataset=imagenet dataset.path=/nonexistent", r"dataset.path='/nonexistent' is not a folder"),
+        ("model=keras_file", r"model.path is missing"),
+        ("model=keras_file model.path=/x/model.txt", r"model.path='/x/model.txt' is not allowed: use a .keras or .h5 file"),
+        ("model=resnet50 model.weights=/x/w.h5", r"model.weights='/x/w.h5' does not exist"),
+    ],
+)
+def test_bad_values_name_the_setting(override, message):
+    cfg = _compose("+stage=baseline", *override.split())
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg, STAGE_NAMES)
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("quant.scheme=minmax", "quant.scheme"),
+        ("quant.rounding=up", "quant.rounding"),
+        ("quant.param_bw=eight", "quant.param_bw"),
+        ("+stage=nope", "stage"),
+    ],
+)
+def test_wrong_types_and_choices_fail_at_compose(override, fragment):
+    with pytest.raises(ConfigCompositionException) as info:
+        _compose(override)
+    text = str(info.value) + str(info.value.__cause__)
+    assert fragment in text
+
+
+def test_cli_reports_one_line_before_any_tensorflow_work(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "+stage=baseline", "quant.param_bw=1", f"paths.outputs_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["workbench: error: quant.param_bw=1 is not allowed: bitwidths are integers in 2..16"]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_cli_rejects_unknown_scheme_at_compose(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "+stage=baseline", "quant.scheme=minmax", f"paths.outputs_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "quant.scheme" in proc.stderr and "tf_enhanced" in proc.stderr

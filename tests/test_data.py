@@ -1,0 +1,81 @@
+"""Data: the TFRecord reader on files written here, the embedded MNIST split, calibration picks."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from workbench.data.imagenet import encode_example, load_imagenet
+from workbench.data.images import adapt_images
+from workbench.data.mnist import load_mnist
+from workbench.data.synthetic import make_synthetic
+
+
+def _write_records(path, images, labels):
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for image, label in zip(images, labels):
+            jpeg = tf.io.encode_jpeg(tf.constant(image, tf.uint8), quality=100).numpy()
+            writer.write(encode_example(jpeg, label))
+
+
+def test_tfrecord_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    # smooth colour blocks survive JPEG nearly unchanged
+    images = np.zeros((6, 40, 48, 3), np.uint8)
+    for n in range(6):
+        images[n] = rng.integers(0, 256, 3)
+    labels = np.arange(1, 7)  # written 1-based, as the common conversion script does
+    _write_records(tmp_path / "valid-00000-of-00001", images, labels)
+    _write_records(tmp_path / "train-00000-of-00001", images[:3], labels[:3])
+
+    data = load_imagenet(str(tmp_path), image_size=32, resize_size=36, mean=[0, 0, 0], std=[1, 1, 1], batch_size=4)
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in data.val_batches()])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    assert x.shape == (6, 32, 32, 3) and x.dtype == np.float32
+    np.testing.assert_array_equal(y, labels - 1)
+    np.testing.assert_allclose(x.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=2.0)
+
+    bgr = load_imagenet(str(tmp_path), image_size=32, resize_size=36, bgr=True, mean=[0, 0, 0], std=[1, 1, 1])
+    xb = np.concatenate([b[0].numpy() for b in bgr.val_batches()])
+    np.testing.assert_allclose(xb[..., ::-1], x, atol=1e-4)
+
+    norm = load_imagenet(str(tmp_path), image_size=32, resize_size=36, label_offset=0)
+    xn, yn = next(iter(norm.val_batches()))
+    np.testing.assert_allclose(xn.numpy(), (x[: len(xn)] - 127.5) / 127.5, atol=1e-5)
+    np.testing.assert_array_equal(yn.numpy(), labels[: len(yn)])
+
+    calib = np.concatenate([b[0].numpy() for b in data.calibration_batches(2)])
+    assert calib.shape == (2, 32, 32, 3)
+
+
+def test_missing_validation_files_are_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="valid"):
+        load_imagenet(str(tmp_path))
+
+
+def test_mnist_split_is_seeded_and_disjoint():
+    a, b = load_mnist(seed=0), load_mnist(seed=0)
+    xa, ya = a.train_arrays
+    assert a.num_train == 4000 and a.num_val == 1000
+    np.testing.assert_array_equal(ya, b.train_arrays[1])
+    assert xa.shape[1:] == (28, 28, 1) and 0.0 <= xa.min() and xa.max() <= 1.0
+    val = np.concatenate([x.numpy() for x, _ in a.val_batches()])
+    train_rows = {row.tobytes() for row in xa}
+    assert sum(row.tobytes() in train_rows for row in val) == 0
+    assert not np.array_equal(load_mnist(seed=1).train_arrays[1], ya)
+
+
+def test_calibration_samples_are_spread_over_the_split():
+    data = make_synthetic(num_train=1000, num_val=10)
+    x = np.concatenate([b[0].numpy() for b in data.calibration_batches(100, seed=0)])
+    train = data.train_arrays[0]
+    idx = [int(np.flatnonzero((train == row).all(axis=(1, 2, 3)))[0]) for row in x]
+    assert len(set(idx)) == 100 and max(idx) > 900 and min(idx) < 100
+
+
+def test_eval_samples_limit_and_adapt_to_model_input():
+    data = make_synthetic(num_train=10, num_val=50, eval_samples=20, batch_size=8)
+    assert sum(int(x.shape[0]) for x, _ in data.val_batches()) == 20
+    rgb = data.for_model((32, 32, 3))
+    x, _ = next(iter(rgb.val_batches()))
+    assert x.shape[1:] == (32, 32, 3)
+    assert adapt_images(tf.zeros((2, 28, 28, 1)), (28, 28, 1)).shape == (2, 28, 28, 1)

@@ -1,0 +1,83 @@
+"""``python -m workbench`` in a subprocess against a temporary MLflow store, read back."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "dataset=synthetic",
+    "dataset.num_train=256",
+    "dataset.num_val=128",
+    "model.epochs=2",
+    "model.width=8",
+    "quant.calibration_samples=64",
+    "tracking.sqnr_samples=64",
+]
+
+
+def _run(tmp_path, *overrides):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return subprocess.run(
+        [sys.executable, "-m", "workbench", *overrides, f"paths.outputs_dir={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def _runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("workbench")
+    return client, client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_baseline_run_is_recorded(tmp_path):
+    proc = _run(tmp_path, "+stage=baseline", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, runs = _runs(tmp_path)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    m = run.data.metrics
+    for key in ("fp32/top1", "sim/top1", "time/fp32_eval_s", "time/calibration_s", "time/sim_eval_s", "time/model_s"):
+        assert key in m, key
+    assert 0.0 <= m["sim/top1"] <= 1.0 and m["sim/output_quantizers"] > 5
+    tags = run.data.tags
+    assert tags["stage"] == "baseline" and tags["dataset"] == "synthetic" and tags["param_bw"] == "8"
+    assert "model.epochs=2" in tags["overrides"]
+    assert run.data.params["quant.scheme"] == "tf_enhanced" and run.data.params["model.width"] == "8"
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "layers.csv", "encodings"} <= artifacts
+    local = client.download_artifacts(run.info.run_id, "layers.csv", str(tmp_path))
+    table = pd.read_csv(local)
+    assert {"layer", "type", "param_scale", "output_scale", "sqnr_db"} <= set(table.columns)
+    assert table["sqnr_db"].notna().sum() > 5
+    enc = client.download_artifacts(run.info.run_id, "encodings/model.encodings", str(tmp_path))
+    assert '"version": "0.6.1"' in Path(enc).read_text()
+
+    # the trained model is cached: a second run loads it instead of training
+    proc = _run(tmp_path, "+stage=baseline", *TINY, "quant.param_bw=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "loading cached model" in proc.stdout + proc.stderr
+    _, runs = _runs(tmp_path)
+    assert runs[1].data.tags["param_bw"] == "4" and runs[1].info.status == "FINISHED"
+
+
+def test_failed_run_is_recorded_with_traceback(tmp_path):
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a keras file")
+    proc = _run(tmp_path, "+stage=baseline", "model=keras_file", f"model.path={broken}", "dataset=synthetic")
+    assert proc.returncode != 0
+    client, runs = _runs(tmp_path)
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"traceback.txt", "config.yaml"} <= artifacts
+    text = Path(client.download_artifacts(runs[0].info.run_id, "traceback.txt", str(tmp_path))).read_text()
+    assert "Traceback" in text
+    assert "time/data_s" in runs[0].data.metrics  # what was measured before the failure is kept

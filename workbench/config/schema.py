@@ -1,0 +1,162 @@
+"""Structured-config schemas for every Hydra group, registered in the ConfigStore.
+
+YAML files under ``conf/`` extend these nodes, so a wrong type or an unknown enum value
+fails at compose time with OmegaConf's message naming the key and the allowed values.
+Range checks that a type cannot express live in :mod:`workbench.config.validate`.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from workbench.options import QuantScheme, Rounding
+
+
+class StageName(str, Enum):
+    baseline = "baseline"
+
+
+class ChannelOrder(str, Enum):
+    rgb = "rgb"
+    bgr = "bgr"
+
+
+@dataclass
+class PathsConfig:
+    outputs_dir: str = "outputs"
+    cache_dir: str = "${paths.outputs_dir}/cache"
+    reports_dir: str = "${paths.outputs_dir}/reports"
+
+
+@dataclass
+class QuantConfig:
+    scheme: QuantScheme = QuantScheme.tf_enhanced
+    param_bw: int = 8
+    output_bw: int = 8
+    per_channel: bool = False
+    param_symmetric: bool = True
+    output_symmetric: bool = False
+    strict_symmetric: bool = False
+    unsigned_symmetric: bool = False
+    rounding: Rounding = Rounding.nearest
+    percentile: float = 99.99
+    calibration_samples: int = 1000
+
+
+@dataclass
+class TrackingConfig:
+    # null: $MLFLOW_TRACKING_URI if set, else sqlite:///<paths.outputs_dir>/mlflow.db
+    uri: Optional[str] = None
+    experiment: str = "workbench"
+    # null: <paths.outputs_dir>/mlartifacts (only used when the experiment is created)
+    artifact_location: Optional[str] = None
+    sqnr_samples: int = 256
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    batch_size: int = 64
+    # null: evaluate on the whole validation split
+    eval_samples: Optional[int] = None
+
+
+@dataclass
+class MnistDatasetConfig(DatasetConfig):
+    name: str = "mnist"
+    val_size: int = 1000
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    name: str = "synthetic"
+    num_train: int = 512
+    num_val: int = 256
+    num_classes: int = 10
+    image_shape: List[int] = field(default_factory=lambda: [28, 28, 1])
+    noise: float = 0.5
+
+
+@dataclass
+class ImagenetDatasetConfig(DatasetConfig):
+    name: str = "imagenet"
+    path: str = MISSING
+    train_pattern: str = "train*"
+    valid_pattern: str = "valid*"
+    image_size: int = 224
+    resize_size: int = 256
+    channel_order: ChannelOrder = ChannelOrder.rgb
+    label_offset: int = 1
+    num_classes: int = 1000
+    # per-channel mean/std in 0..255 units, in the output channel order
+    mean: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+    std: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+    shuffle_buffer: int = 2048
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+
+
+@dataclass
+class MnistMobilenetConfig(ModelConfig):
+    name: str = "mnist_mobilenet"
+    input_shape: List[int] = field(default_factory=lambda: [28, 28, 1])
+    num_classes: int = 10
+    width: int = 16
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 0.003
+    bn_momentum: float = 0.9
+    augment: bool = True
+
+
+@dataclass
+class KerasAppConfig(ModelConfig):
+    input_shape: List[int] = field(default_factory=lambda: [224, 224, 3])
+    num_classes: int = 1000
+    # null: random initialisation; else a local weights file (never downloaded)
+    weights: Optional[str] = None
+
+
+@dataclass
+class KerasFileConfig(ModelConfig):
+    name: str = "keras_file"
+    path: str = MISSING
+
+
+@dataclass
+class StageConfig:
+    name: StageName = MISSING
+
+
+@dataclass
+class Config:
+    model: Any = MISSING
+    dataset: Any = MISSING
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    # absent unless +stage=NAME is given
+    stage: Optional[StageConfig] = None
+    seed: int = 0
+    deterministic: bool = True
+
+
+def register_configs() -> None:
+    """Register the schemas; YAML options name them in their defaults lists."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="quant", name="base_quant", node=QuantConfig)
+    cs.store(group="tracking", name="base_tracking", node=TrackingConfig)
+    cs.store(group="paths", name="base_paths", node=PathsConfig)
+    cs.store(group="dataset", name="base_mnist", node=MnistDatasetConfig)
+    cs.store(group="dataset", name="base_synthetic", node=SyntheticDatasetConfig)
+    cs.store(group="dataset", name="base_imagenet", node=ImagenetDatasetConfig)
+    cs.store(group="model", name="base_mnist_mobilenet", node=MnistMobilenetConfig)
+    cs.store(group="model", name="base_keras_app", node=KerasAppConfig)
+    cs.store(group="model", name="base_keras_file", node=KerasFileConfig)

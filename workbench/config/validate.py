@@ -1,0 +1,89 @@
+"""Start-up checks that types cannot express, run before any TensorFlow work.
+
+Each failure is one line naming the setting and what is allowed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from omegaconf import DictConfig, OmegaConf
+
+from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH
+
+KERAS_SUFFIXES = (".keras", ".h5")
+
+
+class ConfigError(ValueError):
+    """A setting has a value that is not allowed."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False, allow_none: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return
+    low = 0 if allow_zero else 1
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= low,
+        f"{key}={value!r} is not allowed: use an integer >= {low}" + (" or null" if allow_none else ""),
+    )
+
+
+def _missing(cfg: DictConfig, key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return OmegaConf.is_missing(node, leaf)
+
+
+def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` for the first setting that is not allowed."""
+    _require(cfg.get("stage") is not None, f"no stage chosen: add +stage=NAME with NAME one of {', '.join(stages)}")
+    q = cfg.quant
+    for key in ("param_bw", "output_bw"):
+        bw = q[key]
+        _require(
+            isinstance(bw, int) and MIN_BITWIDTH <= bw <= MAX_BITWIDTH,
+            f"quant.{key}={bw!r} is not allowed: bitwidths are integers in {MIN_BITWIDTH}..{MAX_BITWIDTH}",
+        )
+    _positive(cfg, "quant.calibration_samples")
+    _require(90.0 <= float(q.percentile) <= 100.0, f"quant.percentile={q.percentile!r} is not allowed: use a value in [90, 100]")
+    _positive(cfg, "tracking.sqnr_samples", allow_zero=True)
+    _require(bool(cfg.tracking.experiment), "tracking.experiment must be a non-empty name")
+
+    d = cfg.dataset
+    _positive(cfg, "dataset.batch_size")
+    _positive(cfg, "dataset.eval_samples", allow_none=True)
+    if d.name == "mnist":
+        _require(isinstance(d.val_size, int) and 1 <= d.val_size <= 4999, f"dataset.val_size={d.val_size!r} is not allowed: use an integer in 1..4999")
+    elif d.name == "synthetic":
+        for key in ("num_train", "num_val"):
+            _positive(cfg, f"dataset.{key}")
+        _require(d.num_classes >= 2, f"dataset.num_classes={d.num_classes!r} is not allowed: use an integer >= 2")
+        _require(len(d.image_shape) == 3 and all(v >= 1 for v in d.image_shape), f"dataset.image_shape={list(d.image_shape)!r} is not allowed: use [H, W, C]")
+    elif d.name == "imagenet":
+        _require(not _missing(cfg, "dataset.path"), "dataset.path is missing: give the folder that holds the train*/valid* TFRecord files")
+        _require(os.path.isdir(d.path), f"dataset.path={d.path!r} is not a folder")
+        _require(bool(glob.glob(os.path.join(d.path, d.valid_pattern))), f"dataset.path={d.path!r} has no files matching dataset.valid_pattern={d.valid_pattern!r}")
+        _require(d.resize_size >= d.image_size >= 1, f"dataset.image_size={d.image_size} / dataset.resize_size={d.resize_size} are not allowed: need resize_size >= image_size >= 1")
+        _require(len(d.mean) == 3 and len(d.std) == 3 and all(s > 0 for s in d.std), "dataset.mean and dataset.std must be 3 values each, std > 0")
+
+    m = cfg.model
+    if m.name == "keras_file":
+        _require(not _missing(cfg, "model.path"), "model.path is missing: give a local .keras or .h5 file")
+        _require(str(m.path).endswith(KERAS_SUFFIXES), f"model.path={m.path!r} is not allowed: use a .keras or .h5 file")
+        _require(os.path.isfile(m.path), f"model.path={m.path!r} does not exist")
+    elif m.name in ("mobilenet_v2", "resnet50"):
+        _require(m.weights is None or os.path.isfile(m.weights), f"model.weights={m.weights!r} does not exist: give a local file or null (weights are never downloaded)")
+        _require(len(m.input_shape) == 3, f"model.input_shape={list(m.input_shape)!r} is not allowed: use [H, W, C]")
+    elif m.name == "mnist_mobilenet":
+        _positive(cfg, "model.epochs", allow_zero=True)
+        _positive(cfg, "model.width")
+        _positive(cfg, "model.batch_size")
+        _require(m.learning_rate > 0, f"model.learning_rate={m.learning_rate!r} is not allowed: use a value > 0")
+        _require(0.0 <= m.bn_momentum < 1.0, f"model.bn_momentum={m.bn_momentum!r} is not allowed: use a value in [0, 1)")

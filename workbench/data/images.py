@@ -1,0 +1,104 @@
+"""Image classification data behind one small interface, whatever the source.
+
+:class:`ImageData` wraps a train and a validation split (in memory or TFRecord) and
+hands out batched ``tf.data`` pipelines of ``(image, label)``: training batches,
+validation batches and calibration batches spread over the training split.
+Images are adapted to the model's input shape (resize, channel repeat).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+def adapt_images(images: tf.Tensor, target_shape: Sequence[int] | None) -> tf.Tensor:
+    """Resize a batch (or one image) to ``(H, W, C)``; 1 → 3 channels by repetition."""
+    if target_shape is None:
+        return images
+    h, w, c = (int(v) if v is not None else None for v in target_shape)
+    shape = images.shape
+    if h is not None and w is not None and (shape[-3] != h or shape[-2] != w):
+        images = tf.image.resize(images, (h, w))
+    if c is not None and shape[-1] != c:
+        if shape[-1] == 1:
+            images = tf.repeat(images, c, axis=-1)
+        else:
+            raise ValueError(f"cannot adapt images with {shape[-1]} channels to a model input with {c} channels")
+    return images
+
+
+@dataclass
+class ImageData:
+    """Train/validation splits as element-level ``tf.data`` factories plus metadata."""
+
+    make_train: Callable[[], tf.data.Dataset]
+    make_val: Callable[[], tf.data.Dataset]
+    num_classes: int
+    batch_size: int
+    num_train: int | None = None
+    num_val: int | None = None
+    eval_samples: int | None = None
+    target_shape: Sequence[int] | None = None
+    # in-memory splits pick calibration samples by index; streams shuffle with a buffer
+    train_arrays: tuple[np.ndarray, np.ndarray] | None = None
+    shuffle_buffer: int = 2048
+
+    def for_model(self, input_shape: Sequence[int]) -> "ImageData":
+        """The same data, images adapted to ``input_shape`` (H, W, C)."""
+        return ImageData(**{**self.__dict__, "target_shape": tuple(input_shape)})
+
+    def _finish(self, ds: tf.data.Dataset, batch_size: int | None = None) -> tf.data.Dataset:
+        shape = self.target_shape
+        ds = ds.batch(batch_size or self.batch_size)
+        if shape is not None:
+            ds = ds.map(lambda x, y: (adapt_images(x, shape), y), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def train_batches(self, batch_size: int | None = None, shuffle: bool = True, seed: int = 0) -> tf.data.Dataset:
+        ds = self.make_train()
+        if shuffle:
+            ds = ds.shuffle(self.num_train or self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        return self._finish(ds, batch_size)
+
+    def val_batches(self, limit: int | None = None) -> tf.data.Dataset:
+        """Validation batches in a fixed order, limited to ``limit`` or ``eval_samples``."""
+        ds = self.make_val()
+        limit = limit if limit is not None else self.eval_samples
+        if limit is not None:
+            ds = ds.take(limit)
+        return self._finish(ds)
+
+    def calibration_batches(self, num_samples: int, seed: int = 0) -> tf.data.Dataset:
+        """``num_samples`` training images spread over the split (seeded), without labels' use."""
+        if self.train_arrays is not None:
+            x, y = self.train_arrays
+            rng = np.random.default_rng(seed)
+            idx = np.sort(rng.choice(len(x), size=min(num_samples, len(x)), replace=False))
+            ds = tf.data.Dataset.from_tensor_slices((x[idx], y[idx]))
+        else:
+            buffer = max(self.shuffle_buffer, num_samples)
+            ds = self.make_train().shuffle(buffer, seed=seed, reshuffle_each_iteration=False).take(num_samples)
+        return self._finish(ds)
+
+
+def from_arrays(
+    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, num_classes: int, batch_size: int,
+    eval_samples: int | None = None,
+) -> ImageData:
+    """In-memory splits (float32 images ``(N, H, W, C)``, int labels)."""
+    x_train, x_val = x_train.astype(np.float32), x_val.astype(np.float32)
+    y_train, y_val = y_train.astype(np.int32), y_val.astype(np.int32)
+    return ImageData(
+        make_train=lambda: tf.data.Dataset.from_tensor_slices((x_train, y_train)),
+        make_val=lambda: tf.data.Dataset.from_tensor_slices((x_val, y_val)),
+        num_classes=num_classes,
+        batch_size=batch_size,
+        num_train=len(x_train),
+        num_val=len(x_val),
+        eval_samples=eval_samples,
+        train_arrays=(x_train, y_train),
+    )

@@ -1,0 +1,105 @@
+"""Keras 3 functional-graph analysis: producers, consumers and layer kinds.
+
+The graph is read from each layer's inbound node (``_inbound_nodes``), which Keras 3
+keeps for every layer of a functional model; ``model.layers`` is already in
+topological order. Layers called more than once (shared layers) are reported, not
+rewritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+
+CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv2D)
+WEIGHTED_TYPES = CONV_TYPES + (keras.layers.Dense,)
+# Ops that only move or drop data: AIMET gives them no output quantizer.
+PASSTHROUGH_TYPES = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.Reshape,
+    keras.layers.Flatten,
+    keras.layers.Permute,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
+    keras.layers.Identity,
+)
+
+
+def activation_name(layer: keras.layers.Layer) -> str | None:
+    """Name of the activation a layer applies ('linear' for a plain conv), or None."""
+    if isinstance(layer, keras.layers.ReLU):
+        if layer.negative_slope == 0 and layer.threshold == 0:
+            if layer.max_value is None:
+                return "relu"
+            if float(layer.max_value) == 6.0:
+                return "relu6"
+        return "relu_variant"
+    if isinstance(layer, keras.layers.Activation) or isinstance(layer, WEIGHTED_TYPES):
+        fn = getattr(layer, "activation", None)
+        return getattr(fn, "__name__", None) if fn is not None else None
+    return None
+
+
+def is_relu_like(layer: keras.layers.Layer) -> bool:
+    """A standalone ReLU or ReLU6 (layer or Activation)."""
+    return not isinstance(layer, WEIGHTED_TYPES) and activation_name(layer) in ("relu", "relu6")
+
+
+@dataclass
+class FunctionalGraph:
+    """Producer/consumer view of a functional Keras model, by layer name."""
+
+    model: keras.Model
+    producers: dict[str, list[str]] = field(default_factory=dict)
+    consumers: dict[str, list[str]] = field(default_factory=dict)
+    outputs: set[str] = field(default_factory=set)
+    shared: set[str] = field(default_factory=set)
+    order: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_model(cls, model: keras.Model) -> "FunctionalGraph":
+        if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+            raise TypeError(f"expected a Keras functional model, got {type(model).__name__}: subclassed models cannot be analysed")
+        graph = cls(model=model)
+        for layer in model.layers:
+            graph.order.append(layer.name)
+            graph.consumers.setdefault(layer.name, [])
+            nodes = [n for i, n in enumerate(layer._inbound_nodes) if _node_in_model(layer, i, model)]
+            if len(nodes) > 1:
+                graph.shared.add(layer.name)
+            parents: list[str] = []
+            for node in nodes:
+                for tensor in node.input_tensors:
+                    parents.append(tensor._keras_history.operation.name)
+            graph.producers[layer.name] = parents
+            for parent in parents:
+                graph.consumers.setdefault(parent, []).append(layer.name)
+        for tensor in model.outputs:
+            graph.outputs.add(tensor._keras_history.operation.name)
+        return graph
+
+    def layer(self, name: str) -> keras.layers.Layer:
+        return self.model.get_layer(name)
+
+    def single_consumer(self, name: str) -> str | None:
+        """The only consumer of a layer's output, or None (none, several, or a model output)."""
+        users = self.consumers.get(name, [])
+        if len(users) != 1 or name in self.outputs:
+            return None
+        return users[0]
+
+    def inputs(self) -> list[str]:
+        return [t._keras_history.operation.name for t in self.model.inputs]
+
+
+def _node_in_model(layer: keras.layers.Layer, index: int, model: keras.Model) -> bool:
+    """Whether a layer's ``index``-th call belongs to ``model`` (Keras keys nodes as ``id_ib-index``)."""
+    nodes = getattr(model, "_nodes", None)
+    return True if nodes is None else f"{id(layer)}_ib-{index}" in nodes

@@ -1,0 +1,36 @@
+"""Model builders: keras.applications architectures, Keras files, the embedded model.
+
+Nothing here downloads: keras.applications models are built with ``weights=None`` and
+loaded from a local file when one is given.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import keras
+
+APPLICATIONS = {
+    "mobilenet_v2": keras.applications.MobileNetV2,
+    "resnet50": keras.applications.ResNet50,
+}
+
+
+def keras_application(name: str, input_shape: Sequence[int], num_classes: int, weights: str | None = None) -> keras.Model:
+    """A keras.applications architecture, random init or weights from a local file."""
+    if name not in APPLICATIONS:
+        raise ValueError(f"model.name={name!r} is not a known application; allowed: {sorted(APPLICATIONS)}")
+    model = APPLICATIONS[name](weights=None, input_shape=tuple(input_shape), classes=num_classes)
+    if weights:
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"model.weights={weights!r} does not exist (weights are never downloaded)")
+        model.load_weights(weights)
+    return model
+
+
+def load_keras_file(path: str) -> keras.Model:
+    """Any Keras 3 model file (.keras or .h5)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model.path={path!r} does not exist")
+    return keras.models.load_model(path, compile=False)

@@ -1,0 +1,53 @@
+"""Typed options shared by the library and the configs (no TensorFlow, no Hydra).
+
+String enums map 1:1 to YAML values; :class:`QuantSettings` is what the quantization
+simulator takes, so it can be used as a plain Python library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+MIN_BITWIDTH = 2
+MAX_BITWIDTH = 16
+
+
+class QuantScheme(str, Enum):
+    """Encoding analyzers (AIMET names without the ``post_training_`` prefix)."""
+
+    tf = "tf"
+    tf_enhanced = "tf_enhanced"
+    percentile = "percentile"
+
+
+class Rounding(str, Enum):
+    nearest = "nearest"
+    stochastic = "stochastic"
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """Quantization simulator settings (AIMET's quantsim arguments and config flags)."""
+
+    scheme: QuantScheme = QuantScheme.tf_enhanced
+    param_bw: int = 8
+    output_bw: int = 8
+    per_channel: bool = False
+    param_symmetric: bool = True
+    output_symmetric: bool = False
+    strict_symmetric: bool = False
+    unsigned_symmetric: bool = False
+    rounding: Rounding = Rounding.nearest
+    percentile: float = 99.99
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scheme", QuantScheme(self.scheme))
+        object.__setattr__(self, "rounding", Rounding(self.rounding))
+        for key in ("param_bw", "output_bw"):
+            bw = getattr(self, key)
+            if not isinstance(bw, int) or not MIN_BITWIDTH <= bw <= MAX_BITWIDTH:
+                raise ValueError(f"{key}={bw!r} is not allowed: use an integer in {MIN_BITWIDTH}..{MAX_BITWIDTH}")
+        if not 90.0 <= float(self.percentile) <= 100.0:
+            raise ValueError(f"percentile={self.percentile!r} is not allowed: use a value in [90, 100]")

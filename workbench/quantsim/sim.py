@@ -1,0 +1,210 @@
+"""The quantization simulator: a clone of a Keras model with fake-quant ops.
+
+``QuantizationSimModel(model, settings)`` never mutates ``model``. Its ``.model`` is a
+functional clone with a :class:`FakeQuant` after the model inputs and after every
+quantized op output; the kernels of its Conv/Depthwise/Dense layers hold their
+quantize-dequantized values, computed once when encodings change (not per batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import keras
+import numpy as np
+
+from workbench.graph.functional import FunctionalGraph
+from workbench.options import QuantSettings, Rounding
+from workbench.quantsim.analyzers import EncodingAnalyzer, compute_tensor_encoding
+from workbench.quantsim.encodings import F32, Encoding, quantize_dequantize
+from workbench.quantsim.placement import QuantizerPlan, plan_quantizers
+from workbench.quantsim.quantizer import CALIBRATE, PASSTHROUGH, QUANTIZE, FakeQuant
+
+QUANTIZER_SUFFIX = "_quant"
+
+
+@dataclass
+class ParamQuantizer:
+    """Quantizer of one kernel: the float kernel, its encoding and channel layout."""
+
+    layer_name: str
+    float_kernel: np.ndarray
+    depthwise: bool
+    encoding: Encoding | None = None
+    enabled: bool = True
+
+    @property
+    def tensor_name(self) -> str:
+        return f"{self.layer_name}/kernel:0"
+
+    def channel_view(self) -> np.ndarray:
+        """The kernel with output channels on the last axis (depthwise: C·M flattened)."""
+        k = self.float_kernel
+        return k.reshape(*k.shape[:-2], -1) if self.depthwise else k
+
+    def quantized_kernel(self, rounding: Rounding, rng: np.random.Generator) -> np.ndarray:
+        if self.encoding is None or not self.enabled:
+            return self.float_kernel
+        q = quantize_dequantize(self.channel_view(), self.encoding, -1, rounding is Rounding.stochastic, rng)
+        return q.reshape(self.float_kernel.shape)
+
+
+def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _copy_weights(src: keras.Model, dst: keras.Model) -> None:
+    for layer in src.layers:
+        if layer.weights:
+            dst.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+class QuantizationSimModel:
+    """Quantization simulation of a functional Keras model (AIMET's ``QuantizationSimModel``)."""
+
+    def __init__(self, model: keras.Model, settings: QuantSettings | None = None, excluded_layers: Iterable[str] = ()):
+        self.settings = settings or QuantSettings()
+        self.fp_model = model
+        self.graph = FunctionalGraph.from_model(model)
+        self.excluded_layers = frozenset(excluded_layers)
+        unknown = self.excluded_layers - set(self.graph.order)
+        if unknown:
+            raise ValueError(f"excluded layers not in the model: {sorted(unknown)}")
+        self.plan: QuantizerPlan = plan_quantizers(self.graph, self.excluded_layers)
+        self._rng = np.random.default_rng(self.settings.seed)
+        s = self.settings
+        self.output_quantizers: dict[str, FakeQuant] = {}
+        for i, name in enumerate(self.plan.inputs + self.plan.outputs):
+            self.output_quantizers[name] = FakeQuant(
+                s.output_bw, s.output_symmetric, s.rounding.value, s.seed + i, name=f"{name}{QUANTIZER_SUFFIX}"
+            )
+        self.model = self._build()
+        self.param_quantizers: dict[str, ParamQuantizer] = {}
+        for name in self.plan.params:
+            layer = model.get_layer(name)
+            self.param_quantizers[name] = ParamQuantizer(
+                name, np.asarray(layer.kernel.numpy(), dtype=F32), isinstance(layer, keras.layers.DepthwiseConv2D)
+            )
+
+    # ----------------------------------------------------------------- building
+    def _build(self) -> keras.Model:
+        quantizers = self.output_quantizers
+        input_names = set(self.plan.inputs)
+        cache: dict[int, Any] = {}
+
+        def quantize_inputs(tensor):
+            hist = getattr(tensor, "_keras_history", None)
+            if hist is None or not isinstance(hist.operation, keras.layers.InputLayer):
+                return tensor
+            name = hist.operation.name
+            if name not in input_names:
+                return tensor
+            if id(tensor) not in cache:
+                cache[id(tensor)] = quantizers[name](tensor)
+            return cache[id(tensor)]
+
+        def call_function(layer, *args, **kwargs):
+            args = keras.tree.map_structure(quantize_inputs, args)
+            out = layer(*args, **kwargs)
+            if layer.name in quantizers:
+                out = quantizers[layer.name](out)
+            return out
+
+        inputs = [
+            keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name) for t in self.fp_model.inputs
+        ]
+        sim = keras.models.clone_model(
+            self.fp_model,
+            input_tensors=inputs if len(inputs) > 1 else inputs[0],
+            clone_function=_clone_layer,
+            call_function=call_function,
+        )
+        _copy_weights(self.fp_model, sim)
+        return sim
+
+    # ----------------------------------------------------------------- modes
+    def _set_mode(self, mode: str) -> None:
+        for q in self.output_quantizers.values():
+            q.mode = mode
+        # Keras caches traced step functions; a mode change must retrace them
+        for attr in ("predict_function", "test_function", "train_function"):
+            if hasattr(self.model, attr):
+                setattr(self.model, attr, None)
+
+    def _apply_param_quantization(self) -> None:
+        for name, pq in self.param_quantizers.items():
+            self.model.get_layer(name).kernel.assign(pq.quantized_kernel(self.settings.rounding, self._rng))
+
+    # ----------------------------------------------------------------- encodings
+    def compute_param_encodings(self) -> None:
+        s = self.settings
+        for pq in self.param_quantizers.values():
+            pq.encoding = compute_tensor_encoding(
+                pq.channel_view(),
+                s.scheme,
+                s.param_bw,
+                s.param_symmetric,
+                channel_axis=-1 if s.per_channel else None,
+                strict=s.strict_symmetric,
+                unsigned=s.unsigned_symmetric,
+                percentile=s.percentile,
+            )
+        self._apply_param_quantization()
+
+    def compute_encodings(self, forward_pass_callback: Callable[[keras.Model, Any], Any], forward_pass_args: Any = None) -> None:
+        """Param encodings from the kernels, then activation encodings from a calibration pass.
+
+        During the pass the weights are already quantized and every activation quantizer
+        passes its input through while its analyzer collects statistics.
+        """
+        s = self.settings
+        self.compute_param_encodings()
+        for q in self.output_quantizers.values():
+            q.analyzer = EncodingAnalyzer(
+                s.scheme, s.output_bw, s.output_symmetric, 1, s.strict_symmetric, s.unsigned_symmetric, s.percentile
+            )
+        self._set_mode(CALIBRATE)
+        try:
+            forward_pass_callback(self.model, forward_pass_args)
+        finally:
+            self._set_mode(PASSTHROUGH)
+        for name, q in self.output_quantizers.items():
+            try:
+                q.set_encoding(q.analyzer.compute_encoding())
+            except RuntimeError as err:
+                raise RuntimeError(f"output quantizer of {name!r}: {err}") from None
+            q.analyzer = None
+        self._set_mode(QUANTIZE)
+
+    def set_encodings(self, params: dict[str, Encoding], outputs: dict[str, Encoding]) -> None:
+        """Load encodings (e.g. from an exported JSON) by layer name."""
+        for name, enc in params.items():
+            self.param_quantizers[name].encoding = enc
+        self._apply_param_quantization()
+        for name, enc in outputs.items():
+            self.output_quantizers[name].set_encoding(enc)
+        self._set_mode(QUANTIZE)
+
+    def param_encodings(self) -> dict[str, Encoding]:
+        return {n: pq.encoding for n, pq in self.param_quantizers.items() if pq.encoding is not None}
+
+    def output_encodings(self) -> dict[str, Encoding]:
+        return {n: q.encoding for n, q in self.output_quantizers.items() if getattr(q, "encoding", None) is not None}
+
+    def quantized_output(self, layer_name: str):
+        """The sim tensor that carries ``layer_name``'s (possibly quantized) output."""
+        if layer_name in self.output_quantizers:
+            return self.model.get_layer(self.output_quantizers[layer_name].name).output
+        return self.model.get_layer(layer_name).output
+
+
+def forward_pass_over(batches: Iterable) -> Callable[[keras.Model, Any], None]:
+    """A calibration callback that runs the model (eagerly) over ``(x, y)`` or ``x`` batches."""
+
+    def callback(model: keras.Model, _args: Any = None) -> None:
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x, training=False)
+
+    return callback

@@ -1,0 +1,34 @@
+"""What a stage produces: metrics, tables, documents and figures, filled in as it goes.
+
+A stage writes into a :class:`StageResult` handed to it, so whatever it produced before
+a failure is still there for tracking to log.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pandas as pd
+
+from workbench.tracking.keys import timing_key
+
+
+@dataclass
+class StageResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # artifact file name -> table
+    documents: dict[str, dict] = field(default_factory=dict)  # artifact file name -> JSON document
+    figures: dict[str, Any] = field(default_factory=dict)  # artifact file name -> matplotlib figure
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Record the wall time of a block as ``time/<phase>_s``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.metrics[timing_key(phase)] = time.perf_counter() - start

@@ -1,0 +1,99 @@
+"""From the composed config to typed objects: quant settings, data, model, stage context."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import keras
+from omegaconf import DictConfig, OmegaConf
+
+from workbench.data.images import ImageData
+from workbench.options import QuantSettings
+from workbench.stages.context import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def quant_settings(cfg: DictConfig) -> QuantSettings:
+    q = cfg.quant
+    return QuantSettings(
+        scheme=q.scheme,
+        param_bw=q.param_bw,
+        output_bw=q.output_bw,
+        per_channel=q.per_channel,
+        param_symmetric=q.param_symmetric,
+        output_symmetric=q.output_symmetric,
+        strict_symmetric=q.strict_symmetric,
+        unsigned_symmetric=q.unsigned_symmetric,
+        rounding=q.rounding,
+        percentile=float(q.percentile),
+        seed=int(cfg.seed),
+    )
+
+
+def build_data(cfg: DictConfig) -> ImageData:
+    d = cfg.dataset
+    if d.name == "mnist":
+        from workbench.data.mnist import load_mnist
+
+        return load_mnist(d.val_size, cfg.seed, d.batch_size, d.eval_samples)
+    if d.name == "synthetic":
+        from workbench.data.synthetic import make_synthetic
+
+        return make_synthetic(d.num_train, d.num_val, d.num_classes, list(d.image_shape), d.noise, cfg.seed, d.batch_size, d.eval_samples)
+    if d.name == "imagenet":
+        from workbench.data.imagenet import load_imagenet
+
+        return load_imagenet(
+            d.path, d.train_pattern, d.valid_pattern, d.image_size, d.resize_size, d.channel_order == "bgr",
+            d.label_offset, d.num_classes, list(d.mean), list(d.std), d.batch_size, d.eval_samples, d.shuffle_buffer,
+        )
+    raise ValueError(f"dataset.name={d.name!r} is not allowed; allowed: mnist, synthetic, imagenet")
+
+
+def build_model(cfg: DictConfig, data: ImageData) -> keras.Model:
+    m = cfg.model
+    if m.name == "mnist_mobilenet":
+        from workbench.models.cache import cached_model
+        from workbench.models.mnist_mobilenet import build_mnist_mobilenet, train_classifier
+
+        spec = {
+            "model": OmegaConf.to_container(m, resolve=True),
+            "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+            "num_classes": data.num_classes,
+            "seed": cfg.seed,
+            "keras": keras.__version__,
+        }
+        spec["dataset"].pop("eval_samples", None)
+        spec["dataset"].pop("batch_size", None)
+
+        def train() -> keras.Model:
+            log.info("training %s on %s for %d epochs (first use; cached afterwards)", m.name, cfg.dataset.name, m.epochs)
+            model = build_mnist_mobilenet(list(m.input_shape), data.num_classes, m.width, m.bn_momentum)
+            return train_classifier(model, data.for_model(m.input_shape), m.epochs, m.batch_size, m.learning_rate, m.augment, cfg.seed)
+
+        model, _ = cached_model(os.path.join(cfg.paths.cache_dir, "models"), m.name, spec, train)
+        return model
+    if m.name in ("mobilenet_v2", "resnet50"):
+        from workbench.models.zoo import keras_application
+
+        return keras_application(m.name, list(m.input_shape), m.num_classes, m.weights)
+    if m.name == "keras_file":
+        from workbench.models.zoo import load_keras_file
+
+        return load_keras_file(m.path)
+    raise ValueError(f"model.name={m.name!r} is not allowed; allowed: mnist_mobilenet, mobilenet_v2, resnet50, keras_file")
+
+
+def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> StageContext:
+    return StageContext(
+        model=model,
+        data=data.for_model(model.input_shape[1:]),
+        settings=quant_settings(cfg),
+        calibration_samples=cfg.quant.calibration_samples,
+        sqnr_samples=cfg.tracking.sqnr_samples,
+        seed=cfg.seed,
+        cache_dir=cfg.paths.cache_dir,
+        options=OmegaConf.to_container(cfg.stage, resolve=True) if cfg.get("stage") else {},
+    )

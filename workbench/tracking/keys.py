@@ -1,0 +1,31 @@
+"""The one naming contract for MLflow metric, tag and artifact keys."""
+
+from __future__ import annotations
+
+FP32_TOP1 = "fp32/top1"
+SIM_TOP1 = "sim/top1"
+SIM_DROP = "sim/drop"  # fp32/top1 − sim/top1
+NUM_PARAM_QUANTIZERS = "sim/param_quantizers"
+NUM_OUTPUT_QUANTIZERS = "sim/output_quantizers"
+MEAN_SQNR_DB = "sim/mean_sqnr_db"
+
+TAG_STAGE = "stage"
+TAG_MODEL = "model"
+TAG_DATASET = "dataset"
+TAG_SCHEME = "scheme"
+TAG_PARAM_BW = "param_bw"
+TAG_OUTPUT_BW = "output_bw"
+TAG_PER_CHANNEL = "per_channel"
+TAG_OVERRIDES = "overrides"
+TAG_PARENT = "mlflow.parentRunId"
+
+ARTIFACT_CONFIG = "config.yaml"
+ARTIFACT_TRACEBACK = "traceback.txt"
+ARTIFACT_LAYERS = "layers.csv"
+ARTIFACT_ENCODINGS = "encodings/model.encodings"
+ARTIFACT_ENCODINGS_V1 = "encodings/model_v1.encodings"
+
+
+def timing_key(phase: str) -> str:
+    """Wall time of one phase in seconds, e.g. ``time/calibration_s``."""
+    return f"time/{phase}_s"

@@ -1,0 +1,143 @@
+"""The MLflow writer: one run per stage execution, FAILED with its traceback on error.
+
+Uses an explicit ``MlflowClient`` and run id (no fluent global state), so it behaves the
+same in Hydra's parallel worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from workbench.results import StageResult
+from workbench.tracking.keys import ARTIFACT_TRACEBACK
+
+log = logging.getLogger(__name__)
+MAX_PARAM_LENGTH = 6000
+BATCH = 100
+
+
+def resolve_tracking_uri(uri: str | None, outputs_dir: str) -> str:
+    """``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else a SQLite file under outputs."""
+    if uri:
+        return uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    os.makedirs(outputs_dir, exist_ok=True)
+    return f"sqlite:///{os.path.abspath(os.path.join(outputs_dir, 'mlflow.db'))}"
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts to dotted keys with string values (lists kept as their repr)."""
+    out: dict[str, str] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{dotted}."))
+        else:
+            out[dotted] = str(value)[:MAX_PARAM_LENGTH]
+    return out
+
+
+class Tracker:
+    """Where runs go: a tracking URI, an experiment, and its artifact location."""
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = self._experiment(experiment, artifact_location)
+
+    def _experiment(self, name: str, artifact_location: str | None) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = Path(artifact_location).resolve().as_uri() if artifact_location and "://" not in artifact_location else artifact_location
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            # another process created it first
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, str], parent_run_id: str | None = None) -> "TrackedRun":
+        tags = dict(tags)
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        tracked = TrackedRun(self.client, run.info.run_id)
+        tracked.log_params(params)
+        return tracked
+
+
+class TrackedRun:
+    """A started run; as a context manager it ends FINISHED, FAILED or KILLED."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def __enter__(self) -> "TrackedRun":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.client.set_terminated(self.run_id, "FINISHED")
+            return False
+        status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        try:
+            text = "".join(traceback.format_exception(exc_type, exc, tb))
+            self.client.log_text(self.run_id, text, ARTIFACT_TRACEBACK)
+            self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
+        finally:
+            self.client.set_terminated(self.run_id, status)
+        return False
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and not math.isnan(float(v))]
+        for i in range(0, len(items), BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i : i + BATCH])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if tags:
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_file(self, path: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, path, artifact_path)
+
+    def log_result(self, result: StageResult) -> None:
+        """Write everything a stage produced: metrics, tags, tables (CSV), JSON, figures (PNG)."""
+        self.log_metrics(result.metrics)
+        self.set_tags(result.tags)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, table in result.tables.items():
+                path = os.path.join(tmp, os.path.basename(name))
+                table.to_csv(path, index=False)
+                self.log_file(path, os.path.dirname(name) or None)
+            for name, doc in result.documents.items():
+                self.client.log_text(self.run_id, json.dumps(doc, indent=2), name)
+            for name, fig in result.figures.items():
+                self.client.log_figure(self.run_id, fig, name)
