@@ -23,3 +23,23 @@ def small_convnet(seed: int = 0) -> keras.Model:
     rng = np.random.default_rng(seed)
     bn.set_weights([rng.uniform(0.5, 2, 8), rng.normal(0, 0.5, 8), rng.normal(0, 0.5, 8), rng.uniform(0.5, 2, 8)])
     return model
+
+
+def randomize_batch_norms(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Random γ, β, moving mean and variance in every BN, so folding has something to do."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            weights = []
+            if layer.gamma is not None:
+                weights.append(rng.uniform(0.5, 1.5, c))
+            if layer.beta is not None:
+                weights.append(rng.normal(0, 0.5, c))
+            weights += [rng.normal(0, 0.5, c), rng.uniform(0.5, 2.0, c)]
+            layer.set_weights(weights)
+    return model
+
+
+def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
+    return float(np.max(np.abs(reference - other)) / max(np.max(np.abs(reference)), 1e-12))

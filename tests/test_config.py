@@ -83,6 +83,7 @@ def test_bad_values_name_the_setting(override, message):
         ("quant.rounding=up", "quant.rounding"),
         ("quant.param_bw=eight", "quant.param_bw"),
         ("+stage=nope", "stage"),
+        ("cle.relu6_mode=sometimes", "cle.relu6_mode"),
     ],
 )
 def test_wrong_types_and_choices_fail_at_compose(override, fragment):

@@ -61,12 +61,18 @@ def test_baseline_run_is_recorded(tmp_path):
     enc = client.download_artifacts(run.info.run_id, "encodings/model.encodings", str(tmp_path))
     assert '"version": "0.6.1"' in Path(enc).read_text()
 
-    # the trained model is cached: a second run loads it instead of training
-    proc = _run(tmp_path, "+stage=baseline", *TINY, "quant.param_bw=4")
+    # the trained model is cached: a CLE run loads it instead of training
+    proc = _run(tmp_path, "+stage=cle", *TINY, "quant.param_bw=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "loading cached model" in proc.stdout + proc.stderr
     _, runs = _runs(tmp_path)
-    assert runs[1].data.tags["param_bw"] == "4" and runs[1].info.status == "FINISHED"
+    cle = runs[1]
+    assert cle.data.tags["param_bw"] == "4" and cle.data.tags["stage"] == "cle" and cle.info.status == "FINISHED"
+    m = cle.data.metrics
+    assert m["transformed/max_abs_diff"] < 1e-3 and m["transform/bns_folded"] > 5 and m["transform/cls_sets"] >= 1
+    assert abs(m["transformed/top1"] - m["fp32/top1"]) <= 1 / 128
+    artifacts = {a.path for a in client.list_artifacts(cle.info.run_id)}
+    assert {"channel_ranges.csv", "channel_ranges.png", "transform_report.json", "layers.csv"} <= artifacts
 
 
 def test_failed_run_is_recorded_with_traceback(tmp_path):

@@ -26,6 +26,14 @@ class Rounding(str, Enum):
     stochastic = "stochastic"
 
 
+class ReLU6Mode(str, Enum):
+    """What cross-layer scaling does with a ReLU6 between scaled layers."""
+
+    clip = "clip"  # exact: a per-channel clip at 6/s
+    relu = "relu"  # AIMET TF: replace by ReLU (changes the function)
+    break_chain = "break_chain"  # end the CLS chain there (aimet-torch >= 2.4)
+
+
 @dataclass(frozen=True)
 class QuantSettings:
     """Quantization simulator settings (AIMET's quantsim arguments and config flags)."""

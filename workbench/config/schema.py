@@ -12,11 +12,13 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from workbench.options import QuantScheme, Rounding
+from workbench.options import QuantScheme, ReLU6Mode, Rounding
 
 
 class StageName(str, Enum):
     baseline = "baseline"
+    bn_fold = "bn_fold"
+    cle = "cle"
 
 
 class ChannelOrder(str, Enum):
@@ -130,6 +132,13 @@ class KerasFileConfig(ModelConfig):
 
 
 @dataclass
+class CLEConfig:
+    # ReLU6 between scaled layers: clip (exact per-channel clip), relu (AIMET TF), break_chain (end the chain)
+    relu6_mode: ReLU6Mode = ReLU6Mode.clip
+    high_bias_absorption: bool = True
+
+
+@dataclass
 class StageConfig:
     name: StageName = MISSING
 
@@ -141,6 +150,7 @@ class Config:
     quant: QuantConfig = field(default_factory=QuantConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    cle: CLEConfig = field(default_factory=CLEConfig)
     # absent unless +stage=NAME is given
     stage: Optional[StageConfig] = None
     seed: int = 0

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import keras
 
+from workbench.graph.layers import ChannelClip
+
 CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv2D)
 WEIGHTED_TYPES = CONV_TYPES + (keras.layers.Dense,)
 # Ops that only move or drop data: AIMET gives them no output quantizer.
@@ -34,6 +36,8 @@ PASSTHROUGH_TYPES = (
 
 def activation_name(layer: keras.layers.Layer) -> str | None:
     """Name of the activation a layer applies ('linear' for a plain conv), or None."""
+    if isinstance(layer, ChannelClip):
+        return "relu6"  # a ReLU6 whose clip is per channel after cross-layer scaling
     if isinstance(layer, keras.layers.ReLU):
         if layer.negative_slope == 0 and layer.threshold == 0:
             if layer.max_value is None:
@@ -62,6 +66,7 @@ class FunctionalGraph:
     outputs: set[str] = field(default_factory=set)
     shared: set[str] = field(default_factory=set)
     order: list[str] = field(default_factory=list)
+    layers: dict[str, keras.layers.Layer] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_model(cls, model: keras.Model) -> "FunctionalGraph":
@@ -70,6 +75,7 @@ class FunctionalGraph:
         graph = cls(model=model)
         for layer in model.layers:
             graph.order.append(layer.name)
+            graph.layers[layer.name] = layer
             graph.consumers.setdefault(layer.name, [])
             nodes = [n for i, n in enumerate(layer._inbound_nodes) if _node_in_model(layer, i, model)]
             if len(nodes) > 1:
@@ -86,7 +92,7 @@ class FunctionalGraph:
         return graph
 
     def layer(self, name: str) -> keras.layers.Layer:
-        return self.model.get_layer(name)
+        return self.layers[name]
 
     def single_consumer(self, name: str) -> str | None:
         """The only consumer of a layer's output, or None (none, several, or a model output)."""

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from workbench.graph.functional import FunctionalGraph
+from workbench.graph.rewrite import clone_layer
 from workbench.options import QuantSettings, Rounding
 from workbench.quantsim.analyzers import EncodingAnalyzer, compute_tensor_encoding
 from workbench.quantsim.encodings import F32, Encoding, quantize_dequantize
@@ -50,14 +51,11 @@ class ParamQuantizer:
         return q.reshape(self.float_kernel.shape)
 
 
-def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    return layer.__class__.from_config(layer.get_config())
-
-
 def _copy_weights(src: keras.Model, dst: keras.Model) -> None:
+    targets = {layer.name: layer for layer in dst.layers}
     for layer in src.layers:
         if layer.weights:
-            dst.get_layer(layer.name).set_weights(layer.get_weights())
+            targets[layer.name].set_weights(layer.get_weights())
 
 
 class QuantizationSimModel:
@@ -80,9 +78,10 @@ class QuantizationSimModel:
                 s.output_bw, s.output_symmetric, s.rounding.value, s.seed + i, name=f"{name}{QUANTIZER_SUFFIX}"
             )
         self.model = self._build()
+        self._sim_layers = {layer.name: layer for layer in self.model.layers}
         self.param_quantizers: dict[str, ParamQuantizer] = {}
         for name in self.plan.params:
-            layer = model.get_layer(name)
+            layer = self.graph.layer(name)
             self.param_quantizers[name] = ParamQuantizer(
                 name, np.asarray(layer.kernel.numpy(), dtype=F32), isinstance(layer, keras.layers.DepthwiseConv2D)
             )
@@ -117,7 +116,7 @@ class QuantizationSimModel:
         sim = keras.models.clone_model(
             self.fp_model,
             input_tensors=inputs if len(inputs) > 1 else inputs[0],
-            clone_function=_clone_layer,
+            clone_function=clone_layer,
             call_function=call_function,
         )
         _copy_weights(self.fp_model, sim)
@@ -134,7 +133,7 @@ class QuantizationSimModel:
 
     def _apply_param_quantization(self) -> None:
         for name, pq in self.param_quantizers.items():
-            self.model.get_layer(name).kernel.assign(pq.quantized_kernel(self.settings.rounding, self._rng))
+            self._sim_layers[name].kernel.assign(pq.quantized_kernel(self.settings.rounding, self._rng))
 
     # ----------------------------------------------------------------- encodings
     def compute_param_encodings(self) -> None:
@@ -195,8 +194,8 @@ class QuantizationSimModel:
     def quantized_output(self, layer_name: str):
         """The sim tensor that carries ``layer_name``'s (possibly quantized) output."""
         if layer_name in self.output_quantizers:
-            return self.model.get_layer(self.output_quantizers[layer_name].name).output
-        return self.model.get_layer(layer_name).output
+            return self.output_quantizers[layer_name].output
+        return self._sim_layers[layer_name].output
 
 
 def forward_pass_over(batches: Iterable) -> Callable[[keras.Model, Any], None]:

@@ -1,6 +1,6 @@
 """Stages: orchestration only (which transforms, which sim, which evaluations)."""
 
-STAGE_NAMES = ("baseline",)
+STAGE_NAMES = ("baseline", "bn_fold", "cle")
 
 
 def get_stage(name: str):
@@ -9,4 +9,12 @@ def get_stage(name: str):
         from workbench.stages.baseline import run_baseline
 
         return run_baseline
+    if name == "bn_fold":
+        from workbench.stages.bn_fold import run_bn_fold
+
+        return run_bn_fold
+    if name == "cle":
+        from workbench.stages.cle import run_cle
+
+        return run_cle
     raise ValueError(f"stage.name={name!r} is not allowed; allowed: {', '.join(STAGE_NAMES)}")

@@ -71,9 +71,10 @@ def build_model(cfg: DictConfig, data: ImageData) -> keras.Model:
         def train() -> keras.Model:
             log.info("training %s on %s for %d epochs (first use; cached afterwards)", m.name, cfg.dataset.name, m.epochs)
             model = build_mnist_mobilenet(list(m.input_shape), data.num_classes, m.width, m.bn_momentum)
-            return train_classifier(model, data.for_model(m.input_shape), m.epochs, m.batch_size, m.learning_rate, m.augment, cfg.seed)
+            trained = train_classifier(model, data.for_model(m.input_shape), m.epochs, m.batch_size, m.learning_rate, m.augment, cfg.seed)
+            return trained, {}
 
-        model, _ = cached_model(os.path.join(cfg.paths.cache_dir, "models"), m.name, spec, train)
+        model, _, _ = cached_model(os.path.join(cfg.paths.cache_dir, "models"), m.name, spec, train)
         return model
     if m.name in ("mobilenet_v2", "resnet50"):
         from workbench.models.zoo import keras_application
@@ -95,5 +96,5 @@ def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> Stage
         sqnr_samples=cfg.tracking.sqnr_samples,
         seed=cfg.seed,
         cache_dir=cfg.paths.cache_dir,
-        options=OmegaConf.to_container(cfg.stage, resolve=True) if cfg.get("stage") else {},
+        options={"cle": OmegaConf.to_container(cfg.cle, resolve=True, enum_to_str=True)},
     )

@@ -9,6 +9,16 @@ NUM_PARAM_QUANTIZERS = "sim/param_quantizers"
 NUM_OUTPUT_QUANTIZERS = "sim/output_quantizers"
 MEAN_SQNR_DB = "sim/mean_sqnr_db"
 
+TRANSFORMED_TOP1 = "transformed/top1"
+TRANSFORMED_MAX_ABS_DIFF = "transformed/max_abs_diff"  # largest output difference vs the original
+BNS_FOLDED = "transform/bns_folded"
+BNS_AFFINE = "transform/bns_affine"
+CLS_SETS = "transform/cls_sets"
+LAYERS_SKIPPED = "transform/layers_skipped"
+ABSORBED_LINKS = "transform/absorbed_links"
+BORDER_LINKS = "transform/border_links"
+TRANSFORM_CACHE_HIT = "transform/cache_hit"
+
 TAG_STAGE = "stage"
 TAG_MODEL = "model"
 TAG_DATASET = "dataset"
@@ -24,6 +34,9 @@ ARTIFACT_TRACEBACK = "traceback.txt"
 ARTIFACT_LAYERS = "layers.csv"
 ARTIFACT_ENCODINGS = "encodings/model.encodings"
 ARTIFACT_ENCODINGS_V1 = "encodings/model_v1.encodings"
+ARTIFACT_CHANNEL_RANGES = "channel_ranges.csv"
+ARTIFACT_CHANNEL_RANGES_PNG = "channel_ranges.png"
+ARTIFACT_TRANSFORM_REPORT = "transform_report.json"
 
 
 def timing_key(phase: str) -> str:
