@@ -68,6 +68,7 @@ def test_default_is_the_embedded_setting():
         ("model=keras_file", r"model.path is missing"),
         ("model=keras_file model.path=/x/model.txt", r"model.path='/x/model.txt' is not allowed: use a .keras or .h5 file"),
         ("model=resnet50 model.weights=/x/w.h5", r"model.weights='/x/w.h5' does not exist"),
+        ("bc.num_quant_samples=0", r"bc.num_quant_samples=0 is not allowed: use an integer >= 1"),
     ],
 )
 def test_bad_values_name_the_setting(override, message):
@@ -84,6 +85,7 @@ def test_bad_values_name_the_setting(override, message):
         ("quant.param_bw=eight", "quant.param_bw"),
         ("+stage=nope", "stage"),
         ("cle.relu6_mode=sometimes", "cle.relu6_mode"),
+        ("bc.mode=magic", "bc.mode"),
     ],
 )
 def test_wrong_types_and_choices_fail_at_compose(override, fragment):

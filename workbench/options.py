@@ -34,6 +34,12 @@ class ReLU6Mode(str, Enum):
     break_chain = "break_chain"  # end the CLS chain there (aimet-torch >= 2.4)
 
 
+class BiasCorrectionMode(str, Enum):
+    empirical = "empirical"  # compare FP32 and quantized layer outputs on data
+    analytical = "analytical"  # data-free, from the preceding BN; other layers stay uncorrected
+    auto = "auto"  # analytical where a BN + activation pattern allows, else empirical
+
+
 @dataclass(frozen=True)
 class QuantSettings:
     """Quantization simulator settings (AIMET's quantsim arguments and config flags)."""

@@ -12,13 +12,14 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from workbench.options import QuantScheme, ReLU6Mode, Rounding
+from workbench.options import BiasCorrectionMode, QuantScheme, ReLU6Mode, Rounding
 
 
 class StageName(str, Enum):
     baseline = "baseline"
     bn_fold = "bn_fold"
     cle = "cle"
+    bc = "bc"
 
 
 class ChannelOrder(str, Enum):
@@ -139,6 +140,18 @@ class CLEConfig:
 
 
 @dataclass
+class BiasCorrectionConfig:
+    # empirical (data), analytical (data-free; layers without a BN pattern stay as they are),
+    # auto (analytical where possible, else empirical)
+    mode: BiasCorrectionMode = BiasCorrectionMode.auto
+    num_quant_samples: int = 512
+    num_bias_correct_samples: int = 512
+    batch_size: int = 64
+    # layer names left untouched
+    ignore: List[str] = field(default_factory=list)
+
+
+@dataclass
 class StageConfig:
     name: StageName = MISSING
 
@@ -151,6 +164,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     cle: CLEConfig = field(default_factory=CLEConfig)
+    bc: BiasCorrectionConfig = field(default_factory=BiasCorrectionConfig)
     # absent unless +stage=NAME is given
     stage: Optional[StageConfig] = None
     seed: int = 0

@@ -1,6 +1,6 @@
 """Stages: orchestration only (which transforms, which sim, which evaluations)."""
 
-STAGE_NAMES = ("baseline", "bn_fold", "cle")
+STAGE_NAMES = ("baseline", "bn_fold", "cle", "bc")
 
 
 def get_stage(name: str):
@@ -17,4 +17,8 @@ def get_stage(name: str):
         from workbench.stages.cle import run_cle
 
         return run_cle
+    if name == "bc":
+        from workbench.stages.bc import run_bc
+
+        return run_bc
     raise ValueError(f"stage.name={name!r} is not allowed; allowed: {', '.join(STAGE_NAMES)}")

@@ -39,8 +39,8 @@ def cle_options(ctx: StageContext) -> dict:
     return {"relu6_mode": ReLU6Mode(cle.get("relu6_mode", "clip")).value, "absorb": bool(cle.get("high_bias_absorption", True))}
 
 
-def run_cle(ctx: StageContext, result: StageResult) -> None:
-    evaluate_fp32(ctx, result)
+def equalized_model(ctx: StageContext, result: StageResult):
+    """BN fold + CLE of the context's model (cached), with its counts and range diagnostics."""
     options = cle_options(ctx)
     model, summary = cached_transform(ctx, "cle", options, partial(_equalize, relu6_mode=options["relu6_mode"], absorb=options["absorb"]), result)
     result.metrics[keys.BNS_FOLDED] = len(summary["fold"]["folded"])
@@ -50,6 +50,12 @@ def run_cle(ctx: StageContext, result: StageResult) -> None:
     result.metrics[keys.ABSORBED_LINKS] = len(summary["absorbed"])
     result.metrics[keys.BORDER_LINKS] = len(summary["border_links"])
     result.tags["cle.relu6_mode"] = options["relu6_mode"]
-    check_transformed(ctx, model, result)
     record_ranges(folded_ranges(ctx.model), model, result, "per-channel weight ranges: BN-folded vs equalized")
+    return model, summary
+
+
+def run_cle(ctx: StageContext, result: StageResult) -> None:
+    evaluate_fp32(ctx, result)
+    model, _ = equalized_model(ctx, result)
+    check_transformed(ctx, model, result)
     quantize_and_evaluate(ctx, model, result)

@@ -96,5 +96,8 @@ def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> Stage
         sqnr_samples=cfg.tracking.sqnr_samples,
         seed=cfg.seed,
         cache_dir=cfg.paths.cache_dir,
-        options={"cle": OmegaConf.to_container(cfg.cle, resolve=True, enum_to_str=True)},
+        options={
+            "cle": OmegaConf.to_container(cfg.cle, resolve=True, enum_to_str=True),
+            "bc": OmegaConf.to_container(cfg.bc, resolve=True, enum_to_str=True),
+        },
     )

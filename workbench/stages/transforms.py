@@ -17,13 +17,21 @@ from workbench.techniques.weight_ranges import channel_ranges, most_uneven, rang
 from workbench.tracking import keys
 
 log = logging.getLogger(__name__)
+# bump when a technique's output or report format changes, so stale cache entries are not reused
+TRANSFORM_FORMAT = 2
 
 
 def cached_transform(
     ctx: StageContext, technique: str, options: dict, transform: Callable[[keras.Model], tuple[keras.Model, dict]], result: StageResult
 ) -> tuple[keras.Model, dict]:
     """Run ``transform`` on the context's model, or load its result from the cache."""
-    spec = {"source": weights_digest(ctx.model), "technique": technique, "options": options, "keras": keras.__version__}
+    spec = {
+        "source": weights_digest(ctx.model),
+        "technique": technique,
+        "options": options,
+        "keras": keras.__version__,
+        "format": TRANSFORM_FORMAT,
+    }
     with result.timed(f"{technique}_transform"):
         model, summary, hit = cached_model(os.path.join(ctx.cache_dir, "transformed"), technique, spec, lambda: transform(ctx.model))
     result.metrics[keys.TRANSFORM_CACHE_HIT] = float(hit)

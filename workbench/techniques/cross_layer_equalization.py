@@ -53,6 +53,8 @@ class CLEReport:
     absorbed: dict[str, float] = field(default_factory=dict)  # "first->second" -> mean absorbed bias
     border_links: list[str] = field(default_factory=list)  # absorption inexact at zero-padded borders
     replaced_relu6: list[str] = field(default_factory=list)
+    # layer -> (γ, β) of its output pre-activation after scaling and absorption (for analytical BC)
+    bn_effective: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {
@@ -63,6 +65,7 @@ class CLEReport:
             "absorbed": self.absorbed,
             "border_links": self.border_links,
             "replaced_relu6": self.replaced_relu6,
+            "bn_effective": {k: {"gamma": g.tolist(), "beta": b.tolist()} for k, (g, b) in self.bn_effective.items()},
         }
 
 
@@ -306,6 +309,7 @@ def equalize_model(
         if mode is not ReLU6Mode.break_chain:
             for link in cls_set:
                 report.replaced_relu6 += rewrite_relu6(model, graph, edit, link, mode)
+    absorbed: dict[str, np.ndarray] = {}
     if high_bias_absorption:
         for cls_set in sets:
             for link in cls_set:
@@ -315,10 +319,15 @@ def equalize_model(
                 c = absorb_link(model, graph, edit, link, bn)
                 if c is None:
                     continue
+                absorbed[link.first] = c
                 key = f"{link.first}->{link.second}"
                 report.absorbed[key] = float(np.mean(c))
                 if np.any(c != 0) and (link.zero_padding or _pads_input(graph.layer(link.second))):
                     report.border_links.append(key)
+    scales = {link.first: link.scale for link in report.links}
+    for name, bn in report.fold.output_bn.items():
+        s = scales.get(name, np.ones_like(bn.gamma))
+        report.bn_effective[name] = ((bn.gamma / s).astype(F32), (bn.beta / s - absorbed.get(name, 0.0)).astype(F32))
     log.info(
         "CLE: %d BNs folded, %d CLS sets, %d links absorbed (%d with zero-padded borders), relu6=%s",
         len(report.fold.folded), len(report.sets), len(report.absorbed), len(report.border_links), mode.value,

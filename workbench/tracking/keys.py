@@ -18,6 +18,9 @@ LAYERS_SKIPPED = "transform/layers_skipped"
 ABSORBED_LINKS = "transform/absorbed_links"
 BORDER_LINKS = "transform/border_links"
 TRANSFORM_CACHE_HIT = "transform/cache_hit"
+BC_SHIFT_BEFORE = "bc/mean_abs_shift_before"
+BC_SHIFT_AFTER = "bc/mean_abs_shift_after"
+BC_LAYERS_CORRECTED = "bc/layers_corrected"
 
 TAG_STAGE = "stage"
 TAG_MODEL = "model"
@@ -37,6 +40,7 @@ ARTIFACT_ENCODINGS_V1 = "encodings/model_v1.encodings"
 ARTIFACT_CHANNEL_RANGES = "channel_ranges.csv"
 ARTIFACT_CHANNEL_RANGES_PNG = "channel_ranges.png"
 ARTIFACT_TRANSFORM_REPORT = "transform_report.json"
+ARTIFACT_BIAS_CORRECTION = "bias_correction.csv"
 
 
 def timing_key(phase: str) -> str:

@@ -1,0 +1,74 @@
+"""Run two versions of one functional model side by side, layer by layer.
+
+Bias correction needs, for every weighted layer in order, the FP32 and the quantized
+pre-activation outputs on the same samples, with earlier corrections already applied
+downstream. :func:`run_side_by_side` walks the graph once, in topological order, feeding
+a reference stream through the original layers and a second stream through stand-in
+layers of the same names; a hook sees each weighted layer's two pre-activations and may
+return a per-channel shift to subtract from the second. Tensors are freed as soon as
+their last consumer has run, so memory stays at the live frontier and the cost is one
+forward pass per stream, not one per layer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from workbench.graph.functional import WEIGHTED_TYPES
+
+Hook = Callable[[str, tf.Tensor, tf.Tensor], "tf.Tensor | None"]
+
+
+def _call_pre_activation(layer: keras.layers.Layer, args, kwargs):
+    """Call a weighted layer without its fused activation; returns (pre, activation)."""
+    activation = layer.activation
+    layer.activation = keras.activations.linear
+    try:
+        return layer(*args, **kwargs), activation
+    finally:
+        layer.activation = activation
+
+
+def run_side_by_side(
+    model: keras.Model,
+    reference_inputs: tf.Tensor,
+    other_inputs: tf.Tensor,
+    other_layers: dict[str, keras.layers.Layer],
+    hook: Hook,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Execute ``model`` on both streams; returns both outputs. Single-input models only."""
+    if len(model.inputs) != 1:
+        raise ValueError("run_side_by_side supports single-input models")
+    ref: dict[int, tf.Tensor] = {id(model.inputs[0]): tf.convert_to_tensor(reference_inputs)}
+    oth: dict[int, tf.Tensor] = {id(model.inputs[0]): tf.convert_to_tensor(other_inputs)}
+    nodes = [n for depth in sorted(model._nodes_by_depth, reverse=True) for n in model._nodes_by_depth[depth]]
+    uses = Counter(id(t) for n in nodes if n.operation and not n.is_input for t in n.input_tensors)
+    keep = {id(t) for t in model.outputs}
+    for node in nodes:
+        if not node.operation or node.is_input:
+            continue
+        layer = node.operation
+        args_r, kwargs_r = node.arguments.fill_in(ref)
+        args_o, kwargs_o = node.arguments.fill_in(oth)
+        stand_in = other_layers.get(layer.name, layer)
+        if isinstance(layer, WEIGHTED_TYPES):
+            pre_r, act = _call_pre_activation(layer, args_r, kwargs_r)
+            pre_o, _ = _call_pre_activation(stand_in, args_o, kwargs_o)
+            shift = hook(layer.name, pre_r, pre_o)
+            if shift is not None:
+                pre_o = pre_o - shift
+            out_r, out_o = act(pre_r), act(pre_o)
+        else:
+            out_r, out_o = layer(*args_r, **kwargs_r), stand_in(*args_o, **kwargs_o)
+        for x, a, b in zip(node.outputs, keras.tree.flatten(out_r), keras.tree.flatten(out_o)):
+            ref[id(x)], oth[id(x)] = a, b
+        for t in node.input_tensors:
+            uses[id(t)] -= 1
+            if uses[id(t)] == 0 and id(t) not in keep:
+                ref.pop(id(t), None)
+                oth.pop(id(t), None)
+    return ref[id(model.outputs[0])], oth[id(model.outputs[0])]

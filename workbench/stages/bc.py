@@ -1,0 +1,56 @@
+"""Stage ``bc``: BN fold + CLE + bias correction, then quantsim."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from workbench.results import StageResult
+from workbench.stages.cle import equalized_model
+from workbench.stages.common import evaluate_fp32, quantize_and_evaluate
+from workbench.stages.context import StageContext
+from workbench.stages.transforms import check_transformed
+from workbench.techniques.bias_correction import _sim_for_correction, correct_bias, layer_output_shifts
+from workbench.tracking import keys
+
+log = logging.getLogger(__name__)
+SHIFT_SAMPLES = 256
+
+
+def _images(batches) -> np.ndarray:
+    return np.concatenate([x.numpy() for x, _ in batches])
+
+
+def run_bc(ctx: StageContext, result: StageResult) -> None:
+    evaluate_fp32(ctx, result)
+    equalized, summary = equalized_model(ctx, result)
+    bc = ctx.options.get("bc", {})
+    bn_stats = {k: (np.asarray(v["gamma"], np.float32), np.asarray(v["beta"], np.float32)) for k, v in summary.get("bn_effective", {}).items()}
+    data = ctx.data
+    quant = _images(data.calibration_batches(bc.get("num_quant_samples", 512), ctx.seed))
+    samples = _images(data.calibration_batches(bc.get("num_bias_correct_samples", 512), ctx.seed + 1))
+    with result.timed("bias_correction"):
+        corrected, report = correct_bias(
+            equalized, ctx.settings, quant, samples, bc.get("mode", "auto"), bn_stats, bc.get("ignore", [])
+        )
+    # the shift each layer's quantized output has vs FP32, on held-out validation images
+    held_out = _images(data.val_batches(limit=SHIFT_SAMPLES))
+    with result.timed("bc_shift_check"):
+        sim, enc = _sim_for_correction(equalized, ctx.settings, quant)
+        before = layer_output_shifts(equalized, sim, enc, held_out)
+        sim, enc = _sim_for_correction(corrected, ctx.settings, quant)
+        after = layer_output_shifts(equalized, sim, enc, held_out)
+    table = pd.DataFrame(report.layers)
+    table["shift_before"] = table["layer"].map(before)
+    table["shift_after"] = table["layer"].map(after)
+    result.tables[keys.ARTIFACT_BIAS_CORRECTION] = table
+    done = report.corrected()
+    result.metrics[keys.BC_LAYERS_CORRECTED] = len(done)
+    if done:
+        result.metrics[keys.BC_SHIFT_BEFORE] = float(np.mean([before[n] for n in done]))
+        result.metrics[keys.BC_SHIFT_AFTER] = float(np.mean([after[n] for n in done]))
+        log.info("bias correction: mean |shift| %.4g -> %.4g over %d layers", result.metrics[keys.BC_SHIFT_BEFORE], result.metrics[keys.BC_SHIFT_AFTER], len(done))
+    check_transformed(ctx, corrected, result)
+    quantize_and_evaluate(ctx, corrected, result)
