@@ -3,6 +3,16 @@
 import keras
 import numpy as np
 
+from workbench.models.mnist_mobilenet import build_mnist_mobilenet
+
+# (builder, input shape) of the models every function-preservation test runs on
+REFERENCE_MODELS = [
+    (lambda: keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), classes=10), (64, 64, 3)),
+    (lambda: keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10), (64, 64, 3)),
+    (lambda: build_mnist_mobilenet(), (28, 28, 1)),
+]
+REFERENCE_MODEL_IDS = ["mobilenet_v2", "resnet50", "mnist_mobilenet"]
+
 
 def small_convnet(seed: int = 0) -> keras.Model:
     """conv+BN+ReLU6, depthwise, a residual add+ReLU, pooling, dense: every placement rule once."""

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import randomize_batch_norms, relative_error
+from helpers import REFERENCE_MODEL_IDS, REFERENCE_MODELS, randomize_batch_norms, relative_error
 from workbench.graph.layers import ChannelAffine
 from workbench.models.mnist_mobilenet import build_mnist_mobilenet
 from workbench.techniques import fold_batch_norms
@@ -16,15 +16,7 @@ def _x(shape, n=4, seed=1):
     return np.random.default_rng(seed).normal(size=(n, *shape)).astype(F32)
 
 
-@pytest.mark.parametrize(
-    "build, shape",
-    [
-        (lambda: keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), classes=10), (64, 64, 3)),
-        (lambda: keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10), (64, 64, 3)),
-        (lambda: build_mnist_mobilenet(), (28, 28, 1)),
-    ],
-    ids=["mobilenet_v2", "resnet50", "mnist_mobilenet"],
-)
+@pytest.mark.parametrize("build, shape", REFERENCE_MODELS, ids=REFERENCE_MODEL_IDS)
 def test_folding_preserves_outputs(build, shape):
     model = randomize_batch_norms(build())
     x = _x(shape)
@@ -35,11 +27,6 @@ def test_folding_preserves_outputs(build, shape):
     assert len(report.folded) == sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
     for a, b in zip(before, model.get_weights()):  # the input model is untouched
         np.testing.assert_array_equal(a, b)
-
-
-def _bn(seed=0):
-    bn = keras.layers.BatchNormalization(name="bn")
-    return bn
 
 
 def _set_bn(model, seed=0):

@@ -11,7 +11,7 @@ from workbench.results import StageResult
 from workbench.stages.bc import run_bc
 from workbench.stages.context import StageContext
 from workbench.techniques.bias_correction import (
-    _sim_for_correction,
+    correction_sim,
     correct_bias,
     expected_activation,
     layer_output_shifts,
@@ -45,9 +45,9 @@ def test_empirical_bc_removes_a_known_mean_shift(use_bias):
     model = _biased_conv(use_bias)
     corrected, report = correct_bias(model, W4, _positive(64, 1), _positive(256, 2), "empirical")
     held_out = _positive(256, 3)
-    sim, enc = _sim_for_correction(model, W4, _positive(64, 1))
+    sim, enc = correction_sim(model, W4, _positive(64, 1))
     before = layer_output_shifts(model, sim, enc, held_out)["conv"]
-    sim, enc = _sim_for_correction(corrected, W4, _positive(64, 1))
+    sim, enc = correction_sim(corrected, W4, _positive(64, 1))
     after = layer_output_shifts(model, sim, enc, held_out)["conv"]
     assert before > 0.05
     assert after <= 0.1 * before
@@ -99,7 +99,7 @@ def test_analytical_bc_is_data_free_and_follows_the_formula():
     corrected, report = correct_bias(model, W4, np.zeros((2, 6, 6, 4), F32), None, "analytical", {"c1": (gamma, beta)})
     methods = {r["layer"]: r["method"] for r in report.layers}
     assert methods == {"c1": "first layer (E[x] = 0)", "c2": "analytical"}
-    sim, _ = _sim_for_correction(model, W4, np.zeros((2, 6, 6, 4), F32))
+    sim, _ = correction_sim(model, W4, np.zeros((2, 6, 6, 4), F32))
     eps = (sim._sim_layers["c2"].kernel.numpy() - model.get_layer("c2").kernel.numpy())[0, 0]
     expected = model.get_layer("c2").bias.numpy() - expected_activation(beta, gamma, "relu") @ eps
     np.testing.assert_allclose(corrected.get_layer("c2").bias.numpy(), expected, rtol=1e-5, atol=1e-6)

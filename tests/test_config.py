@@ -1,6 +1,5 @@
 """Every option of every config group composes; bad values fail early with one clear line."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -4,9 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import randomize_batch_norms, relative_error
+from helpers import REFERENCE_MODEL_IDS, REFERENCE_MODELS, randomize_batch_norms, relative_error
 from workbench.graph.layers import ChannelClip
-from workbench.models.mnist_mobilenet import build_mnist_mobilenet
 from workbench.quantsim.analyzers import compute_tensor_encoding
 from workbench.options import QuantSettings
 from workbench.quantsim.encodings import quantize_dequantize, sqnr_db
@@ -24,15 +23,7 @@ def _x(shape, n=4, seed=1, low=None):
     return rng.normal(size=(n, *shape)).astype(F32)
 
 
-@pytest.mark.parametrize(
-    "build, shape",
-    [
-        (lambda: keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), classes=10), (64, 64, 3)),
-        (lambda: keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10), (64, 64, 3)),
-        (lambda: build_mnist_mobilenet(), (28, 28, 1)),
-    ],
-    ids=["mobilenet_v2", "resnet50", "mnist_mobilenet"],
-)
+@pytest.mark.parametrize("build, shape", REFERENCE_MODELS, ids=REFERENCE_MODEL_IDS)
 def test_cle_preserves_outputs_in_exact_relu6_mode(build, shape):
     model = randomize_batch_norms(build())
     x = _x(shape)

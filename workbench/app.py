@@ -27,16 +27,21 @@ def _hydra_choices_and_overrides() -> tuple[dict, str]:
         return {}, ""
 
 
+def _text(value) -> str:
+    """An enum's YAML value, or the value itself, as a string."""
+    return str(getattr(value, "value", value))
+
+
 def run_tags(cfg: DictConfig) -> dict[str, str]:
     from workbench.tracking import keys
 
     choices, overrides = _hydra_choices_and_overrides()
     q = cfg.quant
     return {
-        keys.TAG_STAGE: str(cfg.stage.name.value if hasattr(cfg.stage.name, "value") else cfg.stage.name),
+        keys.TAG_STAGE: _text(cfg.stage.name),
         keys.TAG_MODEL: str(cfg.model.name),
         keys.TAG_DATASET: str(cfg.dataset.name),
-        keys.TAG_SCHEME: str(q.scheme.value if hasattr(q.scheme, "value") else q.scheme),
+        keys.TAG_SCHEME: _text(q.scheme),
         keys.TAG_PARAM_BW: str(q.param_bw),
         keys.TAG_OUTPUT_BW: str(q.output_bw),
         keys.TAG_PER_CHANNEL: str(q.per_channel),
@@ -67,7 +72,7 @@ def run(cfg: DictConfig) -> float | None:
     from workbench.tracking import keys
     from workbench.tracking.mlflow_run import Tracker, flatten, resolve_tracking_uri
 
-    stage_fn = get_stage(str(cfg.stage.name.value if hasattr(cfg.stage.name, "value") else cfg.stage.name))
+    stage_fn = get_stage(_text(cfg.stage.name))
     seed_everything(cfg.seed, cfg.deterministic)
     outputs = cfg.paths.outputs_dir
     uri = resolve_tracking_uri(cfg.tracking.uri, outputs)

@@ -12,7 +12,7 @@ from workbench.stages.cle import equalized_model
 from workbench.stages.common import evaluate_fp32, quantize_and_evaluate
 from workbench.stages.context import StageContext
 from workbench.stages.transforms import check_transformed
-from workbench.techniques.bias_correction import _sim_for_correction, correct_bias, layer_output_shifts
+from workbench.techniques.bias_correction import correction_sim, correct_bias, layer_output_shifts
 from workbench.tracking import keys
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,9 @@ def run_bc(ctx: StageContext, result: StageResult) -> None:
     # the shift each layer's quantized output has vs FP32, on held-out validation images
     held_out = _images(data.val_batches(limit=SHIFT_SAMPLES))
     with result.timed("bc_shift_check"):
-        sim, enc = _sim_for_correction(equalized, ctx.settings, quant)
+        sim, enc = correction_sim(equalized, ctx.settings, quant)
         before = layer_output_shifts(equalized, sim, enc, held_out)
-        sim, enc = _sim_for_correction(corrected, ctx.settings, quant)
+        sim, enc = correction_sim(corrected, ctx.settings, quant)
         after = layer_output_shifts(equalized, sim, enc, held_out)
     table = pd.DataFrame(report.layers)
     table["shift_before"] = table["layer"].map(before)

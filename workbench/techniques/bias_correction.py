@@ -130,7 +130,7 @@ def with_biases(model: keras.Model) -> keras.Model:
     return apply_edit(model, GraphEdit(biases=missing)) if missing else model
 
 
-def _sim_for_correction(model: keras.Model, settings: QuantSettings, quant_samples: np.ndarray) -> tuple[QuantizationSimModel, np.ndarray]:
+def correction_sim(model: keras.Model, settings: QuantSettings, quant_samples: np.ndarray) -> tuple[QuantizationSimModel, np.ndarray]:
     """Weights quantized as the sim will, model input quantized over the quant samples."""
     sim = QuantizationSimModel(model, settings)
     sim.compute_param_encodings()
@@ -183,7 +183,7 @@ def correct_bias(
     bn_stats = bn_stats or {}
     model = with_biases(model)
     graph = FunctionalGraph.from_model(model)
-    sim, input_encoding = _sim_for_correction(model, settings, quant_samples)
+    sim, input_encoding = correction_sim(model, settings, quant_samples)
     report = BiasCorrectionReport(mode=mode.value)
     plan: dict[str, tuple[str, np.ndarray | None]] = {}
     for name in graph.order:
