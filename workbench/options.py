@@ -19,6 +19,22 @@ class QuantScheme(str, Enum):
     tf = "tf"
     tf_enhanced = "tf_enhanced"
     percentile = "percentile"
+    # range-learning QAT: encodings initialised by tf / tf_enhanced, then min/max trained
+    training_range_learning_with_tf_init = "training_range_learning_with_tf_init"
+    training_range_learning_with_tf_enhanced_init = "training_range_learning_with_tf_enhanced_init"
+
+    @property
+    def range_learning(self) -> bool:
+        return self.value.startswith("training_range_learning")
+
+    @property
+    def analyzer(self) -> "QuantScheme":
+        """The calibration analyzer: a range-learning scheme calibrates with its init scheme."""
+        if self is QuantScheme.training_range_learning_with_tf_init:
+            return QuantScheme.tf
+        if self is QuantScheme.training_range_learning_with_tf_enhanced_init:
+            return QuantScheme.tf_enhanced
+        return self
 
 
 class Rounding(str, Enum):

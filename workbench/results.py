@@ -23,6 +23,10 @@ class StageResult:
     documents: dict[str, dict] = field(default_factory=dict)  # artifact file name -> JSON document
     figures: dict[str, Any] = field(default_factory=dict)  # artifact file name -> matplotlib figure
     tags: dict[str, str] = field(default_factory=dict)
+    # metric key -> values per step (e.g. per epoch), logged with their step
+    series: dict[str, list[float]] = field(default_factory=dict)
+    # artifact folder -> local directory whose files are logged under it
+    directories: dict[str, str] = field(default_factory=dict)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

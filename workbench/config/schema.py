@@ -20,6 +20,7 @@ class StageName(str, Enum):
     bn_fold = "bn_fold"
     cle = "cle"
     bc = "bc"
+    qat = "qat"
 
 
 class ChannelOrder(str, Enum):
@@ -151,6 +152,23 @@ class BiasCorrectionConfig:
     ignore: List[str] = field(default_factory=list)
 
 
+class Optimizer(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
+
+
+@dataclass
+class QATConfig:
+    epochs: int = 2
+    learning_rate: float = 1e-4
+    # the learning rate halves every decay_steps optimizer steps
+    decay_steps: int = 1000
+    batch_size: int = 64
+    optimizer: Optimizer = Optimizer.adam
+    # run bias correction (bc.*) between CLE and QAT
+    bias_correction: bool = False
+
+
 @dataclass
 class StageConfig:
     name: StageName = MISSING
@@ -165,6 +183,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     cle: CLEConfig = field(default_factory=CLEConfig)
     bc: BiasCorrectionConfig = field(default_factory=BiasCorrectionConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
     # absent unless +stage=NAME is given
     stage: Optional[StageConfig] = None
     seed: int = 0

@@ -56,6 +56,10 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     _positive(cfg, "tracking.sqnr_samples", allow_zero=True)
     for key in ("num_quant_samples", "num_bias_correct_samples", "batch_size"):
         _positive(cfg, f"bc.{key}")
+    _positive(cfg, "qat.epochs", allow_zero=True)
+    _positive(cfg, "qat.decay_steps")
+    _positive(cfg, "qat.batch_size")
+    _require(cfg.qat.learning_rate > 0, f"qat.learning_rate={cfg.qat.learning_rate!r} is not allowed: use a value > 0")
     _require(bool(cfg.tracking.experiment), "tracking.experiment must be a non-empty name")
 
     d = cfg.dataset

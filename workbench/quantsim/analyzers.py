@@ -218,7 +218,7 @@ class EncodingAnalyzer:
         unsigned: bool = False,
         percentile: float = 99.99,
     ):
-        self.scheme = QuantScheme(scheme)
+        self.scheme = QuantScheme(scheme).analyzer
         self.bitwidth, self.symmetric, self.strict, self.unsigned = bitwidth, symmetric, strict, unsigned
         self.percentile = percentile
         if self.scheme is QuantScheme.tf:

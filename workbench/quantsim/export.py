@@ -25,7 +25,7 @@ def _quantizer_args(sim: QuantizationSimModel) -> dict:
         "is_symmetric": bool(s.param_symmetric),
         "param_bitwidth": s.param_bw,
         "per_channel_quantization": bool(s.per_channel),
-        "quant_scheme": f"post_training_{s.scheme.value}",
+        "quant_scheme": s.scheme.value if s.scheme.range_learning else f"post_training_{s.scheme.value}",
     }
 
 
@@ -79,6 +79,17 @@ def load_encodings(sim: QuantizationSimModel, data: dict) -> None:
         params = {by_tensor[k]: Encoding.from_dicts(v) for k, v in data["param_encodings"].items()}
         acts = {by_act[k]: Encoding.from_dicts(v) for k, v in data["activation_encodings"].items()}
     sim.set_encodings(params, acts)
+
+
+def export_model(sim: QuantizationSimModel, directory: str, prefix: str = "model") -> dict[str, str]:
+    """The float model with every weight change and no fake-quant ops (``<prefix>.keras``) plus its
+    encodings in both JSON layouts, ready for a target toolchain; returns the paths."""
+    os.makedirs(directory, exist_ok=True)
+    paths = export_encodings(sim, directory, prefix)
+    model_path = os.path.join(directory, f"{prefix}.keras")
+    sim.fp_model.save(model_path)
+    paths["model"] = model_path
+    return paths
 
 
 def export_encodings(sim: QuantizationSimModel, directory: str, prefix: str = "model") -> dict[str, str]:

@@ -58,6 +58,39 @@ def _copy_weights(src: keras.Model, dst: keras.Model) -> None:
             targets[layer.name].set_weights(layer.get_weights())
 
 
+def insert_quantizers(
+    model: keras.Model,
+    quantizers: dict[str, keras.layers.Layer],
+    input_names: set[str],
+    clone_function: Callable[[keras.layers.Layer], keras.layers.Layer],
+) -> keras.Model:
+    """Clone ``model`` with ``quantizers[name]`` after each named layer's output and model input."""
+    cache: dict[int, Any] = {}
+
+    def quantize_inputs(tensor):
+        hist = getattr(tensor, "_keras_history", None)
+        if hist is None or not isinstance(hist.operation, keras.layers.InputLayer):
+            return tensor
+        name = hist.operation.name
+        if name not in input_names:
+            return tensor
+        if id(tensor) not in cache:
+            cache[id(tensor)] = quantizers[name](tensor)
+        return cache[id(tensor)]
+
+    def call_function(layer, *args, **kwargs):
+        args = keras.tree.map_structure(quantize_inputs, args)
+        out = layer(*args, **kwargs)
+        if layer.name in quantizers:
+            out = quantizers[layer.name](out)
+        return out
+
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name) for t in model.inputs]
+    return keras.models.clone_model(
+        model, input_tensors=inputs if len(inputs) > 1 else inputs[0], clone_function=clone_function, call_function=call_function
+    )
+
+
 class QuantizationSimModel:
     """Quantization simulation of a functional Keras model (AIMET's ``QuantizationSimModel``)."""
 
@@ -88,37 +121,7 @@ class QuantizationSimModel:
 
     # ----------------------------------------------------------------- building
     def _build(self) -> keras.Model:
-        quantizers = self.output_quantizers
-        input_names = set(self.plan.inputs)
-        cache: dict[int, Any] = {}
-
-        def quantize_inputs(tensor):
-            hist = getattr(tensor, "_keras_history", None)
-            if hist is None or not isinstance(hist.operation, keras.layers.InputLayer):
-                return tensor
-            name = hist.operation.name
-            if name not in input_names:
-                return tensor
-            if id(tensor) not in cache:
-                cache[id(tensor)] = quantizers[name](tensor)
-            return cache[id(tensor)]
-
-        def call_function(layer, *args, **kwargs):
-            args = keras.tree.map_structure(quantize_inputs, args)
-            out = layer(*args, **kwargs)
-            if layer.name in quantizers:
-                out = quantizers[layer.name](out)
-            return out
-
-        inputs = [
-            keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name) for t in self.fp_model.inputs
-        ]
-        sim = keras.models.clone_model(
-            self.fp_model,
-            input_tensors=inputs if len(inputs) > 1 else inputs[0],
-            clone_function=clone_layer,
-            call_function=call_function,
-        )
+        sim = insert_quantizers(self.fp_model, self.output_quantizers, set(self.plan.inputs), clone_layer)
         _copy_weights(self.fp_model, sim)
         return sim
 

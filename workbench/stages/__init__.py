@@ -1,6 +1,6 @@
 """Stages: orchestration only (which transforms, which sim, which evaluations)."""
 
-STAGE_NAMES = ("baseline", "bn_fold", "cle", "bc")
+STAGE_NAMES = ("baseline", "bn_fold", "cle", "bc", "qat")
 
 
 def get_stage(name: str):
@@ -21,4 +21,8 @@ def get_stage(name: str):
         from workbench.stages.bc import run_bc
 
         return run_bc
+    if name == "qat":
+        from workbench.stages.qat import run_qat
+
+        return run_qat
     raise ValueError(f"stage.name={name!r} is not allowed; allowed: {', '.join(STAGE_NAMES)}")

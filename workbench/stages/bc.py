@@ -23,9 +23,8 @@ def _images(batches) -> np.ndarray:
     return np.concatenate([x.numpy() for x, _ in batches])
 
 
-def run_bc(ctx: StageContext, result: StageResult) -> None:
-    evaluate_fp32(ctx, result)
-    equalized, summary = equalized_model(ctx, result)
+def bias_corrected_model(ctx: StageContext, result: StageResult, equalized, summary: dict):
+    """Bias correction of the equalized model, with shift metrics and the per-layer table."""
     bc = ctx.options.get("bc", {})
     bn_stats = {k: (np.asarray(v["gamma"], np.float32), np.asarray(v["beta"], np.float32)) for k, v in summary.get("bn_effective", {}).items()}
     data = ctx.data
@@ -52,5 +51,12 @@ def run_bc(ctx: StageContext, result: StageResult) -> None:
         result.metrics[keys.BC_SHIFT_BEFORE] = float(np.mean([before[n] for n in done]))
         result.metrics[keys.BC_SHIFT_AFTER] = float(np.mean([after[n] for n in done]))
         log.info("bias correction: mean |shift| %.4g -> %.4g over %d layers", result.metrics[keys.BC_SHIFT_BEFORE], result.metrics[keys.BC_SHIFT_AFTER], len(done))
+    return corrected
+
+
+def run_bc(ctx: StageContext, result: StageResult) -> None:
+    evaluate_fp32(ctx, result)
+    equalized, summary = equalized_model(ctx, result)
+    corrected = bias_corrected_model(ctx, result, equalized, summary)
     check_transformed(ctx, corrected, result)
     quantize_and_evaluate(ctx, corrected, result)

@@ -26,14 +26,19 @@ def evaluate_fp32(ctx: StageContext, result: StageResult) -> float:
     return top1
 
 
-def quantize_and_evaluate(ctx: StageContext, model: keras.Model, result: StageResult) -> QuantizationSimModel:
-    """Build the sim of ``model``, calibrate it, evaluate it and record its diagnostics."""
+def calibrated_sim(ctx: StageContext, model: keras.Model, result: StageResult) -> QuantizationSimModel:
+    """The sim of ``model`` with encodings from the calibration samples."""
     with result.timed("sim_build"):
         sim = QuantizationSimModel(model, ctx.settings)
-    result.metrics[keys.NUM_PARAM_QUANTIZERS] = len(sim.param_quantizers)
-    result.metrics[keys.NUM_OUTPUT_QUANTIZERS] = len(sim.output_quantizers)
     with result.timed("calibration"):
         sim.compute_encodings(forward_pass_over(ctx.data.calibration_batches(ctx.calibration_samples, ctx.seed)))
+    return sim
+
+
+def evaluate_sim(ctx: StageContext, sim: QuantizationSimModel, result: StageResult) -> float:
+    """sim/top1, the encodings JSON and the per-layer table (with SQNR vs FP32)."""
+    result.metrics[keys.NUM_PARAM_QUANTIZERS] = len(sim.param_quantizers)
+    result.metrics[keys.NUM_OUTPUT_QUANTIZERS] = len(sim.output_quantizers)
     result.documents[keys.ARTIFACT_ENCODINGS] = encodings_json(sim, "0.6.1")
     result.documents[keys.ARTIFACT_ENCODINGS_V1] = encodings_json(sim, "1.0.0")
     with result.timed("sim_eval"):
@@ -41,7 +46,7 @@ def quantize_and_evaluate(ctx: StageContext, model: keras.Model, result: StageRe
     result.metrics[keys.SIM_TOP1] = top1
     if keys.FP32_TOP1 in result.metrics:
         result.metrics[keys.SIM_DROP] = result.metrics[keys.FP32_TOP1] - top1
-    log.info("quantsim top-1: %.4f (W%dA%d %s)", top1, ctx.settings.param_bw, ctx.settings.output_bw, ctx.settings.scheme.value)
+    log.info("quantsim top-1: %.4f (W%dA%d %s)", top1, sim.settings.param_bw, sim.settings.output_bw, sim.settings.scheme.value)
     sqnr = {}
     if ctx.sqnr_samples > 0:
         with result.timed("sqnr"):
@@ -50,4 +55,11 @@ def quantize_and_evaluate(ctx: StageContext, model: keras.Model, result: StageRe
         if finite:
             result.metrics[keys.MEAN_SQNR_DB] = float(np.mean(finite))
     result.tables[keys.ARTIFACT_LAYERS] = layer_table(sim, sqnr)
+    return top1
+
+
+def quantize_and_evaluate(ctx: StageContext, model: keras.Model, result: StageResult) -> QuantizationSimModel:
+    """Build the sim of ``model``, calibrate it, evaluate it and record its diagnostics."""
+    sim = calibrated_sim(ctx, model, result)
+    evaluate_sim(ctx, sim, result)
     return sim

@@ -99,5 +99,7 @@ def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> Stage
         options={
             "cle": OmegaConf.to_container(cfg.cle, resolve=True, enum_to_str=True),
             "bc": OmegaConf.to_container(cfg.bc, resolve=True, enum_to_str=True),
+            "qat": OmegaConf.to_container(cfg.qat, resolve=True, enum_to_str=True),
+            "export_dir": os.path.join(cfg.paths.outputs_dir, "exports"),
         },
     )

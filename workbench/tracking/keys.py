@@ -21,6 +21,10 @@ TRANSFORM_CACHE_HIT = "transform/cache_hit"
 BC_SHIFT_BEFORE = "bc/mean_abs_shift_before"
 BC_SHIFT_AFTER = "bc/mean_abs_shift_after"
 BC_LAYERS_CORRECTED = "bc/layers_corrected"
+QAT_LOSS = "qat/loss"  # per epoch (step = epoch)
+QAT_TOP1 = "qat/top1"  # per epoch, the QAT model on the validation split
+QAT_SIM_BEFORE = "qat/sim_top1_before"  # the calibrated sim before fine-tuning
+QAT_RANGE_MOVE = "qat/mean_range_change"  # mean |Δmin| + |Δmax| of the output quantizers
 
 TAG_STAGE = "stage"
 TAG_MODEL = "model"
@@ -41,6 +45,7 @@ ARTIFACT_CHANNEL_RANGES = "channel_ranges.csv"
 ARTIFACT_CHANNEL_RANGES_PNG = "channel_ranges.png"
 ARTIFACT_TRANSFORM_REPORT = "transform_report.json"
 ARTIFACT_BIAS_CORRECTION = "bias_correction.csv"
+ARTIFACT_EXPORT = "export"
 
 
 def timing_key(phase: str) -> str:

@@ -131,7 +131,12 @@ class TrackedRun:
     def log_result(self, result: StageResult) -> None:
         """Write everything a stage produced: metrics, tags, tables (CSV), JSON, figures (PNG)."""
         self.log_metrics(result.metrics)
+        for key, values in result.series.items():
+            for step, value in enumerate(values):
+                self.log_metrics({key: value}, step=step)
         self.set_tags(result.tags)
+        for artifact_path, local in result.directories.items():
+            self.client.log_artifacts(self.run_id, local, artifact_path)
         with tempfile.TemporaryDirectory() as tmp:
             for name, table in result.tables.items():
                 path = os.path.join(tmp, os.path.basename(name))

@@ -1,0 +1,72 @@
+"""Stage ``qat``: BN fold + CLE (+ BC when ``qat.bias_correction``) + QAT, then evaluate and export.
+
+With a ``training_range_learning_*`` scheme the quantizer ranges are learned with the weights
+(parameter grids strict symmetric); with any other scheme the ranges stay as calibrated and
+only the weights are fine-tuned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import numpy as np
+
+from workbench.results import StageResult
+from workbench.stages.bc import bias_corrected_model
+from workbench.stages.cle import equalized_model
+from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim
+from workbench.stages.context import StageContext
+from workbench.evaluation.accuracy import evaluate_top1
+from workbench.quantsim.export import export_model
+from workbench.techniques.range_learning import simulate_trained, train_qat
+from workbench.tracking import keys
+
+log = logging.getLogger(__name__)
+
+
+def run_qat(ctx: StageContext, result: StageResult) -> None:
+    evaluate_fp32(ctx, result)
+    model, summary = equalized_model(ctx, result)
+    q = ctx.options.get("qat", {})
+    if q.get("bias_correction", False):
+        model = bias_corrected_model(ctx, result, model, summary)
+    learn = ctx.settings.scheme.range_learning
+    if learn:
+        ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, strict_symmetric=True))
+    sim = calibrated_sim(ctx, model, result)
+    result.metrics[keys.QAT_SIM_BEFORE] = evaluate_top1(sim.model, ctx.data.val_batches())
+    losses, top1s = result.series.setdefault(keys.QAT_LOSS, []), result.series.setdefault(keys.QAT_TOP1, [])
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        losses.append(float(logs.get("loss", np.nan)))
+        top1s.append(float(logs.get("val_accuracy", np.nan)))
+
+    with result.timed("qat"):
+        trained = train_qat(
+            sim,
+            ctx.data.train_batches(batch_size=q.get("batch_size", 64), seed=ctx.seed),
+            q.get("epochs", 2),
+            q.get("learning_rate", 1e-4),
+            q.get("decay_steps", 1000),
+            q.get("optimizer", "adam"),
+            learn_ranges=learn,
+            val_batches=ctx.data.val_batches(),
+            on_epoch=on_epoch,
+        )
+    moves = [
+        abs(trained.output_encodings[n].min[0] - sim.output_encodings()[n].min[0])
+        + abs(trained.output_encodings[n].max[0] - sim.output_encodings()[n].max[0])
+        for n in sim.output_quantizers
+    ]
+    result.metrics[keys.QAT_RANGE_MOVE] = float(np.mean(moves)) if moves else 0.0
+    final = simulate_trained(trained, ctx.settings)
+    evaluate_sim(ctx, final, result)
+    stamp = f"qat-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    export_dir = os.path.join(ctx.options.get("export_dir") or os.path.join(ctx.cache_dir, "exports"), stamp)
+    with result.timed("export"):
+        export_model(final, export_dir, "model")
+    result.directories[keys.ARTIFACT_EXPORT] = export_dir
+    log.info("exported the trained model and its encodings to %s", export_dir)
