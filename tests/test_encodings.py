@@ -96,7 +96,8 @@ def test_constant_tensor():
 def test_non_finite_values():
     x = np.array([1.0, 2.0, np.inf, -np.inf, np.nan, -0.5], F32)
     enc = compute_tensor_encoding(x, "tf", 8, False)
-    assert enc.min[0] == pytest.approx(-0.5, abs=enc.scale[0]) and enc.max[0] == pytest.approx(2.0, abs=enc.scale[0])
+    step = float(enc.scale[0])
+    assert enc.min[0] == pytest.approx(-0.5, abs=step) and enc.max[0] == pytest.approx(2.0, abs=step)
     obs = HistogramObserver()
     obs.update(x)
     counts, edges = obs.histogram()

@@ -66,7 +66,7 @@ def test_ranges_and_loss_move_with_training(calibrated):
     assert max(moved) > 1e-3
     frozen = train_qat(sim, data.train_batches(), 1, 3e-3, 1000, learn_ranges=False)
     for n in before:
-        assert frozen.output_encodings[n].max[0] == pytest.approx(before[n].max[0], rel=1e-3, abs=2 * before[n].scale[0])
+        assert frozen.output_encodings[n].max[0] == pytest.approx(before[n].max[0], rel=1e-3, abs=2 * float(before[n].scale[0]))
 
 
 def test_exported_model_and_encodings_reproduce_the_sim(calibrated, tmp_path):

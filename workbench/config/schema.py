@@ -167,6 +167,8 @@ class QATConfig:
     optimizer: Optimizer = Optimizer.adam
     # run bias correction (bc.*) between CLE and QAT
     bias_correction: bool = False
+    # convert the result to a fully integer TFLite model and measure tflite/top1
+    export_tflite: bool = True
 
 
 @dataclass

@@ -21,6 +21,7 @@ from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim
 from workbench.stages.context import StageContext
 from workbench.evaluation.accuracy import evaluate_top1
 from workbench.quantsim.export import export_model
+from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, evaluate_tflite_top1, integer_report
 from workbench.techniques.range_learning import simulate_trained, train_qat
 from workbench.tracking import keys
 
@@ -70,3 +71,29 @@ def run_qat(ctx: StageContext, result: StageResult) -> None:
         export_model(final, export_dir, "model")
     result.directories[keys.ARTIFACT_EXPORT] = export_dir
     log.info("exported the trained model and its encodings to %s", export_dir)
+    if q.get("export_tflite", True):
+        check_tflite(ctx, final, export_dir, result)
+
+
+def check_tflite(ctx: StageContext, sim, export_dir: str, result: StageResult) -> None:
+    """Convert to a fully integer TFLite model and measure it next to the sim (fidelity/gap)."""
+    try:
+        with result.timed("tflite_convert"):
+            blob = convert_to_int8_tflite(sim)
+        with open(os.path.join(export_dir, "model_int8.tflite"), "wb") as f:
+            f.write(blob)
+        report = integer_report(blob)
+        with result.timed("tflite_eval"):
+            top1 = evaluate_tflite_top1(blob, ctx.data.val_batches())
+    except (TFLiteConversionError, RuntimeError, ValueError) as err:
+        # the conversion (or the interpreter's preparation) failed: say so, keep the rest of the run
+        log.error("%s", err)
+        result.tags[keys.TAG_TFLITE_ERROR] = str(err)[:5000]
+        return
+    result.metrics[keys.TFLITE_FLOAT_TENSORS] = len(report["float_tensors"])
+    result.tags["tflite.io"] = f"{report['input_dtype']}->{report['output_dtype']}"
+    if report["float_tensors"]:
+        result.tags["tflite.float_tensors"] = ", ".join(report["float_tensors"])[:5000]
+    result.metrics[keys.TFLITE_TOP1] = top1
+    result.metrics[keys.FIDELITY_GAP] = result.metrics[keys.SIM_TOP1] - top1
+    log.info("int8 TFLite top-1 %.4f (sim %.4f)", top1, result.metrics[keys.SIM_TOP1])

@@ -25,6 +25,10 @@ QAT_LOSS = "qat/loss"  # per epoch (step = epoch)
 QAT_TOP1 = "qat/top1"  # per epoch, the QAT model on the validation split
 QAT_SIM_BEFORE = "qat/sim_top1_before"  # the calibrated sim before fine-tuning
 QAT_RANGE_MOVE = "qat/mean_range_change"  # mean |Δmin| + |Δmax| of the output quantizers
+TFLITE_TOP1 = "tflite/top1"  # the int8 TFLite model under the LiteRT interpreter
+FIDELITY_GAP = "fidelity/gap"  # sim/top1 − tflite/top1
+TFLITE_FLOAT_TENSORS = "tflite/float_tensors"
+TAG_TFLITE_ERROR = "tflite.error"
 
 TAG_STAGE = "stage"
 TAG_MODEL = "model"

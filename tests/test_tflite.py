@@ -1,0 +1,69 @@
+"""The int8 TFLite export: fully integer, close to the sim, and clear when conversion fails."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from workbench.data.synthetic import make_synthetic
+from workbench.evaluation.accuracy import evaluate_top1
+from workbench.models.mnist_mobilenet import train_classifier
+from workbench.options import QuantSettings
+from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
+from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, evaluate_tflite_top1, integer_report
+from workbench.results import StageResult
+from workbench.stages.context import StageContext
+from workbench.stages.qat import check_tflite
+from workbench.techniques import equalize_model
+
+W8 = QuantSettings(scheme="tf", param_bw=8, output_bw=8, per_channel=True)
+
+
+def _flat_convnet():
+    """conv+BN+ReLU6 → depthwise+BN+ReLU6 → pointwise → add+ReLU → flatten → dense (keeps spatial detail)."""
+    i = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(i)
+    x = keras.layers.ReLU(6.0, name="relu6")(keras.layers.BatchNormalization(name="bn")(x))
+    y = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    y = keras.layers.ReLU(6.0, name="dw_relu6")(keras.layers.BatchNormalization(name="dw_bn")(y))
+    y = keras.layers.Conv2D(8, 1, name="pw")(y)
+    x = keras.layers.ReLU(name="relu")(keras.layers.Add(name="add")([x, y]))
+    return keras.Model(i, keras.layers.Dense(4, name="dense")(keras.layers.Flatten()(x)))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    keras.utils.set_random_seed(0)
+    data = make_synthetic(num_train=512, num_val=256, num_classes=4, image_shape=(8, 8, 3), batch_size=32, noise=1.0)
+    model = train_classifier(_flat_convnet(), data, 5, 32, 3e-3, False, 0)
+    equalized, _ = equalize_model(model)
+    sim = QuantizationSimModel(equalized, W8)
+    sim.compute_encodings(forward_pass_over(data.calibration_batches(128)))
+    return sim, data
+
+
+def test_int8_tflite_is_fully_integer_and_matches_the_sim(trained):
+    sim, data = trained
+    blob = convert_to_int8_tflite(sim)
+    report = integer_report(blob)
+    assert report["input_dtype"] == "int8" and report["output_dtype"] == "int8"
+    assert report["float_tensors"] == []
+    sim_top1 = evaluate_top1(sim.model, data.val_batches())
+    tfl_top1 = evaluate_tflite_top1(blob, data.val_batches())
+    assert sim_top1 > 0.5  # the model learned something, so agreement means something
+    assert abs(sim_top1 - tfl_top1) <= 0.01, (sim_top1, tfl_top1)
+
+
+def test_failed_conversion_names_the_layer_and_the_run_goes_on(tmp_path):
+    i = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(3, 1, name="conv")(i)
+    x = keras.layers.Lambda(lambda t: tf.math.bessel_i0e(t), name="bessel_layer")(x)
+    model = keras.Model(i, keras.layers.Dense(2, name="dense")(keras.layers.Flatten()(x)))
+    sim = QuantizationSimModel(model, W8)
+    sim.compute_encodings(forward_pass_over([np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)]))
+    with pytest.raises(TFLiteConversionError, match="layer 'bessel_layer'"):
+        convert_to_int8_tflite(sim)
+    result = StageResult(metrics={"sim/top1": 0.5})
+    ctx = StageContext(model=model, data=make_synthetic(num_train=8, num_val=8, image_shape=(6, 6, 2)), settings=W8)
+    check_tflite(ctx, sim, str(tmp_path), result)  # recorded, not raised
+    assert "bessel_layer" in result.tags["tflite.error"] and "tflite/top1" not in result.metrics

@@ -1,0 +1,128 @@
+"""A fully integer TFLite model whose activation ranges come from our encodings.
+
+The float model (weights already on the sim's grid) is rebuilt with TensorFlow's
+``fake_quant_with_min_max_args`` at exactly the sim's quantizer positions, holding the sim's
+min/max; the TFLite converter honours those ranges (no calibration of its own) and emits int8
+activations, int8 weights (its own symmetric scale of the already-quantized kernels) and int32
+biases. The LiteRT interpreter (``ai-edge-litert``) then runs it, so the simulation can be
+checked against a real integer model.
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from workbench.graph.rewrite import clone_layer
+from workbench.quantsim.sim import QuantizationSimModel, insert_quantizers
+
+
+class TFLiteConversionError(RuntimeError):
+    """The converter refused the model; the message names the layer where it can."""
+
+
+@keras.saving.register_keras_serializable(package="workbench")
+class FixedFakeQuant(keras.layers.Layer):
+    """TF's fake-quant op with fixed min/max: the form the TFLite converter reads ranges from."""
+
+    def __init__(self, lo: float = 0.0, hi: float = 1.0, bitwidth: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.lo, self.hi, self.bitwidth = float(lo), float(hi), int(bitwidth)
+
+    def call(self, inputs):
+        return tf.quantization.fake_quant_with_min_max_args(inputs, self.lo, self.hi, num_bits=self.bitwidth)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "lo": self.lo, "hi": self.hi, "bitwidth": self.bitwidth}
+
+
+def fake_quant_graph(sim: QuantizationSimModel) -> keras.Model:
+    """The sim as plain TF ops: quantized kernels as constants, fake-quant at every quantizer."""
+    quantizers = {
+        name: FixedFakeQuant(float(enc.min[0]), float(enc.max[0]), enc.bitwidth, name=f"{name}_fq")
+        for name, enc in sim.output_encodings().items()
+    }
+    graph = insert_quantizers(sim.fp_model, quantizers, set(sim.plan.inputs), clone_layer)
+    layers = {layer.name: layer for layer in graph.layers}
+    sim_layers = {layer.name: layer for layer in sim.model.layers}
+    for layer in sim.fp_model.layers:
+        if layer.weights:
+            # the sim's layers hold the quantize-dequantized kernels
+            layers[layer.name].set_weights(sim_layers[layer.name].get_weights())
+    return graph
+
+
+def _layer_in(message: str, names: set[str]) -> str | None:
+    """The first model layer named in the converter's op locations ("model_1/<layer>_1/Op@...")."""
+    for path in re.findall(r'"([^"@]+/[^"@]+)@', message):
+        for segment in path.split("/"):
+            for candidate in (segment, re.sub(r"_\d+$", "", segment)):
+                if candidate in names:
+                    return candidate
+    return None
+
+
+def convert_to_int8_tflite(sim: QuantizationSimModel) -> bytes:
+    """Convert the sim to a fully integer TFLite flatbuffer (int8 input and output)."""
+    graph = fake_quant_graph(sim)
+    converter = tf.lite.TFLiteConverter.from_keras_model(graph)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    try:
+        return converter.convert()
+    except Exception as err:  # the converter raises several types, all with the MLIR diagnostics as text
+        text = str(err)
+        names = {layer.name for layer in sim.fp_model.layers if not isinstance(layer, keras.layers.InputLayer)}
+        layer = _layer_in(text, names)
+        first = next((line.strip() for line in text.splitlines() if "error" in line.lower()), text.strip().splitlines()[0] if text.strip() else type(err).__name__)
+        where = f"layer {layer!r}" if layer else "an unidentified layer"
+        raise TFLiteConversionError(f"TFLite int8 conversion failed at {where}: {first[:500]}") from err
+
+
+def _interpreter(blob: bytes):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=blob)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def integer_report(blob: bytes) -> dict:
+    """Input/output types and how many tensors are float (0 for a fully integer model)."""
+    interpreter = _interpreter(blob)
+    tensors = interpreter.get_tensor_details()
+    floats = [t["name"] for t in tensors if np.dtype(t["dtype"]).kind == "f"]
+    return {
+        "input_dtype": np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
+        "output_dtype": np.dtype(interpreter.get_output_details()[0]["dtype"]).name,
+        "float_tensors": floats,
+        "num_tensors": len(tensors),
+    }
+
+
+def evaluate_tflite_top1(blob: bytes, batches: tf.data.Dataset) -> float:
+    """Top-1 of an int8 TFLite classifier, quantizing inputs with the model's own input scale."""
+    interpreter = _interpreter(blob)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    correct = total = 0
+    for x, y in batches:
+        x, y = x.numpy(), y.numpy()
+        if tuple(inp["shape"]) != x.shape:
+            interpreter.resize_tensor_input(inp["index"], x.shape)
+            interpreter.allocate_tensors()
+            inp = interpreter.get_input_details()[0]
+        q = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(inp["index"], q)
+        interpreter.invoke()
+        logits = interpreter.get_tensor(out["index"])
+        correct += int(np.sum(np.argmax(logits, axis=-1) == y))
+        total += len(y)
+    return correct / total
