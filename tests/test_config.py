@@ -112,3 +112,13 @@ def test_cli_rejects_unknown_scheme_at_compose(tmp_path):
     )
     assert proc.returncode != 0
     assert "quant.scheme" in proc.stderr and "tf_enhanced" in proc.stderr
+
+
+def test_quant_config_and_quant_settings_stay_in_step():
+    from dataclasses import fields
+
+    from workbench.config.schema import QuantConfig
+    from workbench.options import QuantSettings
+
+    yaml_keys = {f.name for f in fields(QuantConfig)} - {"calibration_samples"}
+    assert yaml_keys == {f.name for f in fields(QuantSettings)} - {"seed"}

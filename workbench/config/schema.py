@@ -37,6 +37,8 @@ class PathsConfig:
 
 @dataclass
 class QuantConfig:
+    # The YAML-facing twin of workbench.options.QuantSettings (which is frozen, so OmegaConf could not
+    # merge overrides into it); stages.setup.quant_settings maps one to the other, a test keeps them in step.
     scheme: QuantScheme = QuantScheme.tf_enhanced
     param_bw: int = 8
     output_bw: int = 8
