@@ -1,0 +1,35 @@
+"""``python -m workbench.report --experiment NAME [--parent RUN_ID]``: compare stages and bitwidths."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mlflow.tracking import MlflowClient
+
+from workbench.reporting.report import ReportError, build_report, to_markdown
+from workbench.tracking.mlflow_run import resolve_tracking_uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workbench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="workbench", help="MLflow experiment name (default: workbench)")
+    parser.add_argument("--parent", default=None, help="only the child runs of this parent run (a sweep or pipeline)")
+    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db")
+    parser.add_argument("--outputs-dir", default="outputs")
+    args = parser.parse_args(argv)
+    uri = resolve_tracking_uri(args.tracking_uri, args.outputs_dir)
+    out = os.path.join(args.outputs_dir, "reports", args.experiment + (f"-{args.parent[:8]}" if args.parent else ""))
+    try:
+        report = build_report(MlflowClient(uri), args.experiment, out, args.parent)
+    except ReportError as err:
+        print(f"workbench.report: {err}", file=sys.stderr)
+        return 1
+    print(to_markdown(report.wide))
+    print(f"wrote {len(report.files)} files to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
