@@ -42,10 +42,13 @@ def test_every_stage_composes_and_validates(stage, tmp_path):
     validate(cfg, STAGE_NAMES)
 
 
-def test_stage_is_not_in_the_defaults_list():
-    assert _compose().stage is None
-    with pytest.raises(ConfigError, match=r"no stage chosen: add \+stage=NAME"):
-        validate(_compose(), STAGE_NAMES)
+def test_stage_is_not_in_the_defaults_list_and_no_stage_means_the_pipeline():
+    cfg = _compose()
+    assert cfg.stage is None
+    assert [s.value for s in cfg.pipeline.stages] == ["baseline", "bn_fold", "cle", "bc", "qat"]
+    validate(cfg, STAGE_NAMES)
+    with pytest.raises(ConfigError, match=r"pipeline.stages is empty"):
+        validate(_compose("pipeline.stages=[]"), STAGE_NAMES)
 
 
 def test_default_is_the_embedded_setting():
@@ -84,6 +87,7 @@ def test_bad_values_name_the_setting(override, message):
         ("quant.param_bw=eight", "quant.param_bw"),
         ("+stage=nope", "stage"),
         ("cle.relu6_mode=sometimes", "cle.relu6_mode"),
+        ("pipeline.stages=[baseline,nope]", "pipeline.stages"),
         ("bc.mode=magic", "bc.mode"),
     ],
 )

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +87,23 @@ def test_failed_run_is_recorded_with_traceback(tmp_path):
     text = Path(client.download_artifacts(runs[0].info.run_id, "traceback.txt", str(tmp_path))).read_text()
     assert "Traceback" in text
     assert "time/data_s" in runs[0].data.metrics  # what was measured before the failure is kept
+
+
+def test_pipeline_is_a_parent_run_with_a_child_per_stage_and_a_report(tmp_path):
+    proc = _run(tmp_path, *TINY, "pipeline.stages=[baseline,cle,qat]", "qat.epochs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, runs = _runs(tmp_path)
+    parents = [r for r in runs if "stage" not in r.data.tags]
+    children = [r for r in runs if "stage" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0].info.run_id
+    assert [c.data.tags["stage"] for c in children] == ["baseline", "cle", "qat"]
+    assert all(c.data.tags["mlflow.parentRunId"] == parent and c.info.status == "FINISHED" for c in children)
+    qat = children[2].data.metrics
+    assert "tflite/top1" in qat and "fidelity/gap" in qat and len(client.get_metric_history(children[2].info.run_id, "qat/loss")) == 1
+    report = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/comparison.csv", "report/sim_top1_by_stage.md", "report/accuracy_vs_bitwidth.png"} <= report
+    table = pd.read_csv(client.download_artifacts(parent, "report/comparison.csv", str(tmp_path)))
+    by_stage = dict(zip(table["stage"], table["sim/top1"]))
+    for child in children:
+        assert by_stage[child.data.tags["stage"]] == pytest.approx(child.data.metrics["sim/top1"])

@@ -32,13 +32,13 @@ def _text(value) -> str:
     return str(getattr(value, "value", value))
 
 
-def run_tags(cfg: DictConfig) -> dict[str, str]:
+def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
+    """Tags of a run; ``stage`` None for a pipeline's parent run (reports skip runs without a stage)."""
     from workbench.tracking import keys
 
     choices, overrides = _hydra_choices_and_overrides()
     q = cfg.quant
-    return {
-        keys.TAG_STAGE: _text(cfg.stage.name),
+    tags = {
         keys.TAG_MODEL: str(cfg.model.name),
         keys.TAG_DATASET: str(cfg.dataset.name),
         keys.TAG_SCHEME: _text(q.scheme),
@@ -48,6 +48,11 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         keys.TAG_OVERRIDES: overrides,
         **{f"choice.{k}": str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra")},
     }
+    if stage is not None:
+        tags[keys.TAG_STAGE] = stage
+    else:
+        tags[keys.TAG_PIPELINE] = ",".join(_text(s) for s in cfg.pipeline.stages)
+    return tags
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -60,36 +65,99 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def run(cfg: DictConfig) -> float | None:
+    """One stage (``+stage=NAME``) or, with no stage, the pipeline of ``pipeline.stages``."""
     try:
         validate(cfg, STAGE_NAMES)
     except ConfigError as err:
         print(f"workbench: error: {err}", file=sys.stderr)
         sys.exit(2)
 
-    from workbench.results import StageResult
-    from workbench.stages import get_stage
-    from workbench.stages.setup import build_context, build_data, build_model
-    from workbench.tracking import keys
-    from workbench.tracking.mlflow_run import Tracker, flatten, resolve_tracking_uri
+    from workbench.tracking.mlflow_run import Tracker, resolve_tracking_uri
 
-    stage_fn = get_stage(_text(cfg.stage.name))
     seed_everything(cfg.seed, cfg.deterministic)
     outputs = cfg.paths.outputs_dir
     uri = resolve_tracking_uri(cfg.tracking.uri, outputs)
     tracker = Tracker(uri, cfg.tracking.experiment, cfg.tracking.artifact_location or os.path.join(outputs, "mlartifacts"))
+    log.info("MLflow tracking at %s, experiment %r", uri, cfg.tracking.experiment)
+    if cfg.get("stage") is None:
+        return run_pipeline(cfg, tracker)
+    return run_stage(cfg, tracker, _text(cfg.stage.name), os.environ.get("WORKBENCH_PARENT_RUN_ID"))
+
+
+def run_stage(cfg: DictConfig, tracker, stage: str, parent_run_id: str | None = None, built: tuple | None = None) -> float | None:
+    """One MLflow run around one stage; ``built`` = (data, model) reuses what a pipeline built."""
+    import dataclasses
+
+    from workbench.results import StageResult
+    from workbench.stages import get_stage
+    from workbench.stages.setup import build_context, build_data, build_model
+    from workbench.tracking import keys
+    from workbench.tracking.mlflow_run import flatten
+
+    stage_fn = get_stage(stage)
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    tags = run_tags(cfg)
-    run_name = f"{tags[keys.TAG_STAGE]}-{cfg.model.name}-w{cfg.quant.param_bw}a{cfg.quant.output_bw}"
+    container["stage"] = {"name": stage}
+    run_name = f"{stage}-{cfg.model.name}-w{cfg.quant.param_bw}a{cfg.quant.output_bw}"
     result = StageResult()
-    with tracker.start(run_name, tags, flatten(container), os.environ.get("WORKBENCH_PARENT_RUN_ID")) as tracked:
-        log.info("MLflow run %s in %s", tracked.run_id, uri)
+    with tracker.start(run_name, run_tags(cfg, stage), flatten(container), parent_run_id) as tracked:
+        log.info("stage %s: MLflow run %s", stage, tracked.run_id)
         tracked.log_text(OmegaConf.to_yaml(container), keys.ARTIFACT_CONFIG)
+        try:
+            if built is None:
+                with result.timed("data"):
+                    data = build_data(cfg)
+                with result.timed("model"):
+                    model = build_model(cfg, data)
+            else:
+                data, model = built
+            ctx = build_context(cfg, model, data)
+            if stage == "qat" and parent_run_id and built is not None:
+                # in the pipeline, QAT learns the ranges of the scheme it was calibrated with
+                ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, scheme=ctx.settings.scheme.range_learning_variant))
+            stage_fn(ctx, result)
+        finally:
+            tracked.log_result(result)
+    return result.metrics.get(keys.SIM_TOP1)
+
+
+def run_pipeline(cfg: DictConfig, tracker) -> float | None:
+    """A parent run with one child run per stage (the model and data built once), then the report."""
+    from workbench.reporting.report import ReportError, build_report
+    from workbench.results import StageResult
+    from workbench.stages.setup import build_data, build_model
+    from workbench.tracking import keys
+    from workbench.tracking.mlflow_run import flatten
+
+    stages = [_text(s) for s in cfg.pipeline.stages]
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    run_name = f"pipeline-{cfg.model.name}-w{cfg.quant.param_bw}a{cfg.quant.output_bw}"
+    result = StageResult()
+    last = None
+    with tracker.start(run_name, run_tags(cfg, None), flatten(container)) as parent:
+        log.info("pipeline %s: MLflow parent run %s", " -> ".join(stages), parent.run_id)
+        parent.log_text(OmegaConf.to_yaml(container), keys.ARTIFACT_CONFIG)
         try:
             with result.timed("data"):
                 data = build_data(cfg)
             with result.timed("model"):
                 model = build_model(cfg, data)
-            stage_fn(build_context(cfg, model, data), result)
+            failed = []
+            for i, stage in enumerate(stages, 1):
+                log.info("pipeline stage %d/%d: %s", i, len(stages), stage)
+                try:
+                    top1 = run_stage(cfg, tracker, stage, parent.run_id, (data, model))
+                    last = top1 if top1 is not None else last
+                except Exception:  # the child run is FAILED with its traceback; the pipeline goes on
+                    log.exception("stage %s failed", stage)
+                    failed.append(stage)
+            result.metrics[keys.PIPELINE_FAILED] = len(failed)
+            out = os.path.join(cfg.paths.reports_dir, f"pipeline-{parent.run_id[:8]}")
+            try:
+                with result.timed("report"):
+                    report = build_report(tracker.client, cfg.tracking.experiment, out, parent.run_id)
+                log.info("report written to %s\n%s", out, report.wide.to_string())
+            except ReportError as err:
+                log.warning("no report: %s", err)
         finally:
-            tracked.log_result(result)
-    return result.metrics.get(keys.SIM_TOP1)
+            parent.log_result(result)
+    return last

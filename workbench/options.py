@@ -28,6 +28,14 @@ class QuantScheme(str, Enum):
         return self.value.startswith("training_range_learning")
 
     @property
+    def range_learning_variant(self) -> "QuantScheme":
+        """The range-learning scheme initialised like this one (itself if none exists)."""
+        return {
+            QuantScheme.tf: QuantScheme.training_range_learning_with_tf_init,
+            QuantScheme.tf_enhanced: QuantScheme.training_range_learning_with_tf_enhanced_init,
+        }.get(self, self)
+
+    @property
     def analyzer(self) -> "QuantScheme":
         """The calibration analyzer: a range-learning scheme calibrates with its init scheme."""
         if self is QuantScheme.training_range_learning_with_tf_init:

@@ -174,6 +174,14 @@ class QATConfig:
 
 
 @dataclass
+class PipelineConfig:
+    # the stages `python -m workbench` runs (no +stage), each a child run of one parent run
+    stages: List[StageName] = field(
+        default_factory=lambda: [StageName.baseline, StageName.bn_fold, StageName.cle, StageName.bc, StageName.qat]
+    )
+
+
+@dataclass
 class StageConfig:
     name: StageName = MISSING
 
@@ -188,6 +196,7 @@ class Config:
     cle: CLEConfig = field(default_factory=CLEConfig)
     bc: BiasCorrectionConfig = field(default_factory=BiasCorrectionConfig)
     qat: QATConfig = field(default_factory=QATConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # absent unless +stage=NAME is given
     stage: Optional[StageConfig] = None
     seed: int = 0

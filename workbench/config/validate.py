@@ -43,7 +43,8 @@ def _missing(cfg: DictConfig, key: str) -> bool:
 
 def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     """Raise :class:`ConfigError` for the first setting that is not allowed."""
-    _require(cfg.get("stage") is not None, f"no stage chosen: add +stage=NAME with NAME one of {', '.join(stages)}")
+    if cfg.get("stage") is None:
+        _require(len(cfg.pipeline.stages) > 0, f"pipeline.stages is empty: list some of {', '.join(stages)} (or add +stage=NAME)")
     q = cfg.quant
     for key in ("param_bw", "output_bw"):
         bw = q[key]

@@ -39,6 +39,8 @@ TAG_OUTPUT_BW = "output_bw"
 TAG_PER_CHANNEL = "per_channel"
 TAG_OVERRIDES = "overrides"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_PIPELINE = "pipeline"  # on a pipeline's parent run: its stages
+PIPELINE_FAILED = "pipeline/stages_failed"
 
 ARTIFACT_CONFIG = "config.yaml"
 ARTIFACT_TRACEBACK = "traceback.txt"
