@@ -126,3 +126,12 @@ def test_quant_config_and_quant_settings_stay_in_step():
 
     yaml_keys = {f.name for f in fields(QuantConfig)} - {"calibration_samples"}
     assert yaml_keys == {f.name for f in fields(QuantSettings)} - {"seed"}
+
+
+def test_sweep_configs_compose():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        bits = compose("config", overrides=["+stage=cle", "+sweep=bitwidths"], return_hydra_config=True)
+        stages = compose("config", overrides=["+sweep=stages"], return_hydra_config=True)
+    assert dict(bits.hydra.sweeper.params) == {"quant.param_bw": "4,6,8", "quant.output_bw": "8,16"}
+    assert stages.hydra.sweeper.params["+stage"] == "baseline,bn_fold,cle,bc,qat"
+    assert "sweep_parent" in bits.hydra.callbacks

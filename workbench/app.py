@@ -55,6 +55,18 @@ def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
     return tags
 
 
+def _terminate_as_interrupt() -> None:
+    """SIGTERM ends the run like Ctrl-C: the MLflow run is marked KILLED and the store stays consistent."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     import keras
     import tensorflow as tf
@@ -74,6 +86,10 @@ def run(cfg: DictConfig) -> float | None:
 
     from workbench.tracking.mlflow_run import Tracker, resolve_tracking_uri
 
+    _terminate_as_interrupt()
+    import keras
+
+    keras.backend.clear_session()  # launcher workers (joblib/loky) are reused across jobs
     seed_everything(cfg.seed, cfg.deterministic)
     outputs = cfg.paths.outputs_dir
     uri = resolve_tracking_uri(cfg.tracking.uri, outputs)

@@ -1,0 +1,81 @@
+"""Sweeps in parallel processes under one parent run, failing jobs, and interrupted runs."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from helpers import small_convnet
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["dataset=synthetic", "dataset.image_shape=[8,8,3]", "dataset.num_classes=4", "dataset.num_train=128",
+         "dataset.num_val=64", "quant.calibration_samples=32", "tracking.sqnr_samples=16", "model=keras_file"]
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "WORKBENCH_PARENT_RUN_ID")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def _models(tmp_path):
+    good = tmp_path / "good.keras"
+    small_convnet().save(good)
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a model")
+    return good, broken
+
+
+def test_parallel_sweep_children_of_one_parent_with_a_failing_job(tmp_path):
+    good, broken = _models(tmp_path)
+    cmd = [sys.executable, "-m", "workbench", "-m", "+stage=baseline", *SMALL, f"model.path={good},{broken}",
+           "quant.param_bw=4,8", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", f"paths.outputs_dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
+    parents = [r for r in runs if "stage" not in r.data.tags]
+    children = [r for r in runs if "stage" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    parent = parents[0].info.run_id
+    assert all(c.data.tags["mlflow.parentRunId"] == parent for c in children)
+    status = sorted((c.data.params["model.path"] == str(good), c.info.status) for c in children)
+    assert status == [(False, "FAILED"), (False, "FAILED"), (True, "FINISHED"), (True, "FINISHED")]
+    assert parents[0].info.status == "FINISHED"
+    # the sweep report agrees with the runs
+    table = pd.read_csv(client.download_artifacts(parent, "report/comparison.csv", str(tmp_path)))
+    finished = {c.data.tags["param_bw"]: c.data.metrics["sim/top1"] for c in children if c.info.status == "FINISHED"}
+    assert {f"W{bw}A8": top1 for bw, top1 in finished.items()} == dict(zip(table["setting"], table["sim/top1"]))
+
+
+def test_sigterm_marks_the_run_killed_and_a_rerun_succeeds(tmp_path):
+    good, _ = _models(tmp_path)
+    cmd = [sys.executable, "-m", "workbench", "+stage=baseline", *SMALL, f"model.path={good}", f"paths.outputs_dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "mlflow.db"
+    deadline = time.time() + 120
+    started = False
+    while time.time() < deadline and proc.poll() is None and not started:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(db) as con:
+                started = con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0] > 0
+        except sqlite3.Error:
+            pass
+    assert started, "the run never started"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("workbench").experiment_id
+    (run,) = client.search_runs([exp])
+    assert run.info.status == "KILLED"
+    rerun = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    statuses = sorted(r.info.status for r in client.search_runs([exp]))
+    assert statuses == ["FINISHED", "KILLED"]

@@ -1,0 +1,57 @@
+"""The Hydra callback that owns a sweep's parent MLflow run.
+
+``on_multirun_start`` creates the experiment and one parent run before any job starts (so parallel
+jobs never race to create them) and hands its id to the jobs through ``WORKBENCH_PARENT_RUN_ID``
+(inherited by launcher worker processes) and a ``parent_run_id`` file in the sweep directory;
+each job's run becomes its child. ``on_multirun_end`` writes the sweep's comparison report, logs it
+to the parent run and ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+PARENT_ENV = "WORKBENCH_PARENT_RUN_ID"
+
+
+class SweepParentRun(Callback):
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self.tracker = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from workbench.tracking.mlflow_run import Tracker, resolve_tracking_uri
+
+        outputs = config.paths.outputs_dir
+        uri = resolve_tracking_uri(config.tracking.uri, outputs)
+        self.tracker = Tracker(uri, config.tracking.experiment, config.tracking.artifact_location or os.path.join(outputs, "mlartifacts"))
+        overrides = " ".join(config.hydra.overrides.task)
+        run = self.tracker.client.create_run(self.tracker.experiment_id, run_name="sweep", tags={"sweep": overrides})
+        self.run_id = run.info.run_id
+        os.environ[PARENT_ENV] = self.run_id
+        sweep_dir = config.hydra.sweep.dir
+        os.makedirs(sweep_dir, exist_ok=True)
+        with open(os.path.join(sweep_dir, "parent_run_id"), "w") as f:
+            f.write(self.run_id)
+        log.info("sweep parent MLflow run %s", self.run_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.run_id is None:
+            return
+        from workbench.reporting.report import ReportError, build_report
+
+        try:
+            out = os.path.join(config.paths.reports_dir, f"sweep-{self.run_id[:8]}")
+            build_report(self.tracker.client, config.tracking.experiment, out, self.run_id)
+            log.info("sweep report written to %s", out)
+        except ReportError as err:
+            log.warning("no sweep report: %s", err)
+        finally:
+            self.tracker.client.set_terminated(self.run_id, "FINISHED")
+            os.environ.pop(PARENT_ENV, None)
