@@ -100,7 +100,7 @@ def test_analytical_bc_is_data_free_and_follows_the_formula():
     methods = {r["layer"]: r["method"] for r in report.layers}
     assert methods == {"c1": "first layer (E[x] = 0)", "c2": "analytical"}
     sim, _ = correction_sim(model, W4, np.zeros((2, 6, 6, 4), F32))
-    eps = (sim._sim_layers["c2"].kernel.numpy() - model.get_layer("c2").kernel.numpy())[0, 0]
+    eps = (sim.layers_by_name["c2"].kernel.numpy() - model.get_layer("c2").kernel.numpy())[0, 0]
     expected = model.get_layer("c2").bias.numpy() - expected_activation(beta, gamma, "relu") @ eps
     np.testing.assert_allclose(corrected.get_layer("c2").bias.numpy(), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(corrected.get_layer("c1").bias.numpy(), model.get_layer("c1").bias.numpy())

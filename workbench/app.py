@@ -102,8 +102,6 @@ def run(cfg: DictConfig) -> float | None:
 
 def run_stage(cfg: DictConfig, tracker, stage: str, parent_run_id: str | None = None, built: tuple | None = None) -> float | None:
     """One MLflow run around one stage; ``built`` = (data, model) reuses what a pipeline built."""
-    import dataclasses
-
     from workbench.results import StageResult
     from workbench.stages import get_stage
     from workbench.stages.setup import build_context, build_data, build_model
@@ -126,11 +124,7 @@ def run_stage(cfg: DictConfig, tracker, stage: str, parent_run_id: str | None = 
                     model = build_model(cfg, data)
             else:
                 data, model = built
-            ctx = build_context(cfg, model, data)
-            if stage == "qat" and parent_run_id and built is not None:
-                # in the pipeline, QAT learns the ranges of the scheme it was calibrated with
-                ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, scheme=ctx.settings.scheme.range_learning_variant))
-            stage_fn(ctx, result)
+            stage_fn(build_context(cfg, model, data), result)
         finally:
             tracked.log_result(result)
     return result.metrics.get(keys.SIM_TOP1)

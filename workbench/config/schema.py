@@ -167,6 +167,8 @@ class QATConfig:
     decay_steps: int = 1000
     batch_size: int = 64
     optimizer: Optimizer = Optimizer.adam
+    # learn quantizer min/max with the weights (range-learning variant of quant.scheme)
+    learn_ranges: bool = True
     # run bias correction (bc.*) between CLE and QAT
     bias_correction: bool = False
     # convert the result to a fully integer TFLite model and measure tflite/top1

@@ -111,7 +111,8 @@ class QuantizationSimModel:
                 s.output_bw, s.output_symmetric, s.rounding.value, s.seed + i, name=f"{name}{QUANTIZER_SUFFIX}"
             )
         self.model = self._build()
-        self._sim_layers = {layer.name: layer for layer in self.model.layers}
+        # the sim model's layers by name (original names; quantizers carry a suffix)
+        self.layers_by_name = {layer.name: layer for layer in self.model.layers}
         self.param_quantizers: dict[str, ParamQuantizer] = {}
         for name in self.plan.params:
             layer = self.graph.layer(name)
@@ -136,7 +137,7 @@ class QuantizationSimModel:
 
     def _apply_param_quantization(self) -> None:
         for name, pq in self.param_quantizers.items():
-            self._sim_layers[name].kernel.assign(pq.quantized_kernel(self.settings.rounding, self._rng))
+            self.layers_by_name[name].kernel.assign(pq.quantized_kernel(self.settings.rounding, self._rng))
 
     # ----------------------------------------------------------------- encodings
     def compute_param_encodings(self) -> None:
@@ -198,7 +199,7 @@ class QuantizationSimModel:
         """The sim tensor that carries ``layer_name``'s (possibly quantized) output."""
         if layer_name in self.output_quantizers:
             return self.output_quantizers[layer_name].output
-        return self._sim_layers[layer_name].output
+        return self.layers_by_name[layer_name].output
 
 
 def forward_pass_over(batches: Iterable) -> Callable[[keras.Model, Any], None]:

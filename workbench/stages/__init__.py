@@ -1,28 +1,21 @@
 """Stages: orchestration only (which transforms, which sim, which evaluations)."""
 
-STAGE_NAMES = ("baseline", "bn_fold", "cle", "bc", "qat")
+import importlib
+
+# stage name -> (module, function); imported lazily because stages pull in TensorFlow
+_STAGES = {
+    "baseline": ("workbench.stages.baseline", "run_baseline"),
+    "bn_fold": ("workbench.stages.bn_fold", "run_bn_fold"),
+    "cle": ("workbench.stages.cle", "run_cle"),
+    "bc": ("workbench.stages.bc", "run_bc"),
+    "qat": ("workbench.stages.qat", "run_qat"),
+}
+STAGE_NAMES = tuple(_STAGES)
 
 
 def get_stage(name: str):
-    """The stage function for ``name`` (imported lazily: stages pull in TensorFlow)."""
-    if name == "baseline":
-        from workbench.stages.baseline import run_baseline
-
-        return run_baseline
-    if name == "bn_fold":
-        from workbench.stages.bn_fold import run_bn_fold
-
-        return run_bn_fold
-    if name == "cle":
-        from workbench.stages.cle import run_cle
-
-        return run_cle
-    if name == "bc":
-        from workbench.stages.bc import run_bc
-
-        return run_bc
-    if name == "qat":
-        from workbench.stages.qat import run_qat
-
-        return run_qat
-    raise ValueError(f"stage.name={name!r} is not allowed; allowed: {', '.join(STAGE_NAMES)}")
+    """The stage function for ``name``."""
+    if name not in _STAGES:
+        raise ValueError(f"stage.name={name!r} is not allowed; allowed: {', '.join(STAGE_NAMES)}")
+    module, function = _STAGES[name]
+    return getattr(importlib.import_module(module), function)

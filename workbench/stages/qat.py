@@ -1,8 +1,8 @@
 """Stage ``qat``: BN fold + CLE (+ BC when ``qat.bias_correction``) + QAT, then evaluate and export.
 
-With a ``training_range_learning_*`` scheme the quantizer ranges are learned with the weights
-(parameter grids strict symmetric); with any other scheme the ranges stay as calibrated and
-only the weights are fine-tuned.
+With ``qat.learn_ranges`` (default) the quantizer ranges are learned with the weights, under the
+range-learning variant of ``quant.scheme`` (tf → training_range_learning_with_tf_init, ...), with
+strict symmetric parameter grids; otherwise the ranges stay as calibrated and only the weights train.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ def run_qat(ctx: StageContext, result: StageResult) -> None:
     q = ctx.options.get("qat", {})
     if q.get("bias_correction", False):
         model = bias_corrected_model(ctx, result, model, summary)
-    learn = ctx.settings.scheme.range_learning
+    learn = bool(q.get("learn_ranges", True))
     if learn:
-        ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, strict_symmetric=True))
+        settings = dataclasses.replace(ctx.settings, scheme=ctx.settings.scheme.range_learning_variant, strict_symmetric=True)
+        ctx = dataclasses.replace(ctx, settings=settings)
+    result.tags["qat.scheme"] = ctx.settings.scheme.value
     sim = calibrated_sim(ctx, model, result)
     result.metrics[keys.QAT_SIM_BEFORE] = evaluate_top1(sim.model, ctx.data.val_batches())
     losses, top1s = result.series.setdefault(keys.QAT_LOSS, []), result.series.setdefault(keys.QAT_TOP1, [])

@@ -152,7 +152,7 @@ def layer_output_shifts(reference: keras.Model, sim: QuantizationSimModel, input
         return None
 
     x = np.asarray(samples, F32)
-    run_side_by_side(reference, x, quantize_dequantize(x, input_encoding), sim._sim_layers, hook)
+    run_side_by_side(reference, x, quantize_dequantize(x, input_encoding), sim.layers_by_name, hook)
     return shifts
 
 
@@ -202,7 +202,7 @@ def correct_bias(
                 upper = np.broadcast_to(np.asarray(upper, F32), gamma.shape)
             ex = expected_activation(beta, gamma, act, upper)
             pq = sim.param_quantizers[name]
-            shift = _analytical_shift(pq.float_kernel, sim._sim_layers[name].kernel.numpy(), ex, isinstance(layer, keras.layers.DepthwiseConv2D))
+            shift = _analytical_shift(pq.float_kernel, sim.layers_by_name[name].kernel.numpy(), ex, isinstance(layer, keras.layers.DepthwiseConv2D))
             plan[name] = ("analytical", shift)
         elif mode is BiasCorrectionMode.analytical:
             plan[name] = ("uncorrected (no BN pattern)", None)
@@ -225,7 +225,7 @@ def correct_bias(
         if correction_samples is None:
             raise ValueError("empirical bias correction needs correction samples")
         x = np.asarray(correction_samples, F32)
-        run_side_by_side(model, x, quantize_dequantize(x, input_encoding), sim._sim_layers, hook)
+        run_side_by_side(model, x, quantize_dequantize(x, input_encoding), sim.layers_by_name, hook)
     else:
         applied = {n: s for n, (m, s) in plan.items() if s is not None}
 
