@@ -45,7 +45,7 @@ def test_every_stage_composes_and_validates(stage, tmp_path):
 def test_stage_is_not_in_the_defaults_list_and_no_stage_means_the_pipeline():
     cfg = _compose()
     assert cfg.stage is None
-    assert [s.value for s in cfg.pipeline.stages] == ["baseline", "bn_fold", "cle", "bc", "qat"]
+    assert [s.value for s in cfg.pipeline.stages] == ["baseline", "cle", "bc", "qat"]
     validate(cfg, STAGE_NAMES)
     with pytest.raises(ConfigError, match=r"pipeline.stages is empty"):
         validate(_compose("pipeline.stages=[]"), STAGE_NAMES)

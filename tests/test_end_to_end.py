@@ -44,7 +44,7 @@ def test_baseline_run_is_recorded(tmp_path):
     run = runs[0]
     assert run.info.status == "FINISHED"
     m = run.data.metrics
-    for key in ("fp32/top1", "sim/top1", "time/fp32_eval_s", "time/calibration_s", "time/sim_eval_s", "time/model_s"):
+    for key in ("fp32/top1", "sim/top1", "sim/top1_ci_low", "sim/top1_ci_high", "fp32/top1_ci_low", "time/fp32_eval_s", "time/calibration_s", "time/sim_eval_s", "time/model_s"):
         assert key in m, key
     assert 0.0 <= m["sim/top1"] <= 1.0 and m["sim/output_quantizers"] > 5
     tags = run.data.tags
@@ -53,7 +53,12 @@ def test_baseline_run_is_recorded(tmp_path):
     assert run.data.params["quant.scheme"] == "tf_enhanced" and run.data.params["model.width"] == "8"
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "layers.csv", "encodings"} <= artifacts
+    assert {"config.yaml", "layers.csv", "encodings", "predictions.csv"} <= artifacts
+    assert m["sim/top1_ci_low"] <= m["sim/top1"] <= m["sim/top1_ci_high"]
+    assert tags["deployable"] == "true" and m["transform/bns_folded"] > 5  # the baseline is the folded model
+    # the closing summary says what the numbers are and where to look
+    assert "sim top-1" in proc.stdout and "(reference)" in proc.stdout and f"run: {run.info.run_id}" in proc.stdout
+    assert "open: mlflow ui --backend-store-uri sqlite:///" in proc.stdout
     local = client.download_artifacts(run.info.run_id, "layers.csv", str(tmp_path))
     table = pd.read_csv(local)
     assert {"layer", "type", "param_scale", "output_scale", "sqnr_db"} <= set(table.columns)
@@ -101,6 +106,7 @@ def test_pipeline_is_a_parent_run_with_a_child_per_stage_and_a_report(tmp_path):
     assert all(c.data.tags["mlflow.parentRunId"] == parent and c.info.status == "FINISHED" for c in children)
     qat = children[2].data.metrics
     assert "tflite/top1" in qat and "fidelity/gap" in qat and len(client.get_metric_history(children[2].info.run_id, "qat/loss")) == 1
+    assert f"parent run: {parent}" in proc.stdout and "best technique at W8A8:" in proc.stdout
     report = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/comparison.csv", "report/sim_top1_by_stage.md", "report/accuracy_vs_bitwidth.png"} <= report
     table = pd.read_csv(client.download_artifacts(parent, "report/comparison.csv", str(tmp_path)))

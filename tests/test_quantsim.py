@@ -180,3 +180,22 @@ def test_mobilenet_v2_placement():
     # no quantizer inside conv+BN(+ReLU6) groups or on padding
     names = {type(model.get_layer(n)).__name__ for n in sim.plan.outputs}
     assert "ZeroPadding2D" not in names and "Conv2D" not in names and "DepthwiseConv2D" not in names
+
+
+def test_weight_and_activation_schemes_apart(model, images):
+    from workbench.quantsim.analyzers import compute_tensor_encoding
+
+    settings = QuantSettings(scheme="tf_enhanced", param_scheme="tf", param_bw=4)
+    assert (settings.param_scheme.value, settings.output_scheme.value) == ("tf", "tf_enhanced")
+    sim = QuantizationSimModel(model, settings)
+    sim.compute_encodings(forward_pass_over([images]))
+    kernel = sim.param_quantizers["conv"].channel_view()
+    minmax = compute_tensor_encoding(kernel, "tf", 4, True)
+    enhanced = compute_tensor_encoding(kernel, "tf_enhanced", 4, True)
+    assert np.array_equal(sim.param_encodings()["conv"].scale, minmax.scale)
+    assert not np.array_equal(minmax.scale, enhanced.scale)  # the choice matters on this kernel
+    args = encodings_json(sim)["quantizer_args"]
+    assert (args["param_quant_scheme"], args["activation_quant_scheme"]) == ("post_training_tf", "post_training_tf_enhanced")
+    # quant.scheme alone still sets both
+    both = QuantSettings(scheme="tf")
+    assert both.param_scheme.value == both.output_scheme.value == "tf"

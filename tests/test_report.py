@@ -1,8 +1,9 @@
-"""Reports: runs read back into the stage × setting table, missing stays missing, plain errors."""
+"""Reports: complete setting identities, paired verdicts, exclusions with reasons, missing stays missing."""
 
 import math
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -10,13 +11,44 @@ from mlflow.tracking import MlflowClient
 from workbench.report import main as report_main
 from workbench.reporting.report import ReportError, build_report, to_markdown
 
-RUNS = [  # stage, param_bw, sim/top1 (None: never logged), status
-    ("baseline", 4, 0.90, "FINISHED"),
-    ("cle", 4, 0.95, "FINISHED"),
-    ("baseline", 8, 0.97, "FINISHED"),
-    ("cle", 8, None, "FINISHED"),
-    ("bc", 4, 0.10, "FAILED"),
+N = 200
+LABELS = np.arange(N) % 10
+# stage, model, scheme, per_channel, number of wrong images (None: sim/top1 never logged), status
+RUNS = [
+    ("baseline", "m1", "tf", "False", 60, "FINISHED"),
+    ("cle", "m1", "tf", "False", 20, "FINISHED"),  # 40 more right, 0 fewer: better
+    ("bc", "m1", "tf", "False", 58, "FINISHED"),  # 2 more right: within noise
+    ("baseline", "m1", "tf_enhanced", "False", 30, "FINISHED"),
+    ("cle", "m1", "tf_enhanced", "False", None, "FINISHED"),
+    ("baseline", "m2", "tf", "False", 10, "FINISHED"),
+    ("cle", "m2", "tf", "False", 50, "FINISHED"),  # worse
+    ("cle", "m2", "tf", "True", 90, "FINISHED"),  # per-channel worse than per-tensor
+    ("baseline", "m2", "tf", "True", 10, "FINISHED"),
+    ("bc", "m1", "tf", "False", 0, "FAILED"),
+    ("baseline", "m1", "tf", "False", 100, "FINISHED"),  # the same identity again, newer: supersedes the first
 ]
+
+
+def _log(client, exp, parent, stage, model, scheme, pc, wrong, status, tmp_path):
+    params = {"model.name": model, "quant.param_scheme": scheme, "quant.output_scheme": "tf", "quant.param_bw": "4",
+              "quant.output_bw": "8", "quant.per_channel": pc, "cle.relu6_mode": "clip", "paths.outputs_dir": str(tmp_path)}
+    tags = {"stage": stage, "mlflow.parentRunId": parent, "eval.digest": "d1"}
+    if stage == "baseline":
+        tags["deployable"] = "true"
+    run = client.create_run(exp, tags=tags).info.run_id
+    for k, v in params.items():
+        client.log_param(run, k, v)
+    client.log_metric(run, "fp32/top1", 0.95)
+    if wrong is not None:
+        predicted = LABELS.copy()
+        predicted[:wrong] = (LABELS[:wrong] + 1) % 10  # the first `wrong` images are misclassified
+        client.log_metric(run, "sim/top1", 1 - wrong / N)
+        pd.DataFrame({"label": LABELS, "sim": predicted}).to_csv(tmp_path / "predictions.csv", index=False)
+        client.log_artifact(run, str(tmp_path / "predictions.csv"))
+    pd.DataFrame({"layer": ["conv", "dense"], "sqnr_db": [20.0, 10.0]}).to_csv(tmp_path / "layers.csv", index=False)
+    client.log_artifact(run, str(tmp_path / "layers.csv"))
+    client.set_terminated(run, status)
+    return run
 
 
 @pytest.fixture
@@ -24,41 +56,45 @@ def store(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("exp", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(exp, run_name="sweep").info.run_id
-    for stage, bw, top1, status in RUNS:
-        tags = {"stage": stage, "param_bw": str(bw), "output_bw": "8", "per_channel": "False", "mlflow.parentRunId": parent}
-        run = client.create_run(exp, tags=tags).info.run_id
-        client.log_metric(run, "fp32/top1", 0.98)
-        if top1 is not None:
-            client.log_metric(run, "sim/top1", top1)
-        layers = pd.DataFrame({"layer": ["conv", "dense"], "sqnr_db": [20.0 + bw, 10.0 + bw]})
-        path = tmp_path / "layers.csv"
-        layers.to_csv(path, index=False)
-        client.log_artifact(run, str(path))
-        client.set_terminated(run, status)
+    ids = [_log(client, exp, parent, *spec, tmp_path) for spec in RUNS]
     client.set_terminated(parent, "FINISHED")
-    return client, parent, tmp_path
+    return client, parent, tmp_path, ids
 
 
-def test_table_matches_the_runs(store):
-    client, parent, tmp = store
+def test_two_models_and_two_schemes_stay_apart_with_paired_verdicts(store):
+    client, parent, tmp, ids = store
     report = build_report(client, "exp", str(tmp / "reports"), parent)
+    assert set(report.compared.setting_keys) == {"model.name", "quant.param_scheme", "quant.per_channel"}
     t = report.table.set_index(["stage", "setting"])
-    assert t.loc[("cle", "W4A8"), "sim/top1"] == pytest.approx(0.95)
-    assert t.loc[("cle", "W4A8"), "recovery_vs_baseline"] == pytest.approx(0.05)
-    assert t.loc[("baseline", "W8A8"), "drop_vs_fp32"] == pytest.approx(0.01)
-    assert math.isnan(t.loc[("cle", "W8A8"), "sim/top1"])  # never logged: missing, not zero
-    assert ("bc", "W4A8") not in t.index  # failed runs are not compared
-    assert list(report.wide.index) == ["baseline", "cle"]
-    md = open(report.files["sim_top1_by_stage.md"]).read()
-    assert "missing" in md and "| 0.0000 |" not in md
-    assert set(report.sqnr.columns) == {"baseline", "cle"}
-    assert {"accuracy_vs_bitwidth.png", "layer_sqnr.png", "comparison.csv", "comparison.html"} <= set(report.files)
+    m1_tf, m1_enh, m2_tf = (f"W4A8 · model.name={m}, quant.param_scheme={s}" for m, s in (("m1", "tf"), ("m1", "tf_enhanced"), ("m2", "tf")))
+    # the newer m1/tf baseline (100 wrong) is the reference; the older one is listed as superseded
+    assert t.loc[("baseline", m1_tf), "sim/top1"] == pytest.approx(0.5)
+    assert t.loc[("cle", m1_tf), "delta_vs_baseline"] == pytest.approx(0.4)
+    assert t.loc[("cle", m1_tf), "verdict"] == "better" and t.loc[("cle", m1_tf), "p_value"] < 1e-6
+    assert t.loc[("bc", m1_tf), "verdict"] == "better"  # 58 wrong vs 100
+    assert t.loc[("baseline", m1_enh), "sim/top1"] == pytest.approx(0.85)  # not merged with tf
+    assert math.isnan(t.loc[("cle", m1_enh), "sim/top1"])  # never logged: missing, not zero
+    assert t.loc[("cle", m2_tf), "verdict"] == "worse" and t.loc[("baseline", m2_tf), "verdict"] == "reference"
+    pc = t.loc[("cle", "W4A8 pc · model.name=m2, quant.param_scheme=tf")]
+    assert pc["notes"].startswith("per-channel worse than per-tensor") and pc["verdict"] == "worse"
+    assert ci_ok(report.table)
+    excluded = report.excluded.set_index("run_id")["reason"]
+    assert excluded[ids[9]] == "status FAILED" and excluded[ids[0]] == f"superseded by the newer run {ids[10]}"
+    assert len(report.table) + len(report.excluded) == len(RUNS)  # nothing dropped silently
+    best = report.best.set_index("setting")["best"]
+    assert best[m1_tf] == "cle" and best[m2_tf].startswith("none")
+    md = open(report.files["report.md"]).read()
+    assert "missing" in md and "Runs left out" in md and "model.name" in md
     logged = {a.path for a in client.list_artifacts(parent, "report")}
-    assert "report/comparison.csv" in logged
+    assert {"report/comparison.csv", "report/excluded.csv", "report/accuracy_vs_bitwidth.png"} <= logged
 
 
-def test_unknown_and_empty_experiments_say_so(store, tmp_path):
-    client, _, tmp = store
+def ci_ok(table):
+    return table["ci_low"].isna().all()  # the fixture logs no intervals: none are invented
+
+
+def test_unknown_and_empty_experiments_say_so(store):
+    client, _, tmp, _ = store
     with pytest.raises(ReportError, match="does not exist"):
         build_report(client, "nope", str(tmp / "r"))
     client.create_experiment("empty", artifact_location=(tmp / "a2").as_uri())
@@ -67,12 +103,13 @@ def test_unknown_and_empty_experiments_say_so(store, tmp_path):
 
 
 def test_cli_prints_plain_message(store, capsys):
-    _, _, tmp = store
+    _, _, tmp, _ = store
     code = report_main(["--experiment", "nope", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--outputs-dir", str(tmp)])
     assert code == 1
     assert capsys.readouterr().err.strip() == "workbench.report: experiment 'nope' does not exist in this tracking store"
     code = report_main(["--experiment", "exp", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--outputs-dir", str(tmp)])
     assert code == 0 and os.path.exists(tmp / "reports" / "exp" / "comparison.md")
+    assert "Best technique per setting" in capsys.readouterr().out
 
 
 def test_markdown_marks_nan_as_missing():

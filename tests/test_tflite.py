@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from workbench.data.synthetic import make_synthetic
 from workbench.evaluation.accuracy import evaluate_top1
-from workbench.models.mnist_mobilenet import train_classifier
+from workbench.models.training import train_classifier
 from workbench.options import QuantSettings
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, evaluate_tflite_top1, integer_report

@@ -41,7 +41,7 @@ def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
     tags = {
         keys.TAG_MODEL: str(cfg.model.name),
         keys.TAG_DATASET: str(cfg.dataset.name),
-        keys.TAG_SCHEME: _text(q.scheme),
+        keys.TAG_SCHEME: f"{_text(q.param_scheme)}/{_text(q.output_scheme)}",
         keys.TAG_PARAM_BW: str(q.param_bw),
         keys.TAG_OUTPUT_BW: str(q.output_bw),
         keys.TAG_PER_CHANNEL: str(q.per_channel),
@@ -97,11 +97,31 @@ def run(cfg: DictConfig) -> float | None:
     log.info("MLflow tracking at %s, experiment %r", uri, cfg.tracking.experiment)
     if cfg.get("stage") is None:
         return run_pipeline(cfg, tracker)
-    return run_stage(cfg, tracker, _text(cfg.stage.name), os.environ.get("WORKBENCH_PARENT_RUN_ID"))
+    parent = os.environ.get("WORKBENCH_PARENT_RUN_ID")
+    top1, run_id = run_stage(cfg, tracker, _text(cfg.stage.name), parent)
+    if parent is None:  # a sweep's summary comes at its end, from the Hydra callback
+        out = os.path.join(cfg.paths.reports_dir, f"run-{run_id[:8]}")
+        report_and_summarise(tracker, cfg.tracking.experiment, out, "run", run_id, like_run=run_id)
+    return top1
 
 
-def run_stage(cfg: DictConfig, tracker, stage: str, parent_run_id: str | None = None, built: tuple | None = None) -> float | None:
-    """One MLflow run around one stage; ``built`` = (data, model) reuses what a pipeline built."""
+def report_and_summarise(tracker, experiment: str, out_dir: str, label: str, run_id: str, **selection) -> None:
+    """Write the comparison report and print the closing summary (a failure to report is only a warning)."""
+    from workbench.reporting.report import ReportError, build_report
+    from workbench.reporting.summary import closing_summary
+
+    try:
+        report = build_report(tracker.client, experiment, out_dir, **selection)
+    except ReportError as err:
+        log.warning("no report: %s", err)
+        return
+    print(closing_summary(report, out_dir, label, run_id, tracker.uri), flush=True)
+
+
+def run_stage(cfg: DictConfig, tracker, stage: str, parent_run_id: str | None = None, built: tuple | None = None) -> tuple[float | None, str]:
+    """One MLflow run around one stage; ``built`` = (data, model) reuses what a pipeline built.
+
+    Returns sim/top1 (None if never measured) and the run id."""
     from workbench.results import StageResult
     from workbench.stages import get_stage
     from workbench.stages.setup import build_context, build_data, build_model
@@ -127,12 +147,11 @@ def run_stage(cfg: DictConfig, tracker, stage: str, parent_run_id: str | None = 
             stage_fn(build_context(cfg, model, data), result)
         finally:
             tracked.log_result(result)
-    return result.metrics.get(keys.SIM_TOP1)
+    return result.metrics.get(keys.SIM_TOP1), tracked.run_id
 
 
 def run_pipeline(cfg: DictConfig, tracker) -> float | None:
     """A parent run with one child run per stage (the model and data built once), then the report."""
-    from workbench.reporting.report import ReportError, build_report
     from workbench.results import StageResult
     from workbench.stages.setup import build_data, build_model
     from workbench.tracking import keys
@@ -155,19 +174,15 @@ def run_pipeline(cfg: DictConfig, tracker) -> float | None:
             for i, stage in enumerate(stages, 1):
                 log.info("pipeline stage %d/%d: %s", i, len(stages), stage)
                 try:
-                    top1 = run_stage(cfg, tracker, stage, parent.run_id, (data, model))
+                    top1, _ = run_stage(cfg, tracker, stage, parent.run_id, (data, model))
                     last = top1 if top1 is not None else last
                 except Exception:  # the child run is FAILED with its traceback; the pipeline goes on
                     log.exception("stage %s failed", stage)
                     failed.append(stage)
             result.metrics[keys.PIPELINE_FAILED] = len(failed)
             out = os.path.join(cfg.paths.reports_dir, f"pipeline-{parent.run_id[:8]}")
-            try:
-                with result.timed("report"):
-                    report = build_report(tracker.client, cfg.tracking.experiment, out, parent.run_id)
-                log.info("report written to %s\n%s", out, report.wide.to_string())
-            except ReportError as err:
-                log.warning("no report: %s", err)
+            with result.timed("report"):
+                report_and_summarise(tracker, cfg.tracking.experiment, out, "parent run", parent.run_id, parent_run_id=parent.run_id)
         finally:
             parent.log_result(result)
     return last

@@ -6,7 +6,7 @@ simulator takes, so it can be used as a plain Python library.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 MIN_BITWIDTH = 2
@@ -66,9 +66,16 @@ class BiasCorrectionMode(str, Enum):
 
 @dataclass(frozen=True)
 class QuantSettings:
-    """Quantization simulator settings (AIMET's quantsim arguments and config flags)."""
+    """Quantization simulator settings (AIMET's quantsim arguments and config flags).
+
+    ``scheme`` sets both analyzers; ``param_scheme`` / ``output_scheme`` (None: ``scheme``) choose the
+    weight and the activation analyzer apart (a per-channel histogram search over a depthwise channel's
+    nine weights is a trap that ``tf`` avoids).
+    """
 
     scheme: QuantScheme = QuantScheme.tf_enhanced
+    param_scheme: QuantScheme | None = None
+    output_scheme: QuantScheme | None = None
     param_bw: int = 8
     output_bw: int = 8
     per_channel: bool = False
@@ -82,6 +89,8 @@ class QuantSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scheme", QuantScheme(self.scheme))
+        for key in ("param_scheme", "output_scheme"):
+            object.__setattr__(self, key, QuantScheme(getattr(self, key) or self.scheme))
         object.__setattr__(self, "rounding", Rounding(self.rounding))
         for key in ("param_bw", "output_bw"):
             bw = getattr(self, key)
@@ -89,3 +98,13 @@ class QuantSettings:
                 raise ValueError(f"{key}={bw!r} is not allowed: use an integer in {MIN_BITWIDTH}..{MAX_BITWIDTH}")
         if not 90.0 <= float(self.percentile) <= 100.0:
             raise ValueError(f"percentile={self.percentile!r} is not allowed: use a value in [90, 100]")
+
+    def with_range_learning(self) -> "QuantSettings":
+        """The same settings with both schemes switched to their range-learning variants, strict weight grids."""
+        return replace(
+            self,
+            scheme=self.scheme.range_learning_variant,
+            param_scheme=self.param_scheme.range_learning_variant,
+            output_scheme=self.output_scheme.range_learning_variant,
+            strict_symmetric=True,
+        )

@@ -8,7 +8,7 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from workbench.reporting.report import ReportError, build_report, to_markdown
+from workbench.reporting.report import ReportError, build_report
 from workbench.tracking.mlflow_run import resolve_tracking_uri
 
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as err:
         print(f"workbench.report: {err}", file=sys.stderr)
         return 1
-    print(to_markdown(report.wide))
+    print(report.markdown())
     print(f"wrote {len(report.files)} files to {out}")
     return 0
 

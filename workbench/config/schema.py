@@ -39,7 +39,10 @@ class PathsConfig:
 class QuantConfig:
     # The YAML-facing twin of workbench.options.QuantSettings (which is frozen, so OmegaConf could not
     # merge overrides into it); stages.setup.quant_settings maps one to the other, a test keeps them in step.
+    # sets both analyzers; param_scheme / output_scheme override it for weights / activations
     scheme: QuantScheme = QuantScheme.tf_enhanced
+    param_scheme: QuantScheme = "${quant.scheme}"  # type: ignore[assignment]
+    output_scheme: QuantScheme = "${quant.scheme}"  # type: ignore[assignment]
     param_bw: int = 8
     output_bw: int = 8
     per_channel: bool = False
@@ -122,6 +125,20 @@ class MnistMobilenetConfig(ModelConfig):
 
 
 @dataclass
+class MnistMobilenetV2Config(ModelConfig):
+    # keras.applications.MobileNetV2 (random init) trained on first use on the digits, resized to 32×32×3
+    name: str = "mnist_mobilenet_v2"
+    input_shape: List[int] = field(default_factory=lambda: [32, 32, 3])
+    num_classes: int = 10
+    alpha: float = 0.35
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 0.003
+    bn_momentum: float = 0.9
+    augment: bool = True
+
+
+@dataclass
 class KerasAppConfig(ModelConfig):
     input_shape: List[int] = field(default_factory=lambda: [224, 224, 3])
     num_classes: int = 1000
@@ -133,6 +150,13 @@ class KerasAppConfig(ModelConfig):
 class KerasFileConfig(ModelConfig):
     name: str = "keras_file"
     path: str = MISSING
+
+
+@dataclass
+class BaselineConfig:
+    # true: quantize the BN-folded model, as an int8 runtime runs it (the deployable baseline);
+    # false: quantize the unfolded kernels with BN kept in float (not deployable, for comparison only)
+    fold_batch_norms: bool = True
 
 
 @dataclass
@@ -177,9 +201,10 @@ class QATConfig:
 
 @dataclass
 class PipelineConfig:
-    # the stages `python -m workbench` runs (no +stage), each a child run of one parent run
+    # the stages `python -m workbench` runs (no +stage), each a child run of one parent run; bn_fold is
+    # left out: the deployable baseline already quantizes the folded model (bn_fold adds its diagnostics)
     stages: List[StageName] = field(
-        default_factory=lambda: [StageName.baseline, StageName.bn_fold, StageName.cle, StageName.bc, StageName.qat]
+        default_factory=lambda: [StageName.baseline, StageName.cle, StageName.bc, StageName.qat]
     )
 
 
@@ -195,6 +220,7 @@ class Config:
     quant: QuantConfig = field(default_factory=QuantConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     cle: CLEConfig = field(default_factory=CLEConfig)
     bc: BiasCorrectionConfig = field(default_factory=BiasCorrectionConfig)
     qat: QATConfig = field(default_factory=QATConfig)
@@ -216,5 +242,6 @@ def register_configs() -> None:
     cs.store(group="dataset", name="base_synthetic", node=SyntheticDatasetConfig)
     cs.store(group="dataset", name="base_imagenet", node=ImagenetDatasetConfig)
     cs.store(group="model", name="base_mnist_mobilenet", node=MnistMobilenetConfig)
+    cs.store(group="model", name="base_mnist_mobilenet_v2", node=MnistMobilenetV2Config)
     cs.store(group="model", name="base_keras_app", node=KerasAppConfig)
     cs.store(group="model", name="base_keras_file", node=KerasFileConfig)

@@ -88,9 +88,12 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     elif m.name in ("mobilenet_v2", "resnet50"):
         _require(m.weights is None or os.path.isfile(m.weights), f"model.weights={m.weights!r} does not exist: give a local file or null (weights are never downloaded)")
         _require(len(m.input_shape) == 3, f"model.input_shape={list(m.input_shape)!r} is not allowed: use [H, W, C]")
-    elif m.name == "mnist_mobilenet":
+    elif m.name in ("mnist_mobilenet", "mnist_mobilenet_v2"):
         _positive(cfg, "model.epochs", allow_zero=True)
-        _positive(cfg, "model.width")
+        if m.name == "mnist_mobilenet":
+            _positive(cfg, "model.width")
+        else:
+            _require(m.alpha > 0, f"model.alpha={m.alpha!r} is not allowed: use a value > 0 (e.g. 0.35)")
         _positive(cfg, "model.batch_size")
         _require(m.learning_rate > 0, f"model.learning_rate={m.learning_rate!r} is not allowed: use a value > 0")
         _require(0.0 <= m.bn_momentum < 1.0, f"model.bn_momentum={m.bn_momentum!r} is not allowed: use a value in [0, 1)")

@@ -1,28 +1,67 @@
-"""Top-1 accuracy over batched ``(image, label)`` data with one compiled step."""
+"""Top-1 accuracy over batched ``(image, label)`` data with one compiled step.
+
+``predict_classes`` keeps the per-image predictions, so that two models evaluated on the same
+images can be compared image by image (a paired test), not only by their accuracies.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+
 import keras
+import numpy as np
 import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-image predicted classes and labels on one evaluation split, in its fixed order."""
+
+    predicted: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.labels) == 0:
+            raise ValueError("evaluation data is empty")
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.predicted == self.labels
+
+    @property
+    def top1(self) -> float:
+        return float(np.mean(self.correct))
+
+    @property
+    def digest(self) -> str:
+        """Names the evaluation images (their count and labels in order): equal digests pair up."""
+        return eval_digest(self.labels)
+
+
+def eval_digest(labels: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(labels, np.int64).tobytes()).hexdigest()[:16]
+
+
+def predict_classes(model: keras.Model, batches: tf.data.Dataset) -> Predictions:
+    """Arg-max class of every image and its label."""
+
+    @tf.function(reduce_retracing=True)
+    def step(x):
+        return tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
+
+    predicted, labels = [], []
+    for x, y in batches:
+        predicted.append(step(x).numpy())
+        labels.append(np.asarray(y).astype(np.int32))
+    if not labels:
+        raise ValueError("evaluation data is empty")
+    return Predictions(np.concatenate(predicted), np.concatenate(labels))
 
 
 def evaluate_top1(model: keras.Model, batches: tf.data.Dataset) -> float:
     """Fraction of samples whose arg-max logit equals the label."""
-
-    @tf.function(reduce_retracing=True)
-    def step(x, y):
-        logits = model(x, training=False)
-        pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        return tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(y, tf.int32)), tf.int64)), tf.size(y, out_type=tf.int64)
-
-    correct = total = 0
-    for x, y in batches:
-        c, n = step(x, y)
-        correct += int(c)
-        total += int(n)
-    if total == 0:
-        raise ValueError("evaluation data is empty")
-    return correct / total
+    return predict_classes(model, batches).top1
 
 
 def evaluate_against(reference: keras.Model, model: keras.Model, batches: tf.data.Dataset) -> tuple[float, float]:

@@ -34,3 +34,20 @@ def load_keras_file(path: str) -> keras.Model:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model.path={path!r} does not exist")
     return keras.models.load_model(path, compile=False)
+
+
+def build_mnist_mobilenet_v2(
+    input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, alpha: float = 0.35, bn_momentum: float = 0.9
+) -> keras.Model:
+    """keras.applications.MobileNetV2 (random init, logits out) with a BN momentum that converges in a few epochs.
+
+    Keras' 0.999 leaves the moving statistics unconverged after a few hundred steps; training
+    re-estimates them exactly afterwards anyway (``recalibrate_batch_norm``).
+    """
+    model = keras.applications.MobileNetV2(
+        input_shape=tuple(input_shape), alpha=alpha, weights=None, classes=num_classes, classifier_activation=None
+    )
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = bn_momentum
+    return model

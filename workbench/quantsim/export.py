@@ -25,8 +25,15 @@ def _quantizer_args(sim: QuantizationSimModel) -> dict:
         "is_symmetric": bool(s.param_symmetric),
         "param_bitwidth": s.param_bw,
         "per_channel_quantization": bool(s.per_channel),
-        "quant_scheme": s.scheme.value if s.scheme.range_learning else f"post_training_{s.scheme.value}",
+        # AIMET has one scheme for all quantizers; ours may differ for weights and activations
+        "quant_scheme": _aimet_scheme(s.output_scheme),
+        "param_quant_scheme": _aimet_scheme(s.param_scheme),
+        "activation_quant_scheme": _aimet_scheme(s.output_scheme),
     }
+
+
+def _aimet_scheme(scheme) -> str:
+    return scheme.value if scheme.range_learning else f"post_training_{scheme.value}"
 
 
 def encodings_json(sim: QuantizationSimModel, version: str = "0.6.1") -> dict:

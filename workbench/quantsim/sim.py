@@ -145,7 +145,7 @@ class QuantizationSimModel:
         for pq in self.param_quantizers.values():
             pq.encoding = compute_tensor_encoding(
                 pq.channel_view(),
-                s.scheme,
+                s.param_scheme,
                 s.param_bw,
                 s.param_symmetric,
                 channel_axis=-1 if s.per_channel else None,
@@ -165,7 +165,7 @@ class QuantizationSimModel:
         self.compute_param_encodings()
         for q in self.output_quantizers.values():
             q.analyzer = EncodingAnalyzer(
-                s.scheme, s.output_bw, s.output_symmetric, 1, s.strict_symmetric, s.unsigned_symmetric, s.percentile
+                s.output_scheme, s.output_bw, s.output_symmetric, 1, s.strict_symmetric, s.unsigned_symmetric, s.percentile
             )
         self._set_mode(CALIBRATE)
         try:

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from workbench.evaluation.accuracy import Predictions
 from workbench.graph.rewrite import clone_layer
 from workbench.quantsim.sim import QuantizationSimModel, insert_quantizers
 
@@ -109,10 +110,15 @@ def integer_report(blob: bytes) -> dict:
 
 def evaluate_tflite_top1(blob: bytes, batches: tf.data.Dataset) -> float:
     """Top-1 of an int8 TFLite classifier, quantizing inputs with the model's own input scale."""
+    return predict_tflite_classes(blob, batches).top1
+
+
+def predict_tflite_classes(blob: bytes, batches: tf.data.Dataset) -> Predictions:
+    """Per-image classes of an int8 TFLite classifier (LiteRT interpreter)."""
     interpreter = _interpreter(blob)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     scale, zero = inp["quantization"]
-    correct = total = 0
+    predicted, labels = [], []
     for x, y in batches:
         x, y = x.numpy(), y.numpy()
         if tuple(inp["shape"]) != x.shape:
@@ -123,6 +129,8 @@ def evaluate_tflite_top1(blob: bytes, batches: tf.data.Dataset) -> float:
         interpreter.set_tensor(inp["index"], q)
         interpreter.invoke()
         logits = interpreter.get_tensor(out["index"])
-        correct += int(np.sum(np.argmax(logits, axis=-1) == y))
-        total += len(y)
-    return correct / total
+        predicted.append(np.argmax(logits, axis=-1).astype(np.int32))
+        labels.append(y.astype(np.int32))
+    if not labels:
+        raise ValueError("evaluation data is empty")
+    return Predictions(np.concatenate(predicted), np.concatenate(labels))

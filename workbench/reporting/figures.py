@@ -30,22 +30,25 @@ def channel_range_figure(before: dict[str, np.ndarray], after: dict[str, np.ndar
 
 
 def accuracy_vs_bitwidth_figure(table):
-    """sim/top1 against weight bitwidth, one line per stage (per activation bitwidth and granularity)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    frame = table.copy()
-    parts = frame["setting"].str.extract(r"W(?P<w>\d+)A(?P<a>\d+)(?P<pc> per-channel)?")
-    frame["w"] = parts["w"].astype(int)
-    frame["group"] = "A" + parts["a"] + parts["pc"].fillna("")
-    for (stage, group), rows in frame.groupby(["stage", "group"], sort=False):
-        rows = rows.sort_values("w")
-        ax.plot(rows["w"], 100 * rows["sim/top1"], marker="o", label=f"{stage} ({group})")
+    """sim/top1 (with its 95 % interval) against weight bitwidth, one line per stage and remaining setting."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    frame = table.dropna(subset=["param_bw"]).copy()
+    frame["group"] = frame["setting"].str.replace(r"^W\d+", "", regex=True).str.strip()
+    groups = list(frame.groupby(["stage", "variant", "group"], sort=False))
+    offsets = np.linspace(-0.15, 0.15, len(groups)) if len(groups) > 1 else [0.0]
+    for offset, ((stage, variant, group), rows) in zip(offsets, groups):
+        rows = rows.sort_values("param_bw")
+        y = 100 * rows["sim/top1"].to_numpy(float)
+        err = np.abs(100 * rows[["ci_low", "ci_high"]].to_numpy(float).T - y)
+        label = " ".join(x for x in (stage, "" if variant == "-" else f"({variant})", group) if x)
+        ax.errorbar(rows["param_bw"] + offset, y, yerr=np.nan_to_num(err), marker="o", capsize=3, label=label)
     fp32 = frame["fp32/top1"].dropna()
-    if len(fp32):
+    if len(fp32) and fp32.nunique() == 1:
         ax.axhline(100 * fp32.iloc[0], color="grey", linestyle="--", label="FP32")
-    ax.set_xticks(sorted(frame["w"].unique()))
-    ax.set_xlabel("weight bitwidth")
-    ax.set_ylabel("sim top-1 (%)")
-    ax.legend(fontsize=8)
+    ax.set_xticks(sorted(frame["param_bw"].unique()))
+    ax.set_xlabel("weight bitwidth (points spread sideways so that they do not hide each other)")
+    ax.set_ylabel("sim top-1 (%), 95 % interval")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

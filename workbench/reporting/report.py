@@ -1,9 +1,10 @@
 """Comparison reports: MLflow runs read back into pandas, tables and plots written to disk.
 
 ``python -m workbench.report --experiment NAME [--parent RUN_ID]`` writes, under
-``outputs/reports/<experiment>/``: a stage × setting table of ``sim/top1`` with the drop vs FP32
-and the recovery vs baseline (CSV, Markdown, HTML), the per-layer SQNR across stages, and two
-plots (accuracy vs weight bitwidth per stage; per-layer SQNR per stage).
+``outputs/reports/<experiment>/``: the comparison (one row per stage, setting and technique variant:
+``sim/top1`` with its 95 % interval, the delta against the deployable baseline at the same setting, the
+exact McNemar p-value on the same images and the verdict), the best technique per setting, the runs
+left out and why, the per-layer SQNR across stages, and two plots.
 """
 
 from __future__ import annotations
@@ -13,82 +14,139 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from workbench.tracking import keys
+from workbench.evaluation.statistics import BETTER, WORSE, mcnemar_exact  # noqa: E402
+from workbench.reporting.runs import PARAM, ComparedRuns, ReportError, identify, load_runs, same_setting, stage_key  # noqa: E402
+from workbench.tracking import keys  # noqa: E402
 
-STAGE_ORDER = ["baseline", "bn_fold", "cle", "bc", "qat"]
-METRICS = [keys.FP32_TOP1, keys.SIM_TOP1, keys.TRANSFORMED_TOP1, keys.TFLITE_TOP1, keys.MEAN_SQNR_DB]
+__all__ = ["ReportError", "Report", "build_report", "comparison_table", "load_runs", "to_markdown"]
 MISSING = "missing"
+REFERENCE = "reference"
+NO_BASELINE = "no deployable baseline"
+NOT_PAIRED = "not paired"
+CI_LOW, CI_HIGH = keys.ci_keys(keys.SIM_TOP1)
 
 
-class ReportError(ValueError):
-    """Nothing to report on: the message says why in plain words."""
+def _predictions(client: MlflowClient, run_ids, tmp: str) -> dict[str, pd.DataFrame]:
+    """Each run's per-image predictions (runs logged before they were kept are simply absent)."""
+    out = {}
+    for run_id in run_ids:
+        try:
+            out[run_id] = pd.read_csv(client.download_artifacts(run_id, keys.ARTIFACT_PREDICTIONS, tmp))
+        except Exception:  # no such artifact
+            continue
+    return out
 
 
-def load_runs(client: MlflowClient, experiment: str, parent_run_id: str | None = None) -> pd.DataFrame:
-    """One row per run: ids, status, stage and settings tags, and the compared metrics (NaN if absent)."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise ReportError(f"experiment {experiment!r} does not exist in this tracking store")
-    query = f"tags.`{keys.TAG_PARENT}` = '{parent_run_id}'" if parent_run_id else ""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp.experiment_id], query, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
+def _correct(frame: pd.DataFrame | None) -> np.ndarray | None:
+    if frame is None or "sim" not in frame:
+        return None
+    return (frame["sim"] == frame["label"]).to_numpy()
+
+
+def _paired(row: pd.Series, ref: pd.Series, predictions: dict[str, pd.DataFrame]) -> dict:
+    """delta, p-value and verdict of ``row`` against ``ref``: McNemar on the same images, else unpaired."""
+    a, r = _correct(predictions.get(row.run_id)), _correct(predictions.get(ref.run_id))
+    same_images = row.eval_digest is not None and row.eval_digest == ref.eval_digest
+    if a is None or r is None or not same_images or a.shape != r.shape:
+        return {"delta_vs_baseline": row[keys.SIM_TOP1] - ref[keys.SIM_TOP1], "p_value": math.nan, "verdict": NOT_PAIRED}
+    test = mcnemar_exact(a, r)
+    return {"delta_vs_baseline": test.delta, "p_value": test.p_value, "verdict": test.verdict()}
+
+
+def _per_channel_notes(table: pd.DataFrame, predictions: dict[str, pd.DataFrame]) -> pd.Series:
+    """'per-channel worse than per-tensor' where a per-channel row loses to its per-tensor twin."""
+    notes = pd.Series("", index=table.index)
+    for i, row in table[table["per_channel"] == True].iterrows():  # noqa: E712
+        twin_setting = row.setting.replace(" pc", "", 1)
+        twins = table[(table["stage"] == row.stage) & (table["variant"] == row.variant) & (table["setting"] == twin_setting)]
+        if twins.empty or not row[keys.SIM_TOP1] < twins.iloc[0][keys.SIM_TOP1]:
+            continue
+        test = _paired(row, twins.iloc[0], predictions)
+        p = "" if math.isnan(test["p_value"]) else f", p={test['p_value']:.3g}"
+        notes[i] = f"per-channel worse than per-tensor ({100 * test['delta_vs_baseline']:+.1f} pt{p})"
+    return notes
+
+
+def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (stage, setting, variant): accuracy, interval, delta vs the deployable baseline, p, verdict."""
+    runs = compared.runs.copy()
+    runs["param_bw"] = pd.to_numeric(runs.get(PARAM + "quant.param_bw"), errors="coerce")
+    runs["output_bw"] = pd.to_numeric(runs.get(PARAM + "quant.output_bw"), errors="coerce")
+    runs["per_channel"] = runs.get(PARAM + "quant.per_channel") == "True"
+    refs = runs[(runs["stage"] == "baseline") & (runs["deployable"] == "true")].set_index("setting")
     rows = []
-    for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        if keys.TAG_STAGE not in tags:
-            continue  # e.g. a sweep's parent run
-        row = {
-            "run_id": run.info.run_id,
-            "status": run.info.status,
-            "start_time": run.info.start_time,
-            "stage": tags.get(keys.TAG_STAGE),
-            "model": tags.get(keys.TAG_MODEL),
-            "dataset": tags.get(keys.TAG_DATASET),
-            "scheme": tags.get(keys.TAG_SCHEME),
-            "param_bw": int(tags.get(keys.TAG_PARAM_BW, 0) or 0),
-            "output_bw": int(tags.get(keys.TAG_OUTPUT_BW, 0) or 0),
-            "per_channel": tags.get(keys.TAG_PER_CHANNEL) == "True",
-        }
-        row.update({m: metrics.get(m, math.nan) for m in METRICS})
-        rows.append(row)
-    if not rows:
-        where = f"under parent run {parent_run_id}" if parent_run_id else f"in experiment {experiment!r}"
-        raise ReportError(f"no stage runs {where}: nothing to report")
-    frame = pd.DataFrame(rows)
-    frame["setting"] = frame.apply(lambda r: f"W{r.param_bw}A{r.output_bw}" + (" per-channel" if r.per_channel else ""), axis=1)
-    return frame
+    for _, row in runs.iterrows():
+        out = {"delta_vs_baseline": math.nan, "p_value": math.nan, "verdict": NO_BASELINE}
+        if row.setting in refs.index:
+            ref = refs.loc[row.setting]
+            out = {"delta_vs_baseline": 0.0, "p_value": math.nan, "verdict": REFERENCE} if ref.run_id == row.run_id else _paired(row, ref, predictions)
+        rows.append(out)
+    table = pd.concat([runs.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+    table["stage"] = np.where((table["stage"] == "baseline") & (table["deployable"] != "true"), "baseline (not deployable)", table["stage"])
+    table = table.rename(columns={CI_LOW: "ci_low", CI_HIGH: "ci_high"})
+    table["drop_vs_fp32"] = table[keys.FP32_TOP1] - table[keys.SIM_TOP1]
+    table = table.sort_values(["setting", "stage", "variant"], key=lambda c: c.map(lambda v: stage_key(v.split(" ")[0])) if c.name == "stage" else c)
+    table = table.reset_index(drop=True)
+    table["notes"] = _per_channel_notes(table, predictions)
+    columns = [
+        "stage", "setting", "variant", keys.FP32_TOP1, *keys.ci_keys(keys.FP32_TOP1), keys.SIM_TOP1, "ci_low", "ci_high", "drop_vs_fp32",
+        "delta_vs_baseline", "p_value", "verdict", keys.TFLITE_TOP1, "notes", keys.EVAL_SAMPLES, "param_bw", "output_bw", "per_channel", "run_id",
+    ]
+    return table[columns]
 
 
-def _stage_key(stage: str) -> int:
-    return STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+def best_by_setting(table: pd.DataFrame) -> pd.DataFrame:
+    """Per setting, the technique with the highest sim/top1 and whether it beats the deployable baseline."""
+    rows = []
+    for setting, group in table.groupby("setting", sort=False):
+        techniques = group[~group["stage"].str.startswith("baseline")].dropna(subset=[keys.SIM_TOP1])
+        if techniques.empty:
+            continue
+        top = techniques.loc[techniques[keys.SIM_TOP1].idxmax()]
+        name = top.stage if top.variant == "-" else f"{top.stage} ({top.variant})"
+        if top.verdict == BETTER:
+            answer = name
+        elif top.verdict == WORSE or top.verdict.startswith("within"):
+            answer = "none: no technique is better than the deployable baseline"
+        else:
+            answer = f"{name} (untested: {top.verdict})"
+        rows.append({"setting": setting, "best": answer, keys.SIM_TOP1: top[keys.SIM_TOP1], "ci_low": top.ci_low,
+                     "ci_high": top.ci_high, "delta_vs_baseline": top.delta_vs_baseline, "p_value": top.p_value, "verdict": top.verdict})
+    return pd.DataFrame(rows)
 
 
-def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long table per (stage, setting) from the latest finished run: sim/top1, drop vs FP32, recovery vs baseline."""
-    done = runs[runs["status"] == "FINISHED"].sort_values("start_time")
-    latest = done.groupby(["stage", "setting"], as_index=False).last()
-    baseline = latest[latest["stage"] == "baseline"].set_index("setting")[keys.SIM_TOP1]
-    latest["drop_vs_fp32"] = latest[keys.FP32_TOP1] - latest[keys.SIM_TOP1]
-    latest["recovery_vs_baseline"] = latest[keys.SIM_TOP1] - latest["setting"].map(baseline)
-    latest = latest.sort_values(["setting", "stage"], key=lambda c: c.map(_stage_key) if c.name == "stage" else c)
-    columns = ["stage", "setting", keys.FP32_TOP1, keys.SIM_TOP1, "drop_vs_fp32", "recovery_vs_baseline", keys.TFLITE_TOP1, "run_id"]
-    return latest[columns].reset_index(drop=True)
+def _cell(row: pd.Series) -> str:
+    if math.isnan(row[keys.SIM_TOP1]):
+        return MISSING
+    text = f"{100 * row[keys.SIM_TOP1]:.1f}"
+    if not math.isnan(row.ci_low):
+        text += f" [{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
+    if row.verdict in (BETTER, WORSE):
+        text += f" {row.verdict}"
+    return text
 
 
-def stage_by_setting(table: pd.DataFrame, value: str = keys.SIM_TOP1) -> pd.DataFrame:
-    """Stages as rows, settings as columns."""
-    wide = table.pivot(index="stage", columns="setting", values=value)
-    return wide.loc[sorted(wide.index, key=_stage_key)]
+def stage_by_setting(table: pd.DataFrame) -> pd.DataFrame:
+    """Stages (and variants) as rows, settings as columns: sim/top1 in % with its interval and verdict."""
+    frame = table.assign(
+        row=[s if v == "-" else f"{s} ({v})" for s, v in zip(table["stage"], table["variant"])],
+        cell=table.apply(_cell, axis=1),
+    )
+    wide = frame.pivot(index="row", columns="setting", values="cell").fillna("-")
+    order = sorted(wide.index, key=lambda r: (stage_key(r.split(" ")[0]), r))
+    wide = wide.loc[order, list(dict.fromkeys(frame["setting"]))]
+    wide.index.name = "stage"
+    return wide
+
+
+def _row_name(stage: str, variant: str) -> str:
+    return stage if variant == "-" else f"{stage} ({variant})"
 
 
 def layer_sqnr(client: MlflowClient, table: pd.DataFrame, setting: str) -> pd.DataFrame:
@@ -101,11 +159,25 @@ def layer_sqnr(client: MlflowClient, table: pd.DataFrame, setting: str) -> pd.Da
             except Exception:  # a run without the artifact (failed early) is simply absent
                 continue
             layers = pd.read_csv(path)
-            columns[row.stage] = layers.set_index("layer")["sqnr_db"]
-    if not columns:
-        return pd.DataFrame()
-    frame = pd.DataFrame(columns)
-    return frame[sorted(frame.columns, key=_stage_key)]
+            columns[_row_name(row.stage, row.variant)] = layers.set_index("layer")["sqnr_db"]
+    return pd.DataFrame(columns)
+
+
+PERCENT = [keys.FP32_TOP1, *keys.ci_keys(keys.FP32_TOP1), keys.SIM_TOP1, "ci_low", "ci_high", "drop_vs_fp32", "delta_vs_baseline", keys.TFLITE_TOP1]
+
+
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparison for people: accuracies in %, p-values to 3 digits, short run ids."""
+    frame = table.drop(columns=[c for c in ("param_bw", "output_bw", "per_channel") if c in table])
+    for c in PERCENT:
+        if c in frame:
+            frame[c] = frame[c].map(lambda v: MISSING if pd.isna(v) else f"{100 * v:.1f}")
+    frame = frame.rename(columns={c: f"{c} (%)" for c in PERCENT if c in frame})
+    if "p_value" in frame:
+        frame["p_value"] = frame["p_value"].map(lambda v: "-" if pd.isna(v) else f"{v:.3g}")
+    if "run_id" in frame:
+        frame["run_id"] = frame["run_id"].str[:8]
+    return frame
 
 
 def to_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
@@ -113,7 +185,7 @@ def to_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     def cell(v) -> str:
         if isinstance(v, float):
             return MISSING if math.isnan(v) else f"{v:.{digits}f}"
-        return str(v)
+        return str(v).replace("|", "\\|")
 
     frame = frame.reset_index() if frame.index.name is not None else frame
     head = "| " + " | ".join(str(c) for c in frame.columns) + " |"
@@ -124,34 +196,66 @@ def to_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
 
 @dataclass
 class Report:
-    table: pd.DataFrame
-    wide: pd.DataFrame
+    table: pd.DataFrame  # the comparison, numeric
+    wide: pd.DataFrame  # stages × settings, text cells
+    best: pd.DataFrame  # the best technique per setting
+    excluded: pd.DataFrame  # runs left out, with the reason
     sqnr: pd.DataFrame
+    compared: ComparedRuns | None = None
     files: dict[str, str] = field(default_factory=dict)
 
+    def markdown(self) -> str:
+        """The whole report as Markdown: settings that differ, comparison, best technique, exclusions."""
+        parts = []
+        if self.compared is not None:
+            differ = ", ".join(self.compared.setting_keys + self.compared.variant_keys) or "nothing (one setting)"
+            parts.append(f"Settings that differ among the compared runs: {differ}.\n")
+        parts += ["### sim/top1 by stage and setting (%, 95 % Wilson interval, verdict vs the deployable baseline)\n", to_markdown(self.wide)]
+        if not self.best.empty:
+            parts += ["\n### Best technique per setting (exact McNemar test on the same images, p < 0.05)\n", to_markdown(readable(self.best))]
+        parts += ["\n### Comparison\n", to_markdown(readable(self.table))]
+        if not self.excluded.empty:
+            parts += ["\n### Runs left out\n", to_markdown(self.excluded)]
+        return "\n".join(parts)
 
-def build_report(client: MlflowClient, experiment: str, out_dir: str, parent_run_id: str | None = None) -> Report:
-    """Read the runs, compute the tables, write CSV/Markdown/HTML and PNG plots into ``out_dir``."""
+
+def build_report(
+    client: MlflowClient, experiment: str, out_dir: str, parent_run_id: str | None = None, like_run: str | None = None
+) -> Report:
+    """Read the runs, compare them, write CSV/Markdown/HTML and PNG plots into ``out_dir``.
+
+    ``parent_run_id``: only that sweep's or pipeline's runs (the report is logged to it); ``like_run``:
+    only the runs at that run's setting (what a single ``+stage`` run is compared with).
+    """
     from workbench.reporting.figures import accuracy_vs_bitwidth_figure, layer_sqnr_figure
 
     runs = load_runs(client, experiment, parent_run_id)
-    table = comparison_table(runs)
-    if table.empty:
+    compared = identify(same_setting(runs, like_run) if like_run else runs)
+    if compared.runs.empty:
         raise ReportError(f"experiment {experiment!r} has runs but none FINISHED: nothing to compare")
+    with tempfile.TemporaryDirectory() as tmp:
+        table = comparison_table(compared, _predictions(client, compared.runs["run_id"], tmp))
     wide = stage_by_setting(table)
+    best = best_by_setting(table)
     common = table["setting"].value_counts().index[0]
     sqnr = layer_sqnr(client, table, common)
     os.makedirs(out_dir, exist_ok=True)
-    report = Report(table, wide, sqnr)
-    for name, frame in (("comparison", table), ("sim_top1_by_stage", wide), ("layer_sqnr", sqnr)):
+    report = Report(table, wide, best, compared.excluded, sqnr, compared)
+    frames = (("comparison", table, False), ("sim_top1_by_stage", wide, True), ("best_by_setting", best, False),
+              ("excluded", compared.excluded, False), ("layer_sqnr", sqnr, True))
+    for name, frame, index in frames:
         if frame.empty:
             continue
         base = os.path.join(out_dir, name)
-        frame.to_csv(base + ".csv", index=name != "comparison")
+        frame.to_csv(base + ".csv", index=index)
+        shown = frame if index else readable(frame)
         with open(base + ".md", "w") as f:
-            f.write(to_markdown(frame))
-        frame.to_html(base + ".html", na_rep=MISSING)
+            f.write(to_markdown(shown))
+        shown.to_html(base + ".html", na_rep=MISSING, index=index)
         report.files.update({f"{name}.csv": base + ".csv", f"{name}.md": base + ".md", f"{name}.html": base + ".html"})
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(report.markdown())
+    report.files["report.md"] = os.path.join(out_dir, "report.md")
     figures = {"accuracy_vs_bitwidth.png": accuracy_vs_bitwidth_figure(table)}
     if not sqnr.empty:
         figures["layer_sqnr.png"] = layer_sqnr_figure(sqnr, common)

@@ -7,7 +7,10 @@ import logging
 import keras
 import numpy as np
 
-from workbench.evaluation.accuracy import evaluate_top1
+import pandas as pd
+
+from workbench.evaluation.accuracy import Predictions, predict_classes
+from workbench.evaluation.statistics import wilson_interval
 from workbench.quantsim.diagnostics import layer_output_sqnr, layer_table
 from workbench.quantsim.export import encodings_json
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
@@ -18,12 +21,29 @@ from workbench.tracking import keys
 log = logging.getLogger(__name__)
 
 
+def record_accuracy(result: StageResult, column: str, predictions: Predictions) -> float:
+    """``<column>/top1`` with its Wilson interval, and the per-image predictions for paired tests."""
+    metric = keys.PREDICTION_COLUMNS[column]
+    correct, total = int(predictions.correct.sum()), len(predictions.labels)
+    low, high = wilson_interval(correct, total)
+    ci_low, ci_high = keys.ci_keys(metric)
+    result.metrics.update({metric: predictions.top1, ci_low: low, ci_high: high, keys.EVAL_SAMPLES: total})
+    table = result.tables.get(keys.ARTIFACT_PREDICTIONS)
+    if table is None:
+        table = pd.DataFrame({"label": predictions.labels})
+        result.tags[keys.TAG_EVAL_DIGEST] = predictions.digest
+    elif result.tags[keys.TAG_EVAL_DIGEST] != predictions.digest:
+        raise ValueError(f"{column} was evaluated on other images than the run's other models")
+    table[column] = predictions.predicted
+    result.tables[keys.ARTIFACT_PREDICTIONS] = table
+    log.info("%s top-1: %.4f (95%% CI %.4f–%.4f, %d images)", column, predictions.top1, low, high, total)
+    return predictions.top1
+
+
 def evaluate_fp32(ctx: StageContext, result: StageResult) -> float:
     with result.timed("fp32_eval"):
-        top1 = evaluate_top1(ctx.model, ctx.data.val_batches())
-    result.metrics[keys.FP32_TOP1] = top1
-    log.info("FP32 top-1: %.4f", top1)
-    return top1
+        predictions = predict_classes(ctx.model, ctx.data.val_batches())
+    return record_accuracy(result, "fp32", predictions)
 
 
 def calibrated_sim(ctx: StageContext, model: keras.Model, result: StageResult) -> QuantizationSimModel:
@@ -42,11 +62,12 @@ def evaluate_sim(ctx: StageContext, sim: QuantizationSimModel, result: StageResu
     result.documents[keys.ARTIFACT_ENCODINGS] = encodings_json(sim, "0.6.1")
     result.documents[keys.ARTIFACT_ENCODINGS_V1] = encodings_json(sim, "1.0.0")
     with result.timed("sim_eval"):
-        top1 = evaluate_top1(sim.model, ctx.data.val_batches())
-    result.metrics[keys.SIM_TOP1] = top1
+        predictions = predict_classes(sim.model, ctx.data.val_batches())
+    s = sim.settings
+    log.info("quantsim W%dA%d %s/%s:", s.param_bw, s.output_bw, s.param_scheme.value, s.output_scheme.value)
+    top1 = record_accuracy(result, "sim", predictions)
     if keys.FP32_TOP1 in result.metrics:
         result.metrics[keys.SIM_DROP] = result.metrics[keys.FP32_TOP1] - top1
-    log.info("quantsim top-1: %.4f (W%dA%d %s)", top1, sim.settings.param_bw, sim.settings.output_bw, sim.settings.scheme.value)
     sqnr = {}
     if ctx.sqnr_samples > 0:
         with result.timed("sqnr"):

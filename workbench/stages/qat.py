@@ -17,11 +17,11 @@ import numpy as np
 from workbench.results import StageResult
 from workbench.stages.bc import bias_corrected_model
 from workbench.stages.cle import equalized_model
-from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim
+from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, record_accuracy
 from workbench.stages.context import StageContext
 from workbench.evaluation.accuracy import evaluate_top1
 from workbench.quantsim.export import export_model
-from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, evaluate_tflite_top1, integer_report
+from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, integer_report, predict_tflite_classes
 from workbench.techniques.range_learning import simulate_trained, train_qat
 from workbench.tracking import keys
 
@@ -36,9 +36,8 @@ def run_qat(ctx: StageContext, result: StageResult) -> None:
         model = bias_corrected_model(ctx, result, model, summary)
     learn = bool(q.get("learn_ranges", True))
     if learn:
-        settings = dataclasses.replace(ctx.settings, scheme=ctx.settings.scheme.range_learning_variant, strict_symmetric=True)
-        ctx = dataclasses.replace(ctx, settings=settings)
-    result.tags["qat.scheme"] = ctx.settings.scheme.value
+        ctx = dataclasses.replace(ctx, settings=ctx.settings.with_range_learning())
+    result.tags["qat.scheme"] = f"{ctx.settings.param_scheme.value}/{ctx.settings.output_scheme.value}"
     sim = calibrated_sim(ctx, model, result)
     result.metrics[keys.QAT_SIM_BEFORE] = evaluate_top1(sim.model, ctx.data.val_batches())
     losses, top1s = result.series.setdefault(keys.QAT_LOSS, []), result.series.setdefault(keys.QAT_TOP1, [])
@@ -86,7 +85,7 @@ def check_tflite(ctx: StageContext, sim, export_dir: str, result: StageResult) -
             f.write(blob)
         report = integer_report(blob)
         with result.timed("tflite_eval"):
-            top1 = evaluate_tflite_top1(blob, ctx.data.val_batches())
+            predictions = predict_tflite_classes(blob, ctx.data.val_batches())
     except (TFLiteConversionError, RuntimeError, ValueError) as err:
         # the conversion (or the interpreter's preparation) failed: say so, keep the rest of the run
         log.error("%s", err)
@@ -96,6 +95,6 @@ def check_tflite(ctx: StageContext, sim, export_dir: str, result: StageResult) -
     result.tags["tflite.io"] = f"{report['input_dtype']}->{report['output_dtype']}"
     if report["float_tensors"]:
         result.tags["tflite.float_tensors"] = ", ".join(report["float_tensors"])[:5000]
-    result.metrics[keys.TFLITE_TOP1] = top1
+    top1 = record_accuracy(result, "tflite", predictions)
     result.metrics[keys.FIDELITY_GAP] = result.metrics[keys.SIM_TOP1] - top1
     log.info("int8 TFLite top-1 %.4f (sim %.4f)", top1, result.metrics[keys.SIM_TOP1])

@@ -19,6 +19,8 @@ def quant_settings(cfg: DictConfig) -> QuantSettings:
     q = cfg.quant
     return QuantSettings(
         scheme=q.scheme,
+        param_scheme=q.param_scheme,
+        output_scheme=q.output_scheme,
         param_bw=q.param_bw,
         output_bw=q.output_bw,
         per_channel=q.per_channel,
@@ -52,30 +54,44 @@ def build_data(cfg: DictConfig) -> ImageData:
     raise ValueError(f"dataset.name={d.name!r} is not allowed; allowed: mnist, synthetic, imagenet")
 
 
+def _embedded_model(cfg: DictConfig, data: ImageData) -> keras.Model:
+    """An embedded model trained on first use on the chosen dataset, cached by its config."""
+    from workbench.models.cache import cached_model
+    from workbench.models.mnist_mobilenet import build_mnist_mobilenet
+    from workbench.models.training import train_classifier
+    from workbench.models.zoo import build_mnist_mobilenet_v2
+
+    m = cfg.model
+    spec = {
+        "model": OmegaConf.to_container(m, resolve=True),
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "num_classes": data.num_classes,
+        "seed": cfg.seed,
+        "keras": keras.__version__,
+    }
+    spec["dataset"].pop("eval_samples", None)
+    spec["dataset"].pop("batch_size", None)
+
+    def train() -> tuple[keras.Model, dict]:
+        log.info("training %s on %s for %d epochs (first use; cached afterwards)", m.name, cfg.dataset.name, m.epochs)
+        if m.name == "mnist_mobilenet":
+            model = build_mnist_mobilenet(list(m.input_shape), data.num_classes, m.width, m.bn_momentum)
+        else:
+            model = build_mnist_mobilenet_v2(list(m.input_shape), data.num_classes, m.alpha, m.bn_momentum)
+        trained = train_classifier(model, data.for_model(m.input_shape), m.epochs, m.batch_size, m.learning_rate, m.augment, cfg.seed)
+        return trained, {}
+
+    model, _, _ = cached_model(os.path.join(cfg.paths.cache_dir, "models"), m.name, spec, train)
+    return model
+
+
+EMBEDDED_MODELS = ("mnist_mobilenet", "mnist_mobilenet_v2")
+
+
 def build_model(cfg: DictConfig, data: ImageData) -> keras.Model:
     m = cfg.model
-    if m.name == "mnist_mobilenet":
-        from workbench.models.cache import cached_model
-        from workbench.models.mnist_mobilenet import build_mnist_mobilenet, train_classifier
-
-        spec = {
-            "model": OmegaConf.to_container(m, resolve=True),
-            "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-            "num_classes": data.num_classes,
-            "seed": cfg.seed,
-            "keras": keras.__version__,
-        }
-        spec["dataset"].pop("eval_samples", None)
-        spec["dataset"].pop("batch_size", None)
-
-        def train() -> keras.Model:
-            log.info("training %s on %s for %d epochs (first use; cached afterwards)", m.name, cfg.dataset.name, m.epochs)
-            model = build_mnist_mobilenet(list(m.input_shape), data.num_classes, m.width, m.bn_momentum)
-            trained = train_classifier(model, data.for_model(m.input_shape), m.epochs, m.batch_size, m.learning_rate, m.augment, cfg.seed)
-            return trained, {}
-
-        model, _, _ = cached_model(os.path.join(cfg.paths.cache_dir, "models"), m.name, spec, train)
-        return model
+    if m.name in EMBEDDED_MODELS:
+        return _embedded_model(cfg, data)
     if m.name in ("mobilenet_v2", "resnet50"):
         from workbench.models.zoo import keras_application
 
@@ -84,7 +100,7 @@ def build_model(cfg: DictConfig, data: ImageData) -> keras.Model:
         from workbench.models.zoo import load_keras_file
 
         return load_keras_file(m.path)
-    raise ValueError(f"model.name={m.name!r} is not allowed; allowed: mnist_mobilenet, mobilenet_v2, resnet50, keras_file")
+    raise ValueError(f"model.name={m.name!r} is not allowed; allowed: {', '.join(EMBEDDED_MODELS)}, mobilenet_v2, resnet50, keras_file")
 
 
 def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> StageContext:
@@ -97,6 +113,7 @@ def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> Stage
         seed=cfg.seed,
         cache_dir=cfg.paths.cache_dir,
         options={
+            "baseline": OmegaConf.to_container(cfg.baseline, resolve=True),
             "cle": OmegaConf.to_container(cfg.cle, resolve=True, enum_to_str=True),
             "bc": OmegaConf.to_container(cfg.bc, resolve=True, enum_to_str=True),
             "qat": OmegaConf.to_container(cfg.qat, resolve=True, enum_to_str=True),

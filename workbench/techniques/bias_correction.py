@@ -134,7 +134,7 @@ def correction_sim(model: keras.Model, settings: QuantSettings, quant_samples: n
     """Weights quantized as the sim will, model input quantized over the quant samples."""
     sim = QuantizationSimModel(model, settings)
     sim.compute_param_encodings()
-    analyzer = EncodingAnalyzer(settings.scheme, settings.output_bw, False, 1, percentile=settings.percentile)
+    analyzer = EncodingAnalyzer(settings.output_scheme, settings.output_bw, False, 1, percentile=settings.percentile)
     analyzer.update(np.asarray(quant_samples, F32))
     return sim, analyzer.compute_encoding()
 

@@ -44,14 +44,11 @@ class SweepParentRun(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.run_id is None:
             return
-        from workbench.reporting.report import ReportError, build_report
+        from workbench.app import report_and_summarise
 
         try:
             out = os.path.join(config.paths.reports_dir, f"sweep-{self.run_id[:8]}")
-            build_report(self.tracker.client, config.tracking.experiment, out, self.run_id)
-            log.info("sweep report written to %s", out)
-        except ReportError as err:
-            log.warning("no sweep report: %s", err)
+            report_and_summarise(self.tracker, config.tracking.experiment, out, "sweep parent run", self.run_id, parent_run_id=self.run_id)
         finally:
             self.tracker.client.set_terminated(self.run_id, "FINISHED")
             os.environ.pop(PARENT_ENV, None)

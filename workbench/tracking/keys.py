@@ -4,6 +4,7 @@ from __future__ import annotations
 
 FP32_TOP1 = "fp32/top1"
 SIM_TOP1 = "sim/top1"
+EVAL_SAMPLES = "eval/samples"  # validation images every accuracy of the run was measured on
 SIM_DROP = "sim/drop"  # fp32/top1 − sim/top1
 NUM_PARAM_QUANTIZERS = "sim/param_quantizers"
 NUM_OUTPUT_QUANTIZERS = "sim/output_quantizers"
@@ -38,6 +39,8 @@ TAG_PARAM_BW = "param_bw"
 TAG_OUTPUT_BW = "output_bw"
 TAG_PER_CHANNEL = "per_channel"
 TAG_OVERRIDES = "overrides"
+TAG_DEPLOYABLE = "deployable"  # on baseline runs: "false" when BNs stayed float (not what a device runs)
+TAG_EVAL_DIGEST = "eval.digest"  # identifies the validation images (count + labels): paired tests need equal digests
 TAG_PARENT = "mlflow.parentRunId"
 TAG_PIPELINE = "pipeline"  # on a pipeline's parent run: its stages
 PIPELINE_FAILED = "pipeline/stages_failed"
@@ -52,6 +55,17 @@ ARTIFACT_CHANNEL_RANGES_PNG = "channel_ranges.png"
 ARTIFACT_TRANSFORM_REPORT = "transform_report.json"
 ARTIFACT_BIAS_CORRECTION = "bias_correction.csv"
 ARTIFACT_EXPORT = "export"
+
+
+ARTIFACT_PREDICTIONS = "predictions.csv"  # per validation image: label and each model's predicted class
+
+# the models whose per-image predictions a run keeps (columns of predictions.csv) and their top-1 keys
+PREDICTION_COLUMNS = {"fp32": FP32_TOP1, "sim": SIM_TOP1, "tflite": TFLITE_TOP1}
+
+
+def ci_keys(metric: str) -> tuple[str, str]:
+    """The 95 % interval metrics of an accuracy, e.g. ``sim/top1_ci_low``, ``sim/top1_ci_high``."""
+    return f"{metric}_ci_low", f"{metric}_ci_high"
 
 
 def timing_key(phase: str) -> str:

@@ -1,0 +1,49 @@
+"""The closing lines of a run, a pipeline or a sweep: what the numbers are, and what they say."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from workbench.evaluation.statistics import BETTER, WORSE
+from workbench.reporting.report import Report
+from workbench.tracking import keys
+
+
+def _pct(v: float) -> str:
+    return "missing" if pd.isna(v) else f"{100 * v:.1f} %"
+
+
+def _interval(row: pd.Series, low: str, high: str) -> str:
+    return "" if pd.isna(row.get(low)) else f" [{100 * row[low]:.1f}, {100 * row[high]:.1f}]"
+
+
+def closing_summary(report: Report, report_dir: str, run_label: str, run_id: str, tracking_uri: str) -> str:
+    """FP32 and every stage's top-1 with its 95 % interval and verdict, the best technique, where to look."""
+    lines = []
+    fp32_low, fp32_high = keys.ci_keys(keys.FP32_TOP1)
+    for setting, rows in report.table.groupby("setting", sort=False):
+        first = rows.iloc[0]
+        lines.append(f"== {setting} == FP32 top-1 {_pct(first[keys.FP32_TOP1])}{_interval(first, fp32_low, fp32_high)}")
+        for _, row in rows.iterrows():
+            name = row.stage if row.variant == "-" else f"{row.stage} ({row.variant})"
+            text = f"  {name:<28} sim top-1 {_pct(row[keys.SIM_TOP1])}{_interval(row, 'ci_low', 'ci_high')}"
+            if row.verdict in (BETTER, WORSE) or row.verdict.startswith("within"):
+                p = "" if math.isnan(row.p_value) else f", McNemar p={row.p_value:.2g}"
+                text += f"  {100 * row.delta_vs_baseline:+.1f} pt vs baseline{p}: {row.verdict}"
+            else:
+                text += f"  ({row.verdict})"
+            lines.append(text)
+    for _, best in report.best.iterrows():
+        lines.append(f"best technique at {best.setting}: {best.best}")
+    if not report.excluded.empty:
+        lines.append(f"{len(report.excluded)} run(s) left out of the comparison: see excluded.md")
+    store = tracking_uri if tracking_uri.startswith(("sqlite:", "postgresql:", "mysql:", "file:")) else None
+    lines += [
+        "(top-1 on the validation split with 95 % Wilson intervals; verdicts from an exact McNemar test on the same images, p < 0.05)",
+        f"report: {report_dir}/report.md",
+        f"{run_label}: {run_id}",
+        f"open: mlflow ui --backend-store-uri {store}" if store else f"open: {tracking_uri}",
+    ]
+    return "\n".join(lines)
