@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -82,9 +83,11 @@ def test_baseline_run_is_recorded(tmp_path):
 
 def test_failed_run_is_recorded_with_traceback(tmp_path):
     broken = tmp_path / "broken.keras"
-    broken.write_bytes(b"not a keras file")
+    with zipfile.ZipFile(broken, "w") as z:  # a zip archive, as a .keras file is, but no model inside
+        z.writestr("config.json", "{not json")
     proc = _run(tmp_path, "+stage=baseline", "model=keras_file", f"model.path={broken}", "dataset=synthetic")
-    assert proc.returncode != 0
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"workbench: error: model.path='{broken}' could not be loaded")
     client, runs = _runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}

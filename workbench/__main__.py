@@ -1,6 +1,8 @@
 """``python -m workbench [+stage=NAME] [overrides]``: the Hydra entry point."""
 
 import logging
+import os
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -20,15 +22,26 @@ def _in_multirun() -> bool:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from workbench.app import run
+    from workbench.app import Terminated, run
+    from workbench.config.validate import ConfigError
 
     try:
         return run(cfg)
-    except Exception:
+    except Terminated as stop:  # the run is already KILLED
+        sys.exit(stop.exit_code)
+    except Exception as err:
         if not _in_multirun():
-            raise
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            # the run is FAILED with the whole traceback in its traceback.txt; the console gets one line
+            first = (str(err).strip().splitlines() or [""])[0][:500]
+            print(f"workbench: error: {first}", file=sys.stderr)
+            sys.exit(1)
         # the job's run is already FAILED with its traceback; the sweep goes on and still ends cleanly
-        log.exception("job failed; the sweep continues")
+        if isinstance(err, ConfigError):
+            log.error("job failed: %s; the sweep continues", err)
+        else:
+            log.exception("job failed; the sweep continues")
         return None
 
 

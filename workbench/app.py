@@ -55,13 +55,19 @@ def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
     return tags
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: ends the run like Ctrl-C (KILLED), then the process exits with 128 + 15."""
+
+    exit_code = 143
+
+
 def _terminate_as_interrupt() -> None:
     """SIGTERM ends the run like Ctrl-C: the MLflow run is marked KILLED and the store stays consistent."""
     import signal
     import threading
 
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"terminated by signal {signum}")
+        raise Terminated(f"terminated by signal {signum}")
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
@@ -78,23 +84,29 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def run(cfg: DictConfig) -> float | None:
     """One stage (``+stage=NAME``) or, with no stage, the pipeline of ``pipeline.stages``."""
+    from workbench.tracking.hydra_callback import PARENT_ENV
+    from workbench.tracking.probe import TrackingUnavailable, check_tracking_uri, resolve_tracking_uri
+
     try:
         validate(cfg, STAGE_NAMES)
-    except ConfigError as err:
+        check_tracking_uri(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs_dir))
+    except TrackingUnavailable as err:  # nowhere to record a failed run: one line, exit code 2
         print(f"workbench: error: {err}", file=sys.stderr)
         sys.exit(2)
-
-    from workbench.tracking.mlflow_run import Tracker, resolve_tracking_uri
+    except ConfigError as err:
+        if os.environ.get(PARENT_ENV) is None:  # a single run: one line and exit code 2, nothing recorded
+            print(f"workbench: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        _record_invalid_job(cfg, err, os.environ[PARENT_ENV])
+        raise
 
     _terminate_as_interrupt()
+    tracker = _tracker(cfg)  # before TensorFlow: a store problem shows in seconds
     import keras
 
     keras.backend.clear_session()  # launcher workers (joblib/loky) are reused across jobs
     seed_everything(cfg.seed, cfg.deterministic)
-    outputs = cfg.paths.outputs_dir
-    uri = resolve_tracking_uri(cfg.tracking.uri, outputs)
-    tracker = Tracker(uri, cfg.tracking.experiment, cfg.tracking.artifact_location or os.path.join(outputs, "mlartifacts"))
-    log.info("MLflow tracking at %s, experiment %r", uri, cfg.tracking.experiment)
+    log.info("MLflow tracking at %s, experiment %r", tracker.uri, cfg.tracking.experiment)
     if cfg.get("stage") is None:
         return run_pipeline(cfg, tracker)
     parent = os.environ.get("WORKBENCH_PARENT_RUN_ID")
@@ -118,13 +130,35 @@ def report_and_summarise(tracker, experiment: str, out_dir: str, label: str, run
     print(closing_summary(report, out_dir, label, run_id, tracker.uri), flush=True)
 
 
+def _tracker(cfg: DictConfig):
+    from workbench.tracking.mlflow_run import Tracker, resolve_tracking_uri
+
+    outputs = cfg.paths.outputs_dir
+    uri = resolve_tracking_uri(cfg.tracking.uri, outputs)
+    return Tracker(uri, cfg.tracking.experiment, cfg.tracking.artifact_location or os.path.join(outputs, "mlartifacts"))
+
+
+def _record_invalid_job(cfg: DictConfig, err: ConfigError, parent_run_id: str) -> None:
+    """A sweep job with a value that is not allowed: a FAILED child run carrying the one-line message."""
+    from workbench.tracking.mlflow_run import flatten
+
+    stage = _text(cfg.stage.name) if cfg.get("stage") is not None else None
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    name = f"{stage or 'pipeline'}-invalid"
+    try:
+        with _tracker(cfg).start(name, run_tags(cfg, stage), flatten(container), parent_run_id):
+            raise err
+    except ConfigError:
+        pass
+
+
 def run_stage(cfg: DictConfig, tracker, stage: str, parent_run_id: str | None = None, built: tuple | None = None) -> tuple[float | None, str]:
     """One MLflow run around one stage; ``built`` = (data, model) reuses what a pipeline built.
 
     Returns sim/top1 (None if never measured) and the run id."""
     from workbench.results import StageResult
     from workbench.stages import get_stage
-    from workbench.stages.setup import build_context, build_data, build_model
+    from workbench.stages.setup import build_context, build_data, build_model, check_pairing
     from workbench.tracking import keys
     from workbench.tracking.mlflow_run import flatten
 
@@ -144,6 +178,7 @@ def run_stage(cfg: DictConfig, tracker, stage: str, parent_run_id: str | None = 
                     model = build_model(cfg, data)
             else:
                 data, model = built
+            result.tags.update(check_pairing(model, data))
             stage_fn(build_context(cfg, model, data), result)
         finally:
             tracked.log_result(result)

@@ -6,10 +6,8 @@ import argparse
 import os
 import sys
 
-from mlflow.tracking import MlflowClient
-
 from workbench.reporting.report import ReportError, build_report
-from workbench.tracking.mlflow_run import resolve_tracking_uri
+from workbench.tracking.mlflow_run import open_client, resolve_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = resolve_tracking_uri(args.tracking_uri, args.outputs_dir)
     out = os.path.join(args.outputs_dir, "reports", args.experiment + (f"-{args.parent[:8]}" if args.parent else ""))
     try:
-        report = build_report(MlflowClient(uri), args.experiment, out, args.parent)
+        report = build_report(open_client(uri), args.experiment, out, args.parent)
     except ReportError as err:
         print(f"workbench.report: {err}", file=sys.stderr)
         return 1

@@ -7,7 +7,7 @@ Range checks that a type cannot express live in :mod:`workbench.config.validate`
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -150,6 +150,8 @@ class KerasAppConfig(ModelConfig):
 class KerasFileConfig(ModelConfig):
     name: str = "keras_file"
     path: str = MISSING
+    # custom layer classes the file needs: class name -> "package.module:Name"
+    custom_objects: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -7,12 +7,27 @@ from __future__ import annotations
 
 import glob
 import os
+import zipfile
 
 from omegaconf import DictConfig, OmegaConf
 
 from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH
 
 KERAS_SUFFIXES = (".keras", ".h5")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# channels of the images each dataset yields (synthetic: its image_shape)
+DATASET_CHANNELS = {"mnist": 1, "imagenet": 3}
+
+
+def _keras_file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a Keras model file, from its first bytes (no TensorFlow needed)."""
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        return "is not a Keras 3 model file (a .keras file is a zip archive; this one is not)"
+    if path.endswith(".h5"):
+        with open(path, "rb") as f:
+            if f.read(8) != HDF5_SIGNATURE:
+                return "is not an HDF5 model file (no HDF5 signature)"
+    return None
 
 
 class ConfigError(ValueError):
@@ -85,10 +100,19 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         _require(not _missing(cfg, "model.path"), "model.path is missing: give a local .keras or .h5 file")
         _require(str(m.path).endswith(KERAS_SUFFIXES), f"model.path={m.path!r} is not allowed: use a .keras or .h5 file")
         _require(os.path.isfile(m.path), f"model.path={m.path!r} does not exist")
+        problem = _keras_file_problem(m.path)
+        _require(problem is None, f"model.path={m.path!r} {problem}")
     elif m.name in ("mobilenet_v2", "resnet50"):
         _require(m.weights is None or os.path.isfile(m.weights), f"model.weights={m.weights!r} does not exist: give a local file or null (weights are never downloaded)")
         _require(len(m.input_shape) == 3, f"model.input_shape={list(m.input_shape)!r} is not allowed: use [H, W, C]")
-    elif m.name in ("mnist_mobilenet", "mnist_mobilenet_v2"):
+    if m.name != "keras_file":
+        channels = DATASET_CHANNELS.get(d.name, d.get("image_shape", [0, 0, 0])[-1])
+        _require(
+            not (m.input_shape[-1] == 1 and channels > 1),
+            f"model={m.name} takes 1-channel images (model.input_shape={list(m.input_shape)}) but dataset={d.name} "
+            f"gives {channels}-channel images: set model.input_shape=[H, W, {channels}]",
+        )
+    if m.name in ("mnist_mobilenet", "mnist_mobilenet_v2"):
         _positive(cfg, "model.epochs", allow_zero=True)
         if m.name == "mnist_mobilenet":
             _positive(cfg, "model.width")

@@ -35,6 +35,21 @@ def encode_example(jpeg: bytes, label: int) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
+def probe_tfrecord(path: str) -> None:
+    """Parse and decode the first record of ``path``; a one-line ValueError naming the file otherwise."""
+    try:
+        record = next(iter(tf.data.TFRecordDataset([path]).take(1)), None)
+        if record is None:
+            raise ValueError("it holds no records")
+        example = tf.io.parse_single_example(record, FEATURES)
+        tf.io.decode_jpeg(example["image/encoded"], channels=3)
+    except (tf.errors.OpError, ValueError) as err:
+        first = (getattr(err, "message", None) or str(err)).strip().splitlines()[0]
+        raise ValueError(
+            f"{path} is not a TFRecord file of image/encoded (JPEG) + image/class/label (int64) examples: {first[:300]}"
+        ) from None
+
+
 def _preprocess(image: tf.Tensor, image_size: int, resize_size: int, bgr: bool, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     ratio = float(resize_size) / tf.reduce_min(shape)
@@ -69,6 +84,9 @@ def load_imagenet(
     valid_files = find_tfrecords(path, valid_pattern)
     if not valid_files:
         raise FileNotFoundError(f"dataset.path={path!r} has no files matching {valid_pattern!r}")
+    for files in (train_files[:1], valid_files[:1]):  # a cheap look before any pipeline is built
+        for file in files:
+            probe_tfrecord(file)
     mean, std = list(mean), list(std)
 
     def parse(record):

@@ -6,8 +6,10 @@ loaded from a local file when one is given.
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Sequence
+import re
+from typing import Mapping, Sequence
 
 import keras
 
@@ -29,11 +31,31 @@ def keras_application(name: str, input_shape: Sequence[int], num_classes: int, w
     return model
 
 
-def load_keras_file(path: str) -> keras.Model:
-    """Any Keras 3 model file (.keras or .h5)."""
+def import_object(spec: str):
+    """``"package.module:Name"`` → the object (a custom layer class, a function)."""
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"{spec!r} is not allowed: write custom objects as 'package.module:Name'")
+    return getattr(importlib.import_module(module), attr)
+
+
+def load_keras_file(path: str, custom_objects: Mapping[str, str] | None = None) -> keras.Model:
+    """Any Keras 3 model file (.keras or .h5); ``custom_objects`` maps class names to 'module:Name'."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model.path={path!r} does not exist")
-    return keras.models.load_model(path, compile=False)
+    objects = {name: import_object(spec) for name, spec in (custom_objects or {}).items()}
+    try:
+        model = keras.models.load_model(path, custom_objects=objects, compile=False)
+    except (TypeError, ValueError) as err:
+        missing = re.search(r"[Cc]ould not (?:locate|deserialize) class '([^']+)'", str(err))
+        if missing:
+            name = missing.group(1)
+            raise ValueError(
+                f"model.path={path!r} uses the custom class {name!r}, which is not registered: "
+                f"pass it with +model.custom_objects.{name}=your_module:{name}"
+            ) from None
+        raise ValueError(f"model.path={path!r} could not be loaded: {str(err).strip().splitlines()[0][:300]}") from None
+    return model
 
 
 def build_mnist_mobilenet_v2(

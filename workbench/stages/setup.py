@@ -9,6 +9,7 @@ import keras
 from omegaconf import DictConfig, OmegaConf
 
 from workbench.data.images import ImageData
+from workbench.graph.functional import FunctionalGraph
 from workbench.options import QuantSettings
 from workbench.stages.context import StageContext
 
@@ -99,8 +100,31 @@ def build_model(cfg: DictConfig, data: ImageData) -> keras.Model:
     if m.name == "keras_file":
         from workbench.models.zoo import load_keras_file
 
-        return load_keras_file(m.path)
+        return load_keras_file(m.path, OmegaConf.to_container(m.custom_objects))
     raise ValueError(f"model.name={m.name!r} is not allowed; allowed: {', '.join(EMBEDDED_MODELS)}, mobilenet_v2, resnet50, keras_file")
+
+
+def check_pairing(model: keras.Model, data: ImageData) -> dict[str, str]:
+    """Whether ``data`` can feed ``model``: a one-line error if not, else notes (tags) on what is adapted."""
+    FunctionalGraph.from_model(model)  # a subclassed model is refused here, in one line
+    shape = tuple(model.input_shape)
+    if len(shape) != 4:
+        raise ValueError(f"the model's input shape {shape} is not an image batch (N, H, W, C): the workbench quantizes image classifiers")
+    sample = next(iter(data.val_batches(limit=1)))[0]
+    h, w, c = (int(v) for v in sample.shape[1:])
+    notes = {}
+    if shape[3] is not None and c != shape[3]:
+        if c != 1:
+            raise ValueError(f"the model takes {shape[3]}-channel images but the dataset gives {c}-channel images")
+        notes["data.adapted"] = f"1-channel images repeated to {shape[3]} channels"
+    if shape[1:3] != (None, None) and (h, w) != tuple(shape[1:3]):
+        notes["data.resized"] = f"{h}x{w} resized to {shape[1]}x{shape[2]}"
+    outputs = model.output_shape[-1]
+    if outputs != data.num_classes:
+        notes["data.class_mismatch"] = f"the model has {outputs} outputs, the dataset {data.num_classes} classes"
+    for key, note in notes.items():
+        log.warning("%s: %s", key, note)
+    return notes
 
 
 def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> StageContext:

@@ -9,8 +9,10 @@ to the parent run and ends it.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -26,13 +28,19 @@ class SweepParentRun(Callback):
         self.tracker = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from workbench.tracking.mlflow_run import Tracker, resolve_tracking_uri
+        from workbench.tracking.mlflow_run import Tracker, process_tags
+        from workbench.tracking.probe import TrackingUnavailable, check_tracking_uri, resolve_tracking_uri
 
         outputs = config.paths.outputs_dir
         uri = resolve_tracking_uri(config.tracking.uri, outputs)
+        try:
+            check_tracking_uri(uri)
+        except TrackingUnavailable as err:
+            print(f"workbench: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         self.tracker = Tracker(uri, config.tracking.experiment, config.tracking.artifact_location or os.path.join(outputs, "mlartifacts"))
         overrides = " ".join(config.hydra.overrides.task)
-        run = self.tracker.client.create_run(self.tracker.experiment_id, run_name="sweep", tags={"sweep": overrides})
+        run = self.tracker.client.create_run(self.tracker.experiment_id, run_name="sweep", tags={"sweep": overrides, **process_tags()})
         self.run_id = run.info.run_id
         os.environ[PARENT_ENV] = self.run_id
         sweep_dir = config.hydra.sweep.dir
@@ -40,15 +48,29 @@ class SweepParentRun(Callback):
         with open(os.path.join(sweep_dir, "parent_run_id"), "w") as f:
             f.write(self.run_id)
         log.info("sweep parent MLflow run %s", self.run_id)
+        atexit.register(self._end_if_open, "KILLED")  # a sweep stopped by SIGTERM/Ctrl-C still ends its parent
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.run_id is None:
             return
         from workbench.app import report_and_summarise
 
+        status = "FAILED"
         try:
+            status = self._final_status()
             out = os.path.join(config.paths.reports_dir, f"sweep-{self.run_id[:8]}")
             report_and_summarise(self.tracker, config.tracking.experiment, out, "sweep parent run", self.run_id, parent_run_id=self.run_id)
         finally:
-            self.tracker.client.set_terminated(self.run_id, "FINISHED")
+            self.tracker.client.set_terminated(self.run_id, status)
             os.environ.pop(PARENT_ENV, None)
+
+    def _end_if_open(self, status: str) -> None:
+        if self.run_id is not None and self.tracker.client.get_run(self.run_id).info.status == "RUNNING":
+            self.tracker.client.set_terminated(self.run_id, status)
+
+    def _final_status(self) -> str:
+        """FINISHED when any job finished, FAILED when every job failed (or none ran)."""
+        children = self.tracker.client.search_runs(
+            [self.tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{self.run_id}'", max_results=10000
+        )
+        return "FINISHED" if any(r.info.status == "FINISHED" for r in children) else "FAILED"

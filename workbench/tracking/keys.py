@@ -5,6 +5,7 @@ from __future__ import annotations
 FP32_TOP1 = "fp32/top1"
 SIM_TOP1 = "sim/top1"
 EVAL_SAMPLES = "eval/samples"  # validation images every accuracy of the run was measured on
+CALIBRATION_SAMPLES = "calibration/samples"  # images the encodings were computed from (effective)
 SIM_DROP = "sim/drop"  # fp32/top1 − sim/top1
 NUM_PARAM_QUANTIZERS = "sim/param_quantizers"
 NUM_OUTPUT_QUANTIZERS = "sim/output_quantizers"
@@ -42,6 +43,9 @@ TAG_OVERRIDES = "overrides"
 TAG_DEPLOYABLE = "deployable"  # on baseline runs: "false" when BNs stayed float (not what a device runs)
 TAG_EVAL_DIGEST = "eval.digest"  # identifies the validation images (count + labels): paired tests need equal digests
 TAG_PARENT = "mlflow.parentRunId"
+TAG_HOST = "host"  # the machine and process a run executes in (for `python -m workbench.runs repair`)
+TAG_PID = "pid"
+TAG_REPAIRED = "repaired"
 TAG_PIPELINE = "pipeline"  # on a pipeline's parent run: its stages
 PIPELINE_FAILED = "pipeline/stages_failed"
 

@@ -10,32 +10,32 @@ import json
 import logging
 import math
 import os
+import socket
 import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from workbench.results import StageResult
+from workbench.tracking import keys
 from workbench.tracking.keys import ARTIFACT_TRACEBACK
+from workbench.tracking.probe import resolve_tracking_uri
+
+__all__ = ["Tracker", "TrackedRun", "flatten", "open_client", "process_tags", "resolve_tracking_uri"]
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000
 BATCH = 100
 
 
-def resolve_tracking_uri(uri: str | None, outputs_dir: str) -> str:
-    """``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else a SQLite file under outputs."""
-    if uri:
-        return uri
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    os.makedirs(outputs_dir, exist_ok=True)
-    return f"sqlite:///{os.path.abspath(os.path.join(outputs_dir, 'mlflow.db'))}"
+def process_tags() -> dict[str, str]:
+    """Where a run executes: ``workbench runs repair`` ends RUNNING runs whose process is gone."""
+    return {keys.TAG_HOST: socket.gethostname(), keys.TAG_PID: str(os.getpid())}
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -50,13 +50,44 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+SQLITE_PREFIX = "sqlite:///"
+STORE_LOCK_TIMEOUT_S = 300
+
+
+def sqlite_path(uri: str) -> str | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores)."""
+    return uri[len(SQLITE_PREFIX):] if uri.startswith(SQLITE_PREFIX) else None
+
+
+def open_client(uri: str) -> MlflowClient:
+    """An MLflow client whose store exists and is migrated, safe when many processes start at once.
+
+    Creating or migrating a SQLite store from several processes together corrupts it (each runs the
+    schema migration); a file lock beside the database lets one process create it while the others
+    wait, then open the finished store.
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        return MlflowClient(tracking_uri=uri)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with FileLock(path + ".lock", timeout=STORE_LOCK_TIMEOUT_S):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # creates and migrates the store, once
+    return client
+
+
 class Tracker:
     """Where runs go: a tracking URI, an experiment, and its artifact location."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment(experiment, artifact_location)
+        self.client = open_client(uri)
+        path = sqlite_path(uri)
+        if path is None:
+            self.experiment_id = self._experiment(experiment, artifact_location)
+        else:
+            with FileLock(path + ".lock", timeout=STORE_LOCK_TIMEOUT_S):
+                self.experiment_id = self._experiment(experiment, artifact_location)
 
     def _experiment(self, name: str, artifact_location: str | None) -> str:
         exp = self.client.get_experiment_by_name(name)
@@ -73,7 +104,7 @@ class Tracker:
             return exp.experiment_id
 
     def start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, str], parent_run_id: str | None = None) -> "TrackedRun":
-        tags = dict(tags)
+        tags = {**process_tags(), **tags}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)

@@ -1,0 +1,96 @@
+"""Nothing lost, nothing hung: a new store shared by many processes, bad sweep values, dead processes."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from workbench.runs import main as runs_main
+from workbench.tracking.mlflow_run import Tracker
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTER = textwrap.dedent(
+    """
+    import sys, time
+    from workbench.tracking.mlflow_run import Tracker
+    uri, start = sys.argv[1], float(sys.argv[2])
+    time.sleep(max(0.0, start - time.time()))  # every process opens the new store at the same moment
+    tracker = Tracker(uri, "shared")
+    with tracker.start("job", {"stage": "baseline"}, {"k": sys.argv[3]}) as run:
+        run.log_metrics({"sim/top1": 0.5})
+    """
+)
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "WORKBENCH_PARENT_RUN_ID")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def test_eight_processes_create_one_new_store_together(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    start = time.time() + 8  # after all eight have imported MLflow
+    procs = [
+        subprocess.Popen([sys.executable, "-c", STARTER, uri, str(start), str(i)], cwd=ROOT, env=_env(), stderr=subprocess.PIPE, text=True)
+        for i in range(8)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, "\n".join(e[-1500:] for e in errors)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 8
+    assert {r.data.tags["host"] for r in runs} == {socket.gethostname()} and len({r.data.tags["pid"] for r in runs}) == 8
+
+
+def _sweep(tmp_path, *overrides):
+    cmd = [sys.executable, "-m", "workbench", "-m", *overrides, f"paths.outputs_dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
+    parents = [r for r in runs if "sweep" in r.data.tags]
+    children = [r for r in runs if "sweep" not in r.data.tags]
+    return proc, parents, children
+
+
+def test_a_sweep_where_every_value_is_invalid_fails_each_job_and_its_parent(tmp_path):
+    proc, parents, children = _sweep(tmp_path, "+stage=baseline", "quant.param_bw=1,0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(c.info.status for c in children) == ["FAILED", "FAILED"]
+    assert all("quant.param_bw" in c.data.tags["error"] and "2..16" in c.data.tags["error"] for c in children)
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert "job failed: quant.param_bw=1 is not allowed" in proc.stderr + proc.stdout
+
+
+def test_one_invalid_value_fails_its_job_only(tmp_path):
+    from helpers import small_convnet
+
+    model = tmp_path / "m.keras"
+    small_convnet().save(model)
+    small = ["dataset=synthetic", "dataset.image_shape=[8,8,3]", "dataset.num_classes=4", "dataset.num_train=64",
+             "dataset.num_val=32", "quant.calibration_samples=16", "tracking.sqnr_samples=0", "model=keras_file", f"model.path={model}"]
+    proc, parents, children = _sweep(tmp_path, "+stage=baseline", *small, "quant.param_bw=1,8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = sorted((c.data.params["quant.param_bw"], c.info.status) for c in children)
+    assert status == [("1", "FAILED"), ("8", "FINISHED")]
+    assert [p.info.status for p in parents] == ["FINISHED"]
+
+
+def test_repair_ends_runs_whose_process_is_gone(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = tracker.start("gone", {"pid": str(dead.pid)}, {}).run_id  # as if killed with -9
+    alive = tracker.start("alive", {}, {}).run_id  # this process
+    assert runs_main(["repair", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    client = MlflowClient(uri)
+    assert client.get_run(gone).info.status == "FAILED" and "marked FAILED" in client.get_run(gone).data.tags["repaired"]
+    assert client.get_run(alive).info.status == "RUNNING"
+    assert f"{gone}\tmarked FAILED" in out and "1 marked FAILED" in out
