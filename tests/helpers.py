@@ -53,3 +53,16 @@ def randomize_batch_norms(model: keras.Model, seed: int = 0) -> keras.Model:
 
 def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
     return float(np.max(np.abs(reference - other)) / max(np.max(np.abs(reference)), 1e-12))
+
+
+@keras.saving.register_keras_serializable(package="workbench_tests")
+class SubclassedNet(keras.Model):
+    """A subclassed model (no functional graph): the workbench must refuse it in one line."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flat = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(4)
+
+    def call(self, x):
+        return self.dense(self.flat(x))

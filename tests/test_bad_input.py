@@ -11,7 +11,7 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import small_convnet
+from helpers import SubclassedNet, small_convnet
 from workbench.data.imagenet import encode_example
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +72,9 @@ def _files(tmp_path):
             z.writestr(n, b)
     flat = keras.Input((64,))
     keras.Model(flat, keras.layers.Dense(4)(flat)).save(tmp_path / "flat.keras")
+    sub = SubclassedNet()
+    sub(keras.ops.zeros((1, 8, 8, 3)))
+    sub.save(tmp_path / "subclassed.keras")
     (tmp_path / "a_file").write_text("x")
 
 
@@ -84,6 +87,8 @@ CASES = {
     "default model on 3-channel data": (["dataset=imagenet", "dataset.path={tmp}/data_good"], 2, "model=mnist_mobilenet takes 1-channel images"),
     "text file named .keras": (["model=keras_file", "model.path={tmp}/text.keras", *SMALL], 2, "text.keras' is not a Keras 3 model file"),
     "unregistered custom layer": (["model=keras_file", "model.path={tmp}/custom.keras", *SMALL], 1, "custom class 'Doubler', which is not registered"),
+    "subclassed model": (["model=keras_file", "model.path={tmp}/subclassed.keras", "+model.custom_objects.SubclassedNet=tests.helpers:SubclassedNet", *SMALL],
+                         1, "subclassed models cannot be analysed"),
     "flat-input model": (["model=keras_file", "model.path={tmp}/flat.keras", *SMALL], 1, "is not an image batch"),
     "tracking server not listening": (["tracking.uri=http://127.0.0.1:1"], 2, "tracking.uri='http://127.0.0.1:1' is not reachable"),
     "tracking path under a file": (["tracking.uri=sqlite:///{tmp}/a_file/mlflow.db"], 2, "a_file is a file, not a folder"),

@@ -53,7 +53,10 @@ def test_stage_is_not_in_the_defaults_list_and_no_stage_means_the_pipeline():
 
 def test_default_is_the_embedded_setting():
     cfg = _compose("+stage=baseline")
-    assert (cfg.model.name, cfg.dataset.name, cfg.quant.scheme.value) == ("mnist_mobilenet", "mnist", "tf_enhanced")
+    assert (cfg.model.name, cfg.dataset.name, cfg.quant.scheme.value) == ("mnist_mobilenet", "mnist", "tf")
+    assert (cfg.quant.param_scheme.value, cfg.quant.output_scheme.value) == ("tf", "tf")  # both follow quant.scheme
+    other = _compose("+stage=baseline", "quant.scheme=tf_enhanced", "quant.output_scheme=tf")
+    assert (other.quant.param_scheme.value, other.quant.output_scheme.value) == ("tf_enhanced", "tf")
     assert (cfg.quant.param_bw, cfg.quant.output_bw, cfg.quant.per_channel) == (8, 8, False)
 
 

@@ -61,3 +61,36 @@ def test_accuracies_carry_intervals_and_per_image_predictions(tmp_path):
         assert result.metrics[metric] == pytest.approx(np.mean(table[column] == table["label"]))
         assert 0.0 <= low <= result.metrics[metric] <= high <= 1.0 and high - low > 0.05  # 48 images: a wide interval
     assert result.metrics[keys.EVAL_SAMPLES] == 48 and len(result.tags[keys.TAG_EVAL_DIGEST]) == 16
+
+
+def test_adaptations_are_said_not_silent(tmp_path):
+    import keras
+
+    from workbench.stages.setup import check_pairing
+
+    data = make_synthetic(num_train=64, num_val=16, num_classes=4, image_shape=(8, 8, 1), batch_size=16)
+    i = keras.Input((16, 16, 3))
+    model = keras.Model(i, keras.layers.Dense(1000)(keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(i))))
+    notes = check_pairing(model, data)
+    assert notes == {
+        "data.adapted": "1-channel images repeated to 3 channels",
+        "data.resized": "8x8 resized to 16x16",
+        "data.class_mismatch": "the model has 1000 outputs, the dataset 4 classes",
+    }
+    rgb = make_synthetic(num_train=8, num_val=8, num_classes=4, image_shape=(8, 8, 3), batch_size=8)
+    gray = keras.Input((8, 8, 1))
+    with pytest.raises(ValueError, match="takes 1-channel images but the dataset gives 3-channel images"):
+        check_pairing(keras.Model(gray, keras.layers.Dense(4)(keras.layers.Flatten()(gray))), rgb)
+    flat = keras.Input((64,))
+    with pytest.raises(ValueError, match=r"input shape \(None, 64\) is not an image batch"):
+        check_pairing(keras.Model(flat, keras.layers.Dense(4)(flat)), data)
+
+
+def test_calibration_logs_the_samples_it_used(tmp_path):
+    import dataclasses
+
+    ctx = dataclasses.replace(_context(tmp_path, True), calibration_samples=100000)
+    result = StageResult()
+    run_baseline(ctx, result)
+    assert result.metrics[keys.CALIBRATION_SAMPLES] == 64  # the whole training split, not 100000
+    assert result.tags["calibration.capped"].startswith("64 calibration samples used")

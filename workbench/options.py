@@ -73,7 +73,7 @@ class QuantSettings:
     nine weights is a trap that ``tf`` avoids).
     """
 
-    scheme: QuantScheme = QuantScheme.tf_enhanced
+    scheme: QuantScheme = QuantScheme.tf  # chosen by measurement: docs/results.md
     param_scheme: QuantScheme | None = None
     output_scheme: QuantScheme | None = None
     param_bw: int = 8

@@ -40,7 +40,7 @@ class QuantConfig:
     # The YAML-facing twin of workbench.options.QuantSettings (which is frozen, so OmegaConf could not
     # merge overrides into it); stages.setup.quant_settings maps one to the other, a test keeps them in step.
     # sets both analyzers; param_scheme / output_scheme override it for weights / activations
-    scheme: QuantScheme = QuantScheme.tf_enhanced
+    scheme: QuantScheme = QuantScheme.tf
     param_scheme: QuantScheme = "${quant.scheme}"  # type: ignore[assignment]
     output_scheme: QuantScheme = "${quant.scheme}"  # type: ignore[assignment]
     param_bw: int = 8

@@ -60,7 +60,7 @@ def _paired(row: pd.Series, ref: pd.Series, predictions: dict[str, pd.DataFrame]
 
 
 def _per_channel_notes(table: pd.DataFrame, predictions: dict[str, pd.DataFrame]) -> pd.Series:
-    """'per-channel worse than per-tensor' where a per-channel row loses to its per-tensor twin."""
+    """'per-channel worse than per-tensor' where a per-channel row loses to its per-tensor twin (paired test)."""
     notes = pd.Series("", index=table.index)
     for i, row in table[table["per_channel"] == True].iterrows():  # noqa: E712
         twin_setting = row.setting.replace(" pc", "", 1)
@@ -68,8 +68,8 @@ def _per_channel_notes(table: pd.DataFrame, predictions: dict[str, pd.DataFrame]
         if twins.empty or not row[keys.SIM_TOP1] < twins.iloc[0][keys.SIM_TOP1]:
             continue
         test = _paired(row, twins.iloc[0], predictions)
-        p = "" if math.isnan(test["p_value"]) else f", p={test['p_value']:.3g}"
-        notes[i] = f"per-channel worse than per-tensor ({100 * test['delta_vs_baseline']:+.1f} pt{p})"
+        if test["verdict"] == WORSE:  # a difference the paired test confirms, not noise
+            notes[i] = f"per-channel worse than per-tensor ({100 * test['delta_vs_baseline']:+.1f} pt, p={test['p_value']:.3g})"
     return notes
 
 
