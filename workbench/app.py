@@ -109,7 +109,7 @@ def run(cfg: DictConfig) -> float | None:
     log.info("MLflow tracking at %s, experiment %r", tracker.uri, cfg.tracking.experiment)
     if cfg.get("stage") is None:
         return run_pipeline(cfg, tracker)
-    parent = os.environ.get("WORKBENCH_PARENT_RUN_ID")
+    parent = os.environ.get(PARENT_ENV)
     top1, run_id = run_stage(cfg, tracker, _text(cfg.stage.name), parent)
     if parent is None:  # a sweep's summary comes at its end, from the Hydra callback
         out = os.path.join(cfg.paths.reports_dir, f"run-{run_id[:8]}")
@@ -145,7 +145,7 @@ def _record_invalid_job(cfg: DictConfig, err: ConfigError, parent_run_id: str) -
     stage = _text(cfg.stage.name) if cfg.get("stage") is not None else None
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     name = f"{stage or 'pipeline'}-invalid"
-    try:
+    try:  # raising inside the run ends it FAILED with the message as its error tag and traceback.txt
         with _tracker(cfg).start(name, run_tags(cfg, stage), flatten(container), parent_run_id):
             raise err
     except ConfigError:

@@ -112,12 +112,10 @@ class ModelConfig:
 
 
 @dataclass
-class MnistMobilenetConfig(ModelConfig):
-    name: str = "mnist_mobilenet"
-    input_shape: List[int] = field(default_factory=lambda: [28, 28, 1])
+class EmbeddedModelConfig(ModelConfig):
+    # trained on first use on the chosen dataset, cached under paths.cache_dir keyed by this config
     num_classes: int = 10
-    width: int = 16
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 0.003
     bn_momentum: float = 0.9
@@ -125,17 +123,19 @@ class MnistMobilenetConfig(ModelConfig):
 
 
 @dataclass
-class MnistMobilenetV2Config(ModelConfig):
-    # keras.applications.MobileNetV2 (random init) trained on first use on the digits, resized to 32×32×3
+class MnistMobilenetConfig(EmbeddedModelConfig):
+    name: str = "mnist_mobilenet"
+    input_shape: List[int] = field(default_factory=lambda: [28, 28, 1])
+    width: int = 16
+    epochs: int = 20
+
+
+@dataclass
+class MnistMobilenetV2Config(EmbeddedModelConfig):
+    # keras.applications.MobileNetV2 (random init) on the digits resized to 32×32×3
     name: str = "mnist_mobilenet_v2"
     input_shape: List[int] = field(default_factory=lambda: [32, 32, 3])
-    num_classes: int = 10
     alpha: float = 0.35
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 0.003
-    bn_momentum: float = 0.9
-    augment: bool = True
 
 
 @dataclass

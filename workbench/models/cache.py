@@ -56,7 +56,9 @@ def _load(path: str, sidecar: str) -> tuple[keras.Model, dict] | None:
     try:
         with open(sidecar) as f:
             meta = json.load(f)
-        if meta.get("sha256") != _file_sha256(path):
+        if "sha256" not in meta:
+            raise ValueError("written without a SHA-256 by an older version")
+        if meta["sha256"] != _file_sha256(path):
             raise ValueError("its SHA-256 does not match the one recorded when it was written")
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # any unreadable entry is rebuilt
