@@ -18,6 +18,7 @@ from workbench.quantsim.encodings import F32, Encoding, encoding_from_range, min
 
 NUM_BINS = 512
 GROWTH_LIMIT = 1.5  # later batches may widen the histogram by 1.5 first-ranges per side
+EMPTY = np.empty(0, F32)  # observer state before the first batch (never mutated in place)
 CLIP_PENALTY = 3.0
 
 
@@ -30,19 +31,19 @@ class MinMaxObserver:
 
     def __init__(self, channels: int = 1):
         self.channels = channels
-        self.lo: np.ndarray | None = None
-        self.hi: np.ndarray | None = None
+        self.lo = EMPTY  # running min / max per channel; empty until the first batch
+        self.hi = EMPTY
 
     def update(self, x: np.ndarray) -> None:
         rows = _as_rows(x, self.channels)
         finite = np.isfinite(rows)
         lo = np.where(finite, rows, np.inf).min(axis=1).astype(F32)
         hi = np.where(finite, rows, -np.inf).max(axis=1).astype(F32)
-        self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
-        self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
+        self.lo = lo if self.lo.size == 0 else np.minimum(self.lo, lo)
+        self.hi = hi if self.hi.size == 0 else np.maximum(self.hi, hi)
 
     def range(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.lo is None:
+        if self.lo.size == 0:
             raise RuntimeError("no statistics collected: run a forward pass before computing encodings")
         # channels that saw no finite value at all fall back to [0, 0]
         lo = np.where(np.isfinite(self.lo), self.lo, 0).astype(F32)
@@ -62,11 +63,12 @@ class HistogramObserver:
         self.channels = channels
         self.num_bins = num_bins
         self.growth_limit = growth_limit
-        self.counts: np.ndarray | None = None  # (C, bins) float64 raw counts
-        self.lo: np.ndarray | None = None
-        self.hi: np.ndarray | None = None
-        self.limit_lo: np.ndarray | None = None
-        self.limit_hi: np.ndarray | None = None
+        # all empty until the first batch
+        self.counts = EMPTY  # (C, bins) float64 raw counts
+        self.lo = EMPTY  # histogram range per channel
+        self.hi = EMPTY
+        self.limit_lo = EMPTY  # how far the range may grow
+        self.limit_hi = EMPTY
 
     def _bin_index(self, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         # torch.histc-style: bin = (x − lo)·bins/(hi − lo), out-of-range and ±inf go to the end bins
@@ -105,7 +107,7 @@ class HistogramObserver:
         b_hi = np.where(finite, rows, -np.inf).max(axis=1).astype(F32)
         b_lo = np.where(any_finite, b_lo, 0).astype(F32)
         b_hi = np.where(any_finite, b_hi, 0).astype(F32)
-        if self.counts is None:
+        if self.counts.size == 0:
             same = b_lo == b_hi
             lo = np.where(same, b_lo - F32(0.5), b_lo).astype(F32)
             hi = np.where(same, b_hi + F32(0.5), b_hi).astype(F32)
@@ -128,7 +130,7 @@ class HistogramObserver:
 
     def histogram(self) -> tuple[np.ndarray, np.ndarray]:
         """Counts ``(C, bins)`` and edges ``(C, bins + 1)``."""
-        if self.counts is None:
+        if self.counts.size == 0:
             raise RuntimeError("no statistics collected: run a forward pass before computing encodings")
         width = ((self.hi - self.lo) / F32(self.num_bins)).astype(F32)
         edges = (self.lo[:, None] + np.arange(self.num_bins + 1, dtype=F32)[None, :] * width[:, None]).astype(F32)
@@ -147,7 +149,9 @@ def _candidate_cost(counts: np.ndarray, mids: np.ndarray, scale: np.ndarray, off
     return np.einsum("cb,ckb->ck", counts, err.astype(np.float64))
 
 
-def tf_enhanced_range(counts: np.ndarray, edges: np.ndarray, bitwidth: int, symmetric: bool, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def tf_enhanced_range(
+    counts: np.ndarray, edges: np.ndarray, bitwidth: int, symmetric: bool, strict: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Search the grid with the lowest histogram-weighted quantization error."""
     steps = num_steps(bitwidth, bool(strict and symmetric))
     s_min = min_scale(steps)
@@ -176,8 +180,10 @@ def tf_enhanced_range(counts: np.ndarray, edges: np.ndarray, bitwidth: int, symm
         offset = np.round(lo / scale).astype(F32)
     chunk = max(1, 4_000_000 // (scale.shape[1] * counts.shape[1]))  # bound the (C, K, bins) work array
     cost = np.concatenate(
-        [_candidate_cost(counts[i : i + chunk], mids[i : i + chunk], scale[i : i + chunk], offset[i : i + chunk], steps)
-         for i in range(0, counts.shape[0], chunk)]
+        [
+            _candidate_cost(counts[i : i + chunk], mids[i : i + chunk], scale[i : i + chunk], offset[i : i + chunk], steps)
+            for i in range(0, counts.shape[0], chunk)
+        ]
     )
     best = np.argmin(cost, axis=1)  # first minimum: ties go to the earliest candidate
     rows = np.arange(len(best))
@@ -187,6 +193,7 @@ def tf_enhanced_range(counts: np.ndarray, edges: np.ndarray, bitwidth: int, symm
 
 def percentile_range(counts: np.ndarray, edges: np.ndarray, percentile: float) -> tuple[np.ndarray, np.ndarray]:
     """Clip the histogram at the p-th percentile on each side (linear within a bin)."""
+
     def _value_at(fraction: float) -> np.ndarray:
         out = np.empty(counts.shape[0], dtype=F32)
         for c in range(counts.shape[0]):
@@ -230,7 +237,7 @@ class EncodingAnalyzer:
         self.observer.update(x)
 
     def compute_encoding(self) -> Encoding:
-        if self.scheme is QuantScheme.tf:
+        if isinstance(self.observer, MinMaxObserver):
             lo, hi = self.observer.range()
         else:
             counts, edges = self.observer.histogram()

@@ -69,7 +69,7 @@ class Encoding:
         ]
 
     @classmethod
-    def from_dicts(cls, entries: list[dict]) -> "Encoding":
+    def from_dicts(cls, entries: list[dict]) -> Encoding:
         """Rebuild from AIMET 0.6.1 dicts (the inverse of :meth:`to_dicts`)."""
         bitwidth = int(entries[0]["bitwidth"])
         symmetric = str(entries[0]["is_symmetric"]) == "True"
