@@ -2,7 +2,7 @@
 
 An analyzer observes batches (``update``) and then yields an :class:`Encoding`
 (``compute_encoding``). Inputs are arranged as ``(C, N)``: one row per channel.
-Schemes follow ../shared/reference/techniques.md section 1:
+Schemes follow AIMET 2.42's analyzers (docs/techniques.md, section 1):
 ``tf`` (running min/max), ``tf_enhanced`` (512-bin histogram, lowest-error grid
 search) and ``percentile`` (histogram clipped at the p-th percentile).
 """
@@ -20,6 +20,11 @@ NUM_BINS = 512
 GROWTH_LIMIT = 1.5  # later batches may widen the histogram by 1.5 first-ranges per side
 EMPTY = np.empty(0, F32)  # observer state before the first batch (never mutated in place)
 CLIP_PENALTY = 3.0
+# tf_enhanced candidate grids (AIMET 2.42):
+SYMMETRIC_DELTA_STEPS = 100  # symmetric deltas Δmax·i/100, i = 1 … 101
+ASYMMETRIC_DELTA_STEPS = 16  # asymmetric deltas Δmax·i/16, i = 1 … 17
+MAX_OFFSET_CANDIDATES = 21  # asymmetric offsets: min(steps + 2, 21) − 1 spread over [−steps, 0], plus the observed one
+COST_CHUNK_ELEMENTS = 4_000_000  # bounds the (channels, candidates, bins) work array of the cost
 
 
 def _as_rows(x: np.ndarray, channels: int) -> np.ndarray:
@@ -161,15 +166,16 @@ def tf_enhanced_range(
     mids = ((edges[:, :-1] + edges[:, 1:]) / F32(2)).astype(F32)
     if symmetric:
         d_max = (F32(2) * np.maximum(mx, -mn) / F32(steps)).astype(F32)
-        i = np.arange(1, 102, dtype=F32)
-        scale = np.maximum(d_max[:, None] * i[None, :] / F32(100), s_min).astype(F32)
+        i = np.arange(1, SYMMETRIC_DELTA_STEPS + 2, dtype=F32)
+        scale = np.maximum(d_max[:, None] * i[None, :] / F32(SYMMETRIC_DELTA_STEPS), s_min).astype(F32)
         offset = np.full(scale.shape, -math.ceil(steps / 2), dtype=F32)
     else:
         d_max = ((mx - mn) / F32(steps)).astype(F32)
         o_obs = np.round(mn / d_max).astype(F32)
         g_lo, g_hi = d_max * o_obs, d_max * (o_obs + F32(steps))
-        deltas = d_max[:, None] * np.arange(1, 18, dtype=F32)[None, :] / F32(16)  # (C, 17)
-        n = min(steps + 2, 21)
+        i = np.arange(1, ASYMMETRIC_DELTA_STEPS + 2, dtype=F32)
+        deltas = d_max[:, None] * i[None, :] / F32(ASYMMETRIC_DELTA_STEPS)  # (C, 17)
+        n = min(steps + 2, MAX_OFFSET_CANDIDATES)
         base = np.round(-F32(steps) + np.arange(n - 1, dtype=F32) * F32(steps) / F32(n - 2)).astype(F32)
         offsets = np.concatenate([np.broadcast_to(base, (len(mn), n - 1)), o_obs[:, None]], axis=1)  # (C, n)
         d = np.repeat(deltas, offsets.shape[1], axis=1)  # delta-major order
@@ -178,7 +184,7 @@ def tf_enhanced_range(
         hi = np.minimum(d * (o + F32(steps)), g_hi[:, None])
         scale = np.maximum((hi - lo) / F32(steps), s_min).astype(F32)
         offset = np.round(lo / scale).astype(F32)
-    chunk = max(1, 4_000_000 // (scale.shape[1] * counts.shape[1]))  # bound the (C, K, bins) work array
+    chunk = max(1, COST_CHUNK_ELEMENTS // (scale.shape[1] * counts.shape[1]))  # bound the (C, K, bins) work array
     cost = np.concatenate(
         [
             _candidate_cost(counts[i : i + chunk], mids[i : i + chunk], scale[i : i + chunk], offset[i : i + chunk], steps)

@@ -1,4 +1,4 @@
-"""Batch-norm folding (../shared/reference/techniques.md section 2).
+"""Batch-norm folding (docs/techniques.md, section 2).
 
 σ = sqrt(var + ε), scale = γ/σ, shift = β − μ·γ/σ.
 - Backward, layer → BN (linear layer, BN its only consumer):

@@ -1,4 +1,4 @@
-"""Bias correction (../shared/reference/techniques.md section 4).
+"""Bias correction (docs/techniques.md, section 4).
 
 Quantizing weights shifts each layer's expected output; the correction subtracts that shift
 from the bias, layer by layer in topological order, so later layers see earlier corrections.

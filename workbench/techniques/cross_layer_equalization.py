@@ -1,6 +1,6 @@
 """Cross-layer equalization: BN fold + cross-layer scaling + high-bias absorption.
 
-Definitions in ../shared/reference/techniques.md section 3. Ranges are r = max|w| per channel.
+Definitions in docs/techniques.md, section 3 (Nagel et al., ICCV 2019). Ranges are r = max|w| per channel.
 - Pair 1→2: s_i = sqrt(r1_i / r2_i) (1 where a range is 0); W1[…, i] /= s_i, b1_i /= s_i,
   W2[…, i, :] *= s_i; both ranges become sqrt(r1_i·r2_i).
 - Triplet conv→depthwise→conv: c = cbrt(r1·r2·r3), S12 = r1/c, S23 = c/r3;

@@ -1,4 +1,4 @@
-"""Quantization-aware training with learned quantizer ranges (techniques.md section 5).
+"""Quantization-aware training with learned quantizer ranges (docs/techniques.md, section 5).
 
 A calibrated :class:`QuantizationSimModel` becomes a trainable Keras model: every output
 quantizer is a :class:`LearnedFakeQuant` (trainable min/max) and every quantized kernel is
