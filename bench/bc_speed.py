@@ -16,12 +16,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from workbench.options import QuantSettings  # noqa: E402
-from workbench.techniques.bias_correction import correct_bias  # noqa: E402
+from workbench.options import QuantSettings
+from workbench.techniques.bias_correction import correct_bias
 
 
 def main() -> None:

@@ -15,11 +15,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from workbench.techniques import equalize_model  # noqa: E402
+from workbench.techniques import equalize_model
 
 
 def _forward_time(model: keras.Model, x: tf.Tensor) -> float:

@@ -16,13 +16,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from workbench.models.mnist_mobilenet import build_mnist_mobilenet  # noqa: E402
-from workbench.options import QuantSettings  # noqa: E402
-from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over  # noqa: E402
+from workbench.models.mnist_mobilenet import build_mnist_mobilenet
+from workbench.options import QuantSettings
+from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 
 
 def _timed_pass(model: keras.Model, batches: list[tf.Tensor]) -> float:

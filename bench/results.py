@@ -33,7 +33,14 @@ GRID = ["quant.param_bw=4,8", "quant.per_channel=false,true"]
 SWEEPS = {
     "stages": {m: ["+stage=baseline,cle,bc,qat", f"model={m}", *GRID] for m in MODELS},
     "schemes": {
-        m: ["+stage=baseline,cle", f"model={m}", *GRID, "quant.param_scheme=tf,tf_enhanced", "quant.output_scheme=tf,tf_enhanced", "tracking.sqnr_samples=0"]
+        m: [
+            "+stage=baseline,cle",
+            f"model={m}",
+            *GRID,
+            "quant.param_scheme=tf,tf_enhanced",
+            "quant.output_scheme=tf,tf_enhanced",
+            "tracking.sqnr_samples=0",
+        ]
         for m in MODELS
     },
 }
@@ -47,8 +54,12 @@ def _experiment(group: str, model: str) -> str:
 def run_sweep(outputs: Path, group: str, model: str, overrides: list[str]) -> tuple[str, float]:
     """Run one sweep; returns its parent run id and wall time."""
     sweep_dir = outputs / "multirun" / f"{group}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    common = [f"paths.outputs_dir={outputs}", f"paths.cache_dir={ROOT / 'outputs' / 'cache'}",
-              f"tracking.experiment={_experiment(group, model)}", f"hydra.sweep.dir={sweep_dir}"]
+    common = [
+        f"paths.outputs_dir={outputs}",
+        f"paths.cache_dir={ROOT / 'outputs' / 'cache'}",
+        f"tracking.experiment={_experiment(group, model)}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     cmd = [sys.executable, "-m", "workbench", "-m", *overrides, *common]
     print("$", " ".join(["python", "-m", "workbench", "-m", *overrides]), flush=True)
     start = time.perf_counter()
@@ -100,19 +111,25 @@ def write_documents(outputs: Path) -> None:
     stamp = f"Written by `python bench/results.py` on {time.strftime('%Y-%m-%d')} ({_versions()}; CPU, {os.cpu_count()} cores)."
     stages = {m: _section(client, outputs, "stages", m) for m in MODELS}
     schemes = {m: _section(client, outputs, "schemes", m) for m in MODELS}
-    legend = ("Cells: sim top-1 in % with its 95 % Wilson interval on the validation split, then the verdict of an exact "
-              "McNemar test on the same images against the deployable baseline (BN folded) at the same setting "
-              "(p < 0.05; no word: within noise). W4A8 = 4-bit weights, 8-bit activations; pc = per-channel weights.")
+    legend = (
+        "Cells: sim top-1 in % with its 95 % Wilson interval on the validation split, then the verdict of an exact "
+        "McNemar test on the same images against the deployable baseline (BN folded) at the same setting "
+        "(p < 0.05; no word: within noise). W4A8 = 4-bit weights, 8-bit activations; pc = per-channel weights."
+    )
     doc = ["# Results on the embedded models", "", stamp, "", legend, ""]
     for m in MODELS:
         doc += [f"## Stages: `{m}`", "", stages[m], ""]
-    doc += ["## Weight and activation schemes", "",
-            "The deployable baseline and CLE under each pair of `quant.param_scheme` / `quant.output_scheme`. "
-            "The default (`quant.scheme=tf`, which both follow) was chosen from these tables: `tf_enhanced` "
-            "weights fall behind at W4 per-channel (the histogram search clips depthwise channels of nine "
-            "weights), while the activation scheme makes no measurable difference. Per-tensor W4 weights "
-            "with CLE are where `tf_enhanced` weights can pay (`quant.param_scheme=tf_enhanced`); compare "
-            "the `cle` rows.", ""]
+    doc += [
+        "## Weight and activation schemes",
+        "",
+        "The deployable baseline and CLE under each pair of `quant.param_scheme` / `quant.output_scheme`. "
+        "The default (`quant.scheme=tf`, which both follow) was chosen from these tables: `tf_enhanced` "
+        "weights fall behind at W4 per-channel (the histogram search clips depthwise channels of nine "
+        "weights), while the activation scheme makes no measurable difference. Per-tensor W4 weights "
+        "with CLE are where `tf_enhanced` weights can pay (`quant.param_scheme=tf_enhanced`); compare "
+        "the `cle` rows.",
+        "",
+    ]
     for m in MODELS:
         doc += [f"### `{m}`", "", schemes[m], ""]
     (ROOT / "docs" / "results.md").write_text("\n".join(doc))

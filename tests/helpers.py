@@ -66,3 +66,11 @@ class SubclassedNet(keras.Model):
 
     def call(self, x):
         return self.dense(self.flat(x))
+
+
+def tiny_model(name: str, context, *, filters: int = 4) -> keras.Model:
+    """A model builder as a config target (docs/extending.md): its options plus a BuildContext."""
+    i = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(filters, 3, name="conv")(i)
+    out = keras.layers.Dense(context.data.num_classes)(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(i, out, name=name)

@@ -14,9 +14,18 @@ from mlflow.tracking import MlflowClient
 from helpers import SubclassedNet, small_convnet
 from workbench.data.imagenet import encode_example
 
+pytestmark = pytest.mark.slow  # subprocesses: left out of the fast loop
+
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["dataset=synthetic", "dataset.image_shape=[8,8,3]", "dataset.num_classes=4", "dataset.num_train=64",
-         "dataset.num_val=32", "quant.calibration_samples=16", "tracking.sqnr_samples=0"]
+SMALL = [
+    "dataset=synthetic",
+    "dataset.image_shape=[8,8,3]",
+    "dataset.num_classes=4",
+    "dataset.num_train=64",
+    "dataset.num_val=32",
+    "quant.calibration_samples=16",
+    "tracking.sqnr_samples=0",
+]
 
 
 @keras.saving.register_keras_serializable(package="workbench_tests")
@@ -29,8 +38,14 @@ def _run(tmp_path, *overrides):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "WORKBENCH_PARENT_RUN_ID", "HYDRA_FULL_ERROR")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "workbench", "+stage=baseline", *overrides, f"paths.outputs_dir={tmp_path}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "+stage=baseline", *overrides, f"paths.outputs_dir={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return proc, time.perf_counter() - start
 
 
@@ -53,8 +68,9 @@ def _files(tmp_path):
 
     jpeg = tf.io.encode_jpeg(tf.zeros((8, 8, 3), tf.uint8)).numpy()
     with tf.io.TFRecordWriter(str(unlabelled / "valid-0")) as w:
-        example = tf.train.Example(features=tf.train.Features(feature={
-            "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg]))}))
+        example = tf.train.Example(
+            features=tf.train.Features(feature={"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg]))})
+        )
         w.write(example.SerializeToString())
     good = tmp_path / "data_good"
     good.mkdir()
@@ -66,7 +82,9 @@ def _files(tmp_path):
     keras.Model(i, keras.layers.Dense(4)(keras.layers.Flatten()(Doubler()(i)))).save(tmp_path / "custom.keras")
     with zipfile.ZipFile(tmp_path / "custom.keras") as z:  # the file names a registered class; unregister it
         parts = {n: z.read(n) for n in z.namelist()}
-    parts["config.json"] = parts["config.json"].replace(b"workbench_tests>Doubler", b"elsewhere>Doubler").replace(b'"workbench_tests"', b'"elsewhere"')
+    parts["config.json"] = (
+        parts["config.json"].replace(b"workbench_tests>Doubler", b"elsewhere>Doubler").replace(b'"workbench_tests"', b'"elsewhere"')
+    )
     with zipfile.ZipFile(tmp_path / "custom.keras", "w") as z:
         for n, b in parts.items():
             z.writestr(n, b)
@@ -80,15 +98,52 @@ def _files(tmp_path):
 
 CASES = {
     # name: (overrides, expected exit code, text the last line must contain)
-    "garbage tfrecords": (["model=keras_file", "model.path={tmp}/good.keras", "dataset=imagenet", "dataset.path={tmp}/data_garbage",
-                           "dataset.image_size=8", "dataset.resize_size=8", "dataset.num_classes=4"], 1, "data_garbage/valid-0 is not a TFRecord"),
-    "records without labels": (["model=keras_file", "model.path={tmp}/good.keras", "dataset=imagenet", "dataset.path={tmp}/data_unlabelled",
-                                "dataset.image_size=8", "dataset.resize_size=8"], 1, "data_unlabelled/valid-0 is not a TFRecord"),
-    "default model on 3-channel data": (["dataset=imagenet", "dataset.path={tmp}/data_good"], 2, "model=mnist_mobilenet takes 1-channel images"),
+    "garbage tfrecords": (
+        [
+            "model=keras_file",
+            "model.path={tmp}/good.keras",
+            "dataset=imagenet",
+            "dataset.path={tmp}/data_garbage",
+            "dataset.image_size=8",
+            "dataset.resize_size=8",
+            "dataset.num_classes=4",
+        ],
+        1,
+        "data_garbage/valid-0 is not a TFRecord",
+    ),
+    "records without labels": (
+        [
+            "model=keras_file",
+            "model.path={tmp}/good.keras",
+            "dataset=imagenet",
+            "dataset.path={tmp}/data_unlabelled",
+            "dataset.image_size=8",
+            "dataset.resize_size=8",
+        ],
+        1,
+        "data_unlabelled/valid-0 is not a TFRecord",
+    ),
+    "default model on 3-channel data": (
+        ["dataset=imagenet", "dataset.path={tmp}/data_good"],
+        2,
+        "model=mnist_mobilenet takes 1-channel images",
+    ),
     "text file named .keras": (["model=keras_file", "model.path={tmp}/text.keras", *SMALL], 2, "text.keras' is not a Keras 3 model file"),
-    "unregistered custom layer": (["model=keras_file", "model.path={tmp}/custom.keras", *SMALL], 1, "custom class 'Doubler', which is not registered"),
-    "subclassed model": (["model=keras_file", "model.path={tmp}/subclassed.keras", "+model.custom_objects.SubclassedNet=tests.helpers:SubclassedNet", *SMALL],
-                         1, "subclassed models cannot be analysed"),
+    "unregistered custom layer": (
+        ["model=keras_file", "model.path={tmp}/custom.keras", *SMALL],
+        1,
+        "custom class 'Doubler', which is not registered",
+    ),
+    "subclassed model": (
+        [
+            "model=keras_file",
+            "model.path={tmp}/subclassed.keras",
+            "+model.custom_objects.SubclassedNet=tests.helpers:SubclassedNet",
+            *SMALL,
+        ],
+        1,
+        "subclassed models cannot be analysed",
+    ),
     "flat-input model": (["model=keras_file", "model.path={tmp}/flat.keras", *SMALL], 1, "is not an image batch"),
     "tracking server not listening": (["tracking.uri=http://127.0.0.1:1"], 2, "tracking.uri='http://127.0.0.1:1' is not reachable"),
     "tracking path under a file": (["tracking.uri=sqlite:///{tmp}/a_file/mlflow.db"], 2, "a_file is a file, not a folder"),

@@ -5,14 +5,15 @@ import numpy as np
 import pytest
 
 from helpers import randomize_batch_norms, small_convnet
+from workbench.config.schema import BiasCorrectionConfig
 from workbench.data.synthetic import make_synthetic
 from workbench.options import QuantSettings
 from workbench.results import StageResult
 from workbench.stages.bc import run_bc
 from workbench.stages.context import StageContext
 from workbench.techniques.bias_correction import (
-    correction_sim,
     correct_bias,
+    correction_sim,
     expected_activation,
     layer_output_shifts,
 )
@@ -21,12 +22,12 @@ F32 = np.float32
 W4 = QuantSettings(scheme="tf", param_bw=4, output_bw=8)
 
 
-def _biased_conv(use_bias=True, seed=0):
+def _biased_conv(use_bias=True, seed=0, activation=None):
     """1×1 conv whose every weight sits 0.4 grid steps above a 4-bit grid point: rounding
     always goes down, so quantization shifts the output mean by −0.4Δ·Σ E[x]."""
     rng = np.random.default_rng(seed)
     i = keras.Input((4, 4, 6))
-    conv = keras.layers.Conv2D(5, 1, use_bias=use_bias, name="conv")
+    conv = keras.layers.Conv2D(5, 1, use_bias=use_bias, activation=activation, name="conv")
     model = keras.Model(i, conv(i))
     delta = 0.1
     n = rng.integers(-6, 6, size=(1, 1, 6, 5)).astype(F32)
@@ -40,10 +41,10 @@ def _positive(n, seed):
     return np.random.default_rng(seed).uniform(0, 1, (n, 4, 4, 6)).astype(F32)
 
 
-@pytest.mark.parametrize("use_bias", [True, False])
-def test_empirical_bc_removes_a_known_mean_shift(use_bias):
-    model = _biased_conv(use_bias)
-    corrected, report = correct_bias(model, W4, _positive(64, 1), _positive(256, 2), "empirical")
+@pytest.mark.parametrize("use_bias, activation", [(True, None), (False, None), (True, "relu")])
+def test_empirical_bc_removes_a_known_mean_shift(use_bias, activation):
+    model = _biased_conv(use_bias, activation=activation)
+    corrected, report = correct_bias(model, W4, _positive(64, 1), _positive(256, 2), mode="empirical")
     held_out = _positive(256, 3)
     sim, enc = correction_sim(model, W4, _positive(64, 1))
     before = layer_output_shifts(model, sim, enc, held_out)["conv"]
@@ -53,6 +54,8 @@ def test_empirical_bc_removes_a_known_mean_shift(use_bias):
     assert after <= 0.1 * before
     assert corrected.get_layer("conv").use_bias  # a bias-less layer gains one
     assert report.layers[0]["method"] == "empirical"
+    # the fused activation is skipped on a copy: the caller's layer keeps its own
+    assert model.get_layer("conv").activation is keras.activations.get(activation)
 
 
 def test_zero_quantization_error_changes_nothing():
@@ -64,14 +67,14 @@ def test_zero_quantization_error_changes_nothing():
     conv.set_weights([n * 0.25, np.array([0.5, -1.0, 2.0], F32)])  # on the 4-bit grid
     x = np.random.default_rng(1).integers(0, 16, size=(32, 4, 4, 2)).astype(F32)
     x[0, 0, 0, 0], x[0, 0, 0, 1] = 0.0, 15.0  # 8-bit input grid 15/255: integers are exact
-    corrected, _ = correct_bias(model, W4, x, x, "empirical")
+    corrected, _ = correct_bias(model, W4, x, x, mode="empirical")
     np.testing.assert_array_equal(corrected.get_layer("conv").bias.numpy(), conv.bias.numpy())
 
 
 def test_ignored_layers_are_untouched_and_unknown_names_rejected():
     model = randomize_batch_norms(small_convnet())
     x = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype(F32)
-    corrected, report = correct_bias(model, W4, x, x, "empirical", ignore=["pw"])
+    corrected, report = correct_bias(model, W4, x, x, mode="empirical", ignore=["pw"])
     np.testing.assert_array_equal(corrected.get_layer("pw").bias.numpy(), model.get_layer("pw").bias.numpy())
     assert not np.array_equal(corrected.get_layer("dense").bias.numpy(), model.get_layer("dense").bias.numpy())
     assert {r["layer"]: r["method"] for r in report.layers}["pw"] == "ignored"
@@ -96,7 +99,7 @@ def test_analytical_bc_is_data_free_and_follows_the_formula():
     out = keras.layers.Conv2D(3, 1, name="c2")(x)
     model = keras.Model(i, out)
     gamma, beta = np.array([1.0, 0.5, 2.0, 0.1], F32), np.array([0.5, -0.2, 1.0, 3.0], F32)
-    corrected, report = correct_bias(model, W4, np.zeros((2, 6, 6, 4), F32), None, "analytical", {"c1": (gamma, beta)})
+    corrected, report = correct_bias(model, W4, np.zeros((2, 6, 6, 4), F32), mode="analytical", bn_stats={"c1": (gamma, beta)})
     methods = {r["layer"]: r["method"] for r in report.layers}
     assert methods == {"c1": "first layer (E[x] = 0)", "c2": "analytical"}
     sim, _ = correction_sim(model, W4, np.zeros((2, 6, 6, 4), F32))
@@ -111,8 +114,13 @@ def test_bc_stage_reports_shift_metrics(tmp_path):
     model = randomize_batch_norms(small_convnet())
     data = make_synthetic(num_train=128, num_val=64, num_classes=4, image_shape=(8, 8, 3), batch_size=32)
     ctx = StageContext(
-        model=model, data=data, settings=W4, calibration_samples=64, sqnr_samples=32, cache_dir=str(tmp_path),
-        options={"cle": {"relu6_mode": "clip"}, "bc": {"mode": "auto", "num_quant_samples": 64, "num_bias_correct_samples": 64}},
+        model=model,
+        data=data,
+        settings=W4,
+        calibration_samples=64,
+        sqnr_samples=32,
+        cache_dir=str(tmp_path),
+        bc=BiasCorrectionConfig(num_quant_samples=64, num_bias_correct_samples=64),
     )
     result = StageResult()
     run_bc(ctx, result)

@@ -104,7 +104,10 @@ def test_wrong_types_and_choices_fail_at_compose(override, fragment):
 def test_cli_reports_one_line_before_any_tensorflow_work(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "workbench", "+stage=baseline", "quant.param_bw=1", f"paths.outputs_dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -115,7 +118,10 @@ def test_cli_reports_one_line_before_any_tensorflow_work(tmp_path):
 def test_cli_rejects_unknown_scheme_at_compose(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "workbench", "+stage=baseline", "quant.scheme=minmax", f"paths.outputs_dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "quant.scheme" in proc.stderr and "tf_enhanced" in proc.stderr
@@ -138,3 +144,31 @@ def test_sweep_configs_compose():
     assert dict(bits.hydra.sweeper.params) == {"quant.param_bw": "4,6,8", "quant.output_bw": "8,16"}
     assert stages.hydra.sweeper.params["+stage"] == "baseline,bn_fold,cle,bc,qat"
     assert "sweep_parent" in bits.hydra.callbacks
+
+
+def test_datasets_and_models_are_built_from_their_targets(tmp_path):
+    """Adding a dataset or model is a YAML node with a _target_ and a function (docs/extending.md)."""
+    from omegaconf import OmegaConf
+
+    from workbench.stages.setup import build_data, build_model
+
+    cfg = OmegaConf.create(
+        {
+            "seed": 3,
+            "paths": {"cache_dir": str(tmp_path)},
+            "dataset": {
+                "_target_": "workbench.data.synthetic.make_synthetic",
+                "name": "tiny",
+                "num_train": 8,
+                "num_val": 4,
+                "num_classes": 3,
+                "image_shape": [8, 8, 1],
+                "batch_size": 4,
+            },
+            "model": {"_target_": "helpers.tiny_model", "name": "tiny", "filters": 5},
+        }
+    )
+    data = build_data(cfg)
+    assert (data.num_train, data.num_val, data.num_classes) == (8, 4, 3)
+    model = build_model(cfg, data)
+    assert model.name == "tiny" and model.output_shape[-1] == 3 and model.get_layer("conv").filters == 5

@@ -6,8 +6,8 @@ import pytest
 
 from helpers import REFERENCE_MODEL_IDS, REFERENCE_MODELS, randomize_batch_norms, relative_error
 from workbench.graph.layers import ChannelClip
-from workbench.quantsim.analyzers import compute_tensor_encoding
 from workbench.options import QuantSettings
+from workbench.quantsim.analyzers import compute_tensor_encoding
 from workbench.quantsim.encodings import quantize_dequantize, sqnr_db
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.techniques import cross_layer_scale, equalize_model

@@ -34,7 +34,7 @@ def test_tfrecord_round_trip(tmp_path):
     np.testing.assert_array_equal(y, labels - 1)
     np.testing.assert_allclose(x.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=2.0)
 
-    bgr = load_imagenet(str(tmp_path), image_size=32, resize_size=36, bgr=True, mean=[0, 0, 0], std=[1, 1, 1])
+    bgr = load_imagenet(str(tmp_path), image_size=32, resize_size=36, channel_order="bgr", mean=[0, 0, 0], std=[1, 1, 1])
     xb = np.concatenate([b[0].numpy() for b in bgr.val_batches()])
     np.testing.assert_allclose(xb[..., ::-1], x, atol=1e-4)
 

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.slow  # subprocesses: left out of the fast loop
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "dataset=synthetic",
@@ -27,7 +29,11 @@ def _run(tmp_path, *overrides):
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return subprocess.run(
         [sys.executable, "-m", "workbench", *overrides, f"paths.outputs_dir={tmp_path}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -45,7 +51,17 @@ def test_baseline_run_is_recorded(tmp_path):
     run = runs[0]
     assert run.info.status == "FINISHED"
     m = run.data.metrics
-    for key in ("fp32/top1", "sim/top1", "sim/top1_ci_low", "sim/top1_ci_high", "fp32/top1_ci_low", "time/fp32_eval_s", "time/calibration_s", "time/sim_eval_s", "time/model_s"):
+    for key in (
+        "fp32/top1",
+        "sim/top1",
+        "sim/top1_ci_low",
+        "sim/top1_ci_high",
+        "fp32/top1_ci_low",
+        "time/fp32_eval_s",
+        "time/calibration_s",
+        "time/sim_eval_s",
+        "time/model_s",
+    ):
         assert key in m, key
     assert 0.0 <= m["sim/top1"] <= 1.0 and m["sim/output_quantizers"] > 5
     tags = run.data.tags

@@ -154,7 +154,7 @@ def test_exported_encodings_reload_into_a_fresh_sim(model, images, tmp_path):
     entry = doc["activation_encodings"]["relu:0"][0]
     assert set(entry) == {"bitwidth", "dtype", "is_symmetric", "max", "min", "offset", "scale"}
     assert entry["is_symmetric"] == "False"
-    assert doc["quantizer_args"]["quant_scheme"] == "post_training_tf_enhanced"
+    assert doc["quantizer_args"]["quant_scheme"] == "post_training_tf"  # the default scheme
 
 
 def test_excluded_layers_keep_float(model, images):
@@ -199,3 +199,14 @@ def test_weight_and_activation_schemes_apart(model, images):
     # quant.scheme alone still sets both
     both = QuantSettings(scheme="tf")
     assert both.param_scheme.value == both.output_scheme.value == "tf"
+
+
+def test_a_saved_sim_reloads_and_quantizes_identically(model, images, tmp_path):
+    sim = QuantizationSimModel(model, QuantSettings(param_bw=4, output_bw=8))
+    sim.compute_encodings(forward_pass_over([images]))
+    sim.model.save(tmp_path / "sim.keras")
+    reloaded = keras.models.load_model(tmp_path / "sim.keras", compile=False)
+    np.testing.assert_array_equal(reloaded(images).numpy(), sim.model(images).numpy())  # bit-identical
+    assert not np.array_equal(reloaded(images).numpy(), model(images).numpy())  # and not the float model
+    quantizers = [layer for layer in reloaded.layers if isinstance(layer, FakeQuant)]
+    assert quantizers and all(q.mode == "quantize" for q in quantizers)

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import small_convnet
+from workbench.config.schema import QATConfig
 from workbench.data.synthetic import make_synthetic
 from workbench.options import QuantSettings
 from workbench.quantsim.encodings import sqnr_db
@@ -86,8 +87,14 @@ def test_qat_stage_logs_per_epoch_series(tmp_path):
     keras.utils.set_random_seed(0)
     data = make_synthetic(num_train=128, num_val=64, num_classes=4, image_shape=(8, 8, 3), batch_size=32)
     ctx = StageContext(
-        model=small_convnet(), data=data, settings=RL, calibration_samples=64, sqnr_samples=0, cache_dir=str(tmp_path),
-        options={"qat": {"epochs": 2, "learning_rate": 1e-3, "decay_steps": 100}, "export_dir": str(tmp_path / "exports")},
+        model=small_convnet(),
+        data=data,
+        settings=RL,
+        calibration_samples=64,
+        sqnr_samples=0,
+        cache_dir=str(tmp_path),
+        qat=QATConfig(epochs=2, learning_rate=1e-3, decay_steps=100),
+        export_dir=str(tmp_path / "exports"),
     )
     result = StageResult()
     run_qat(ctx, result)

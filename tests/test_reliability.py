@@ -8,10 +8,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from workbench.runs import main as runs_main
 from workbench.tracking.mlflow_run import Tracker
+
+pytestmark = pytest.mark.slow  # subprocesses: left out of the fast loop
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTER = textwrap.dedent(
@@ -72,8 +75,17 @@ def test_one_invalid_value_fails_its_job_only(tmp_path):
 
     model = tmp_path / "m.keras"
     small_convnet().save(model)
-    small = ["dataset=synthetic", "dataset.image_shape=[8,8,3]", "dataset.num_classes=4", "dataset.num_train=64",
-             "dataset.num_val=32", "quant.calibration_samples=16", "tracking.sqnr_samples=0", "model=keras_file", f"model.path={model}"]
+    small = [
+        "dataset=synthetic",
+        "dataset.image_shape=[8,8,3]",
+        "dataset.num_classes=4",
+        "dataset.num_train=64",
+        "dataset.num_val=32",
+        "quant.calibration_samples=16",
+        "tracking.sqnr_samples=0",
+        "model=keras_file",
+        f"model.path={model}",
+    ]
     proc, parents, children = _sweep(tmp_path, "+stage=baseline", *small, "quant.param_bw=1,8")
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = sorted((c.data.params["quant.param_bw"], c.info.status) for c in children)

@@ -30,8 +30,16 @@ RUNS = [
 
 
 def _log(client, exp, parent, stage, model, scheme, pc, wrong, status, tmp_path):
-    params = {"model.name": model, "quant.param_scheme": scheme, "quant.output_scheme": "tf", "quant.param_bw": "4",
-              "quant.output_bw": "8", "quant.per_channel": pc, "cle.relu6_mode": "clip", "paths.outputs_dir": str(tmp_path)}
+    params = {
+        "model.name": model,
+        "quant.param_scheme": scheme,
+        "quant.output_scheme": "tf",
+        "quant.param_bw": "4",
+        "quant.output_bw": "8",
+        "quant.per_channel": pc,
+        "cle.relu6_mode": "clip",
+        "paths.outputs_dir": str(tmp_path),
+    }
     tags = {"stage": stage, "mlflow.parentRunId": parent, "eval.digest": "d1"}
     if stage == "baseline":
         tags["deployable"] = "true"
@@ -66,7 +74,9 @@ def test_two_models_and_two_schemes_stay_apart_with_paired_verdicts(store):
     report = build_report(client, "exp", str(tmp / "reports"), parent)
     assert set(report.compared.setting_keys) == {"model.name", "quant.param_scheme", "quant.per_channel"}
     t = report.table.set_index(["stage", "setting"])
-    m1_tf, m1_enh, m2_tf = (f"W4A8 · model.name={m}, quant.param_scheme={s}" for m, s in (("m1", "tf"), ("m1", "tf_enhanced"), ("m2", "tf")))
+    m1_tf, m1_enh, m2_tf = (
+        f"W4A8 · model.name={m}, quant.param_scheme={s}" for m, s in (("m1", "tf"), ("m1", "tf_enhanced"), ("m2", "tf"))
+    )
     # the newer m1/tf baseline (100 wrong) is the reference; the older one is listed as superseded
     assert t.loc[("baseline", m1_tf), "sim/top1"] == pytest.approx(0.5)
     assert t.loc[("cle", m1_tf), "delta_vs_baseline"] == pytest.approx(0.4)

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from helpers import small_convnet
+from workbench import keys
+from workbench.config.schema import BaselineConfig
 from workbench.data.synthetic import make_synthetic
 from workbench.evaluation.accuracy import predict_classes
 from workbench.options import QuantSettings
@@ -13,7 +15,6 @@ from workbench.results import StageResult
 from workbench.stages.baseline import run_baseline
 from workbench.stages.context import StageContext
 from workbench.techniques import fold_batch_norms
-from workbench.tracking import keys
 
 SETTINGS = QuantSettings(scheme="tf", param_bw=4, output_bw=8)
 
@@ -21,8 +22,14 @@ SETTINGS = QuantSettings(scheme="tf", param_bw=4, output_bw=8)
 def _context(tmp_path, fold: bool) -> StageContext:
     data = make_synthetic(num_train=64, num_val=48, num_classes=4, image_shape=(8, 8, 3), seed=0, batch_size=16)
     return StageContext(
-        model=small_convnet(), data=data, settings=SETTINGS, calibration_samples=32, sqnr_samples=0, seed=0,
-        cache_dir=str(tmp_path), options={"baseline": {"fold_batch_norms": fold}},
+        model=small_convnet(),
+        data=data,
+        settings=SETTINGS,
+        calibration_samples=32,
+        sqnr_samples=0,
+        seed=0,
+        cache_dir=str(tmp_path),
+        baseline=BaselineConfig(fold_batch_norms=fold),
     )
 
 

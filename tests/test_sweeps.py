@@ -9,13 +9,24 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import small_convnet
 
+pytestmark = pytest.mark.slow  # subprocesses: left out of the fast loop
+
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["dataset=synthetic", "dataset.image_shape=[8,8,3]", "dataset.num_classes=4", "dataset.num_train=128",
-         "dataset.num_val=64", "quant.calibration_samples=32", "tracking.sqnr_samples=16", "model=keras_file"]
+SMALL = [
+    "dataset=synthetic",
+    "dataset.image_shape=[8,8,3]",
+    "dataset.num_classes=4",
+    "dataset.num_train=128",
+    "dataset.num_val=64",
+    "quant.calibration_samples=32",
+    "tracking.sqnr_samples=16",
+    "model=keras_file",
+]
 
 
 def _env():
@@ -34,8 +45,19 @@ def _models(tmp_path):
 
 def test_parallel_sweep_children_of_one_parent_with_a_failing_job(tmp_path):
     good, broken = _models(tmp_path)
-    cmd = [sys.executable, "-m", "workbench", "-m", "+stage=baseline", *SMALL, f"model.path={good},{broken}",
-           "quant.param_bw=4,8", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", f"paths.outputs_dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "-m",
+        "+stage=baseline",
+        *SMALL,
+        f"model.path={good},{broken}",
+        "quant.param_bw=4,8",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=4",
+        f"paths.outputs_dir={tmp_path}",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])

@@ -1,4 +1,10 @@
-"""``python -m workbench [+stage=NAME] [overrides]``: the Hydra entry point."""
+"""``python -m workbench [+stage=NAME] [overrides]``: the Hydra entry point.
+
+The one place where errors become console lines and exit codes: a value that is not allowed or a
+tracking store that cannot be used → one line, exit 2 (before any TensorFlow work); a failure inside a
+run → one line, exit 1 (the run is FAILED with its traceback; ``HYDRA_FULL_ERROR=1`` re-raises it);
+SIGTERM → the run KILLED, exit 143. In a sweep, a failing job is logged and the sweep goes on.
+"""
 
 import logging
 import os
@@ -20,29 +26,34 @@ def _in_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _one_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from workbench.app import Terminated, run
     from workbench.config.validate import ConfigError
+    from workbench.tracking.probe import TrackingUnavailable
 
     try:
         return run(cfg)
     except Terminated as stop:  # the run is already KILLED
         sys.exit(stop.exit_code)
+    except (ConfigError, TrackingUnavailable) as err:
+        if _in_multirun():  # the job is recorded FAILED (when the store works); the sweep goes on
+            log.error("job failed: %s; the sweep continues", _one_line(err))
+            return None
+        print(f"workbench: error: {_one_line(err)}", file=sys.stderr)
+        sys.exit(2)
     except Exception as err:
-        if not _in_multirun():
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            # the run is FAILED with the whole traceback in its traceback.txt; the console gets one line
-            first = (str(err).strip().splitlines() or [""])[0][:500]
-            print(f"workbench: error: {first}", file=sys.stderr)
-            sys.exit(1)
-        # the job's run is already FAILED with its traceback; the sweep goes on and still ends cleanly
-        if isinstance(err, ConfigError):
-            log.error("job failed: %s; the sweep continues", err)
-        else:
+        if _in_multirun():  # the job's run is already FAILED with its traceback; the sweep goes on
             log.exception("job failed; the sweep continues")
-        return None
+            return None
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"workbench: error: {_one_line(err)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

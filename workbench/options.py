@@ -28,7 +28,7 @@ class QuantScheme(str, Enum):
         return self.value.startswith("training_range_learning")
 
     @property
-    def range_learning_variant(self) -> "QuantScheme":
+    def range_learning_variant(self) -> QuantScheme:
         """The range-learning scheme initialised like this one (itself if none exists)."""
         return {
             QuantScheme.tf: QuantScheme.training_range_learning_with_tf_init,
@@ -36,7 +36,7 @@ class QuantScheme(str, Enum):
         }.get(self, self)
 
     @property
-    def analyzer(self) -> "QuantScheme":
+    def analyzer(self) -> QuantScheme:
         """The calibration analyzer: a range-learning scheme calibrates with its init scheme."""
         if self is QuantScheme.training_range_learning_with_tf_init:
             return QuantScheme.tf
@@ -74,8 +74,9 @@ class QuantSettings:
     """
 
     scheme: QuantScheme = QuantScheme.tf  # chosen by measurement: docs/results.md
-    param_scheme: QuantScheme | None = None
-    output_scheme: QuantScheme | None = None
+    # None: follow ``scheme`` (resolved in __post_init__, so always a QuantScheme afterwards)
+    param_scheme: QuantScheme = None  # type: ignore[assignment]
+    output_scheme: QuantScheme = None  # type: ignore[assignment]
     param_bw: int = 8
     output_bw: int = 8
     per_channel: bool = False
@@ -99,7 +100,7 @@ class QuantSettings:
         if not 90.0 <= float(self.percentile) <= 100.0:
             raise ValueError(f"percentile={self.percentile!r} is not allowed: use a value in [90, 100]")
 
-    def with_range_learning(self) -> "QuantSettings":
+    def with_range_learning(self) -> QuantSettings:
         """The same settings with both schemes switched to their range-learning variants, strict weight grids."""
         return replace(
             self,

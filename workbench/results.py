@@ -7,13 +7,14 @@ a failure is still there for tracking to log.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
-from workbench.tracking.keys import timing_key
+from workbench.keys import timing_key
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from workbench.options import BiasCorrectionMode, QuantScheme, ReLU6Mode, Rounding
+from workbench.options import BiasCorrectionMode, QuantScheme, QuantSettings, ReLU6Mode, Rounding
 
 
 class StageName(str, Enum):
@@ -39,19 +39,20 @@ class PathsConfig:
 class QuantConfig:
     # The YAML-facing twin of workbench.options.QuantSettings (which is frozen, so OmegaConf could not
     # merge overrides into it); stages.setup.quant_settings maps one to the other, a test keeps them in step.
-    # sets both analyzers; param_scheme / output_scheme override it for weights / activations
-    scheme: QuantScheme = QuantScheme.tf
+    # defaults are QuantSettings' own (written once, in workbench/options.py)
+    # scheme sets both analyzers; param_scheme / output_scheme override it for weights / activations
+    scheme: QuantScheme = QuantSettings.scheme
     param_scheme: QuantScheme = "${quant.scheme}"  # type: ignore[assignment]
     output_scheme: QuantScheme = "${quant.scheme}"  # type: ignore[assignment]
-    param_bw: int = 8
-    output_bw: int = 8
-    per_channel: bool = False
-    param_symmetric: bool = True
-    output_symmetric: bool = False
-    strict_symmetric: bool = False
-    unsigned_symmetric: bool = False
-    rounding: Rounding = Rounding.nearest
-    percentile: float = 99.99
+    param_bw: int = QuantSettings.param_bw
+    output_bw: int = QuantSettings.output_bw
+    per_channel: bool = QuantSettings.per_channel
+    param_symmetric: bool = QuantSettings.param_symmetric
+    output_symmetric: bool = QuantSettings.output_symmetric
+    strict_symmetric: bool = QuantSettings.strict_symmetric
+    unsigned_symmetric: bool = QuantSettings.unsigned_symmetric
+    rounding: Rounding = QuantSettings.rounding
+    percentile: float = QuantSettings.percentile
     calibration_samples: int = 1000
 
 
@@ -67,6 +68,8 @@ class TrackingConfig:
 
 @dataclass
 class DatasetConfig:
+    # the builder Hydra's instantiate calls with every key below and the run's seed (docs/extending.md)
+    _target_: str = MISSING
     name: str = MISSING
     batch_size: int = 64
     # null: evaluate on the whole validation split
@@ -75,12 +78,14 @@ class DatasetConfig:
 
 @dataclass
 class MnistDatasetConfig(DatasetConfig):
+    _target_: str = "workbench.data.mnist.load_mnist"
     name: str = "mnist"
     val_size: int = 1000
 
 
 @dataclass
 class SyntheticDatasetConfig(DatasetConfig):
+    _target_: str = "workbench.data.synthetic.make_synthetic"
     name: str = "synthetic"
     num_train: int = 512
     num_val: int = 256
@@ -91,7 +96,9 @@ class SyntheticDatasetConfig(DatasetConfig):
 
 @dataclass
 class ImagenetDatasetConfig(DatasetConfig):
+    _target_: str = "workbench.data.imagenet.load_imagenet"
     name: str = "imagenet"
+    batch_size: int = 32
     path: str = MISSING
     train_pattern: str = "train*"
     valid_pattern: str = "valid*"
@@ -108,6 +115,8 @@ class ImagenetDatasetConfig(DatasetConfig):
 
 @dataclass
 class ModelConfig:
+    # the builder Hydra's instantiate calls with every key below and a BuildContext (docs/extending.md)
+    _target_: str = MISSING
     name: str = MISSING
 
 
@@ -124,6 +133,7 @@ class EmbeddedModelConfig(ModelConfig):
 
 @dataclass
 class MnistMobilenetConfig(EmbeddedModelConfig):
+    _target_: str = "workbench.models.embedded.mnist_mobilenet"
     name: str = "mnist_mobilenet"
     input_shape: List[int] = field(default_factory=lambda: [28, 28, 1])
     width: int = 16
@@ -133,6 +143,7 @@ class MnistMobilenetConfig(EmbeddedModelConfig):
 @dataclass
 class MnistMobilenetV2Config(EmbeddedModelConfig):
     # keras.applications.MobileNetV2 (random init) on the digits resized to 32×32×3
+    _target_: str = "workbench.models.embedded.mnist_mobilenet_v2"
     name: str = "mnist_mobilenet_v2"
     input_shape: List[int] = field(default_factory=lambda: [32, 32, 3])
     alpha: float = 0.35
@@ -140,6 +151,7 @@ class MnistMobilenetV2Config(EmbeddedModelConfig):
 
 @dataclass
 class KerasAppConfig(ModelConfig):
+    _target_: str = "workbench.models.embedded.application"
     input_shape: List[int] = field(default_factory=lambda: [224, 224, 3])
     num_classes: int = 1000
     # null: random initialisation; else a local weights file (never downloaded)
@@ -148,6 +160,7 @@ class KerasAppConfig(ModelConfig):
 
 @dataclass
 class KerasFileConfig(ModelConfig):
+    _target_: str = "workbench.models.embedded.keras_file"
     name: str = "keras_file"
     path: str = MISSING
     # custom layer classes the file needs: class name -> "package.module:Name"
@@ -205,9 +218,7 @@ class QATConfig:
 class PipelineConfig:
     # the stages `python -m workbench` runs (no +stage), each a child run of one parent run; bn_fold is
     # left out: the deployable baseline already quantizes the folded model (bn_fold adds its diagnostics)
-    stages: List[StageName] = field(
-        default_factory=lambda: [StageName.baseline, StageName.cle, StageName.bc, StageName.qat]
-    )
+    stages: List[StageName] = field(default_factory=lambda: [StageName.baseline, StageName.cle, StageName.bc, StageName.qat])
 
 
 @dataclass

@@ -82,18 +82,33 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     _positive(cfg, "dataset.batch_size")
     _positive(cfg, "dataset.eval_samples", allow_none=True)
     if d.name == "mnist":
-        _require(isinstance(d.val_size, int) and 1 <= d.val_size <= 4999, f"dataset.val_size={d.val_size!r} is not allowed: use an integer in 1..4999")
+        _require(
+            isinstance(d.val_size, int) and 1 <= d.val_size <= 4999,
+            f"dataset.val_size={d.val_size!r} is not allowed: use an integer in 1..4999",
+        )
     elif d.name == "synthetic":
         for key in ("num_train", "num_val"):
             _positive(cfg, f"dataset.{key}")
         _require(d.num_classes >= 2, f"dataset.num_classes={d.num_classes!r} is not allowed: use an integer >= 2")
-        _require(len(d.image_shape) == 3 and all(v >= 1 for v in d.image_shape), f"dataset.image_shape={list(d.image_shape)!r} is not allowed: use [H, W, C]")
+        _require(
+            len(d.image_shape) == 3 and all(v >= 1 for v in d.image_shape),
+            f"dataset.image_shape={list(d.image_shape)!r} is not allowed: use [H, W, C]",
+        )
     elif d.name == "imagenet":
         _require(not _missing(cfg, "dataset.path"), "dataset.path is missing: give the folder that holds the train*/valid* TFRecord files")
         _require(os.path.isdir(d.path), f"dataset.path={d.path!r} is not a folder")
-        _require(bool(glob.glob(os.path.join(d.path, d.valid_pattern))), f"dataset.path={d.path!r} has no files matching dataset.valid_pattern={d.valid_pattern!r}")
-        _require(d.resize_size >= d.image_size >= 1, f"dataset.image_size={d.image_size} / dataset.resize_size={d.resize_size} are not allowed: need resize_size >= image_size >= 1")
-        _require(len(d.mean) == 3 and len(d.std) == 3 and all(s > 0 for s in d.std), "dataset.mean and dataset.std must be 3 values each, std > 0")
+        _require(
+            bool(glob.glob(os.path.join(d.path, d.valid_pattern))),
+            f"dataset.path={d.path!r} has no files matching dataset.valid_pattern={d.valid_pattern!r}",
+        )
+        _require(
+            d.resize_size >= d.image_size >= 1,
+            f"dataset.image_size={d.image_size} / dataset.resize_size={d.resize_size} are not allowed: need resize_size >= image_size >= 1",
+        )
+        _require(
+            len(d.mean) == 3 and len(d.std) == 3 and all(s > 0 for s in d.std),
+            "dataset.mean and dataset.std must be 3 values each, std > 0",
+        )
 
     m = cfg.model
     if m.name == "keras_file":
@@ -103,7 +118,10 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         problem = _keras_file_problem(m.path)
         _require(problem is None, f"model.path={m.path!r} {problem}")
     elif m.name in ("mobilenet_v2", "resnet50"):
-        _require(m.weights is None or os.path.isfile(m.weights), f"model.weights={m.weights!r} does not exist: give a local file or null (weights are never downloaded)")
+        _require(
+            m.weights is None or os.path.isfile(m.weights),
+            f"model.weights={m.weights!r} does not exist: give a local file or null (weights are never downloaded)",
+        )
         _require(len(m.input_shape) == 3, f"model.input_shape={list(m.input_shape)!r} is not allowed: use [H, W, C]")
     if m.name != "keras_file":
         channels = DATASET_CHANNELS.get(d.name, d.get("image_shape", [0, 0, 0])[-1])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -70,7 +70,7 @@ def load_imagenet(
     valid_pattern: str = "valid*",
     image_size: int = 224,
     resize_size: int = 256,
-    bgr: bool = False,
+    channel_order: str = "rgb",
     label_offset: int = 1,
     num_classes: int = 1000,
     mean: Sequence[float] = (127.5, 127.5, 127.5),
@@ -78,8 +78,17 @@ def load_imagenet(
     batch_size: int = 32,
     eval_samples: int | None = None,
     shuffle_buffer: int = 2048,
+    *,
+    name: str = "imagenet",
+    seed: int = 0,
 ) -> ImageData:
-    """Read train*/valid* TFRecord files from ``path`` (validation files are required)."""
+    """Read train*/valid* TFRecord files from ``path`` (validation files are required).
+
+    ``channel_order`` "bgr" flips the decoded RGB images; ``seed`` (the run's) is not needed here.
+    """
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order={channel_order!r} is not allowed: rgb or bgr")
+    bgr = channel_order == "bgr"
     train_files = find_tfrecords(path, train_pattern)
     valid_files = find_tfrecords(path, valid_pattern)
     if not valid_files:

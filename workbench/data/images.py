@@ -8,8 +8,8 @@ Images are adapted to the model's input shape (resize, channel repeat).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -47,7 +47,7 @@ class ImageData:
     train_arrays: tuple[np.ndarray, np.ndarray] | None = None
     shuffle_buffer: int = 2048
 
-    def for_model(self, input_shape: Sequence[int]) -> "ImageData":
+    def for_model(self, input_shape: Sequence[int]) -> ImageData:
         """The same data, images adapted to ``input_shape`` (H, W, C)."""
         return ImageData(**{**self.__dict__, "target_shape": tuple(input_shape)})
 
@@ -72,7 +72,7 @@ class ImageData:
             ds = ds.take(limit)
         return self._finish(ds)
 
-    def calibration_batches(self, num_samples: int, seed: int = 0) -> tf.data.Dataset:
+    def calibration_batches(self, num_samples: int, seed: int = 0, batch_size: int | None = None) -> tf.data.Dataset:
         """``num_samples`` training images spread over the split (seeded), without labels' use."""
         if self.train_arrays is not None:
             x, y = self.train_arrays
@@ -82,11 +82,16 @@ class ImageData:
         else:
             buffer = max(self.shuffle_buffer, num_samples)
             ds = self.make_train().shuffle(buffer, seed=seed, reshuffle_each_iteration=False).take(num_samples)
-        return self._finish(ds)
+        return self._finish(ds, batch_size)
 
 
 def from_arrays(
-    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, num_classes: int, batch_size: int,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    num_classes: int,
+    batch_size: int,
     eval_samples: int | None = None,
 ) -> ImageData:
     """In-memory splits (float32 images ``(N, H, W, C)``, int labels)."""

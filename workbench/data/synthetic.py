@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,6 +18,8 @@ def make_synthetic(
     seed: int = 0,
     batch_size: int = 64,
     eval_samples: int | None = None,
+    *,
+    name: str = "synthetic",
 ) -> ImageData:
     """Learnable images: x = pattern[y] + noise·N(0, 1), labels uniform over classes."""
     rng = np.random.default_rng(seed)

@@ -13,24 +13,34 @@ forward pass per stream, not one per layer.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
 
-from workbench.graph.functional import WEIGHTED_TYPES
+from workbench.graph.functional import WEIGHTED_TYPES, nodes_in_order
 
 Hook = Callable[[str, tf.Tensor, tf.Tensor], "tf.Tensor | None"]
 
 
-def _call_pre_activation(layer: keras.layers.Layer, args, kwargs):
+def _linear_twin(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A copy of a weighted layer without its fused activation, with the same weights (the caller's
+    layer is never modified)."""
+    config = {**layer.get_config(), "activation": "linear", "name": f"{layer.name}_pre_activation"}
+    twin = layer.__class__.from_config(config)
+    twin.build(layer.input.shape)
+    twin.set_weights(layer.get_weights())
+    return twin
+
+
+def _call_pre_activation(layer: keras.layers.Layer, args, kwargs, twins: dict):
     """Call a weighted layer without its fused activation; returns (pre, activation)."""
     activation = layer.activation
-    layer.activation = keras.activations.linear
-    try:
+    if activation is keras.activations.linear:
         return layer(*args, **kwargs), activation
-    finally:
-        layer.activation = activation
+    if id(layer) not in twins:
+        twins[id(layer)] = _linear_twin(layer)
+    return twins[id(layer)](*args, **kwargs), activation
 
 
 def run_side_by_side(
@@ -45,7 +55,8 @@ def run_side_by_side(
         raise ValueError("run_side_by_side supports single-input models")
     ref: dict[int, tf.Tensor] = {id(model.inputs[0]): tf.convert_to_tensor(reference_inputs)}
     oth: dict[int, tf.Tensor] = {id(model.inputs[0]): tf.convert_to_tensor(other_inputs)}
-    nodes = [n for depth in sorted(model._nodes_by_depth, reverse=True) for n in model._nodes_by_depth[depth]]
+    nodes = nodes_in_order(model)
+    twins: dict[int, keras.layers.Layer] = {}
     uses = Counter(id(t) for n in nodes if n.operation and not n.is_input for t in n.input_tensors)
     keep = {id(t) for t in model.outputs}
     for node in nodes:
@@ -56,8 +67,8 @@ def run_side_by_side(
         args_o, kwargs_o = node.arguments.fill_in(oth)
         stand_in = other_layers.get(layer.name, layer)
         if isinstance(layer, WEIGHTED_TYPES):
-            pre_r, act = _call_pre_activation(layer, args_r, kwargs_r)
-            pre_o, _ = _call_pre_activation(stand_in, args_o, kwargs_o)
+            pre_r, act = _call_pre_activation(layer, args_r, kwargs_r, twins)
+            pre_o, _ = _call_pre_activation(stand_in, args_o, kwargs_o, twins)
             shift = hook(layer.name, pre_r, pre_o)
             if shift is not None:
                 pre_o = pre_o - shift

@@ -69,7 +69,7 @@ class FunctionalGraph:
     layers: dict[str, keras.layers.Layer] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_model(cls, model: keras.Model) -> "FunctionalGraph":
+    def from_model(cls, model: keras.Model) -> FunctionalGraph:
         if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
             raise TypeError(f"expected a Keras functional model, got {type(model).__name__}: subclassed models cannot be analysed")
         graph = cls(model=model)
@@ -83,12 +83,12 @@ class FunctionalGraph:
             parents: list[str] = []
             for node in nodes:
                 for tensor in node.input_tensors:
-                    parents.append(tensor._keras_history.operation.name)
+                    parents.append(producer_name(tensor))
             graph.producers[layer.name] = parents
             for parent in parents:
                 graph.consumers.setdefault(parent, []).append(layer.name)
         for tensor in model.outputs:
-            graph.outputs.add(tensor._keras_history.operation.name)
+            graph.outputs.add(producer_name(tensor))
         return graph
 
     def layer(self, name: str) -> keras.layers.Layer:
@@ -102,7 +102,31 @@ class FunctionalGraph:
         return users[0]
 
     def inputs(self) -> list[str]:
-        return [t._keras_history.operation.name for t in self.model.inputs]
+        return [producer_name(t) for t in self.model.inputs]
+
+
+# The only helpers that read Keras' private graph attributes; the rest of the package goes through them.
+def producer(tensor) -> keras.Operation | None:
+    """The operation (layer) that produced a symbolic tensor, or None for a plain value."""
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else history.operation
+
+
+def producer_name(tensor) -> str:
+    op = producer(tensor)
+    if op is None:
+        raise TypeError(f"{tensor!r} is not a symbolic tensor of a functional model")
+    return op.name
+
+
+def fresh_inputs(model: keras.Model) -> list:
+    """New ``keras.Input`` tensors like the model's (same shapes, dtypes and names), for a rebuilt copy."""
+    return [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=producer_name(t)) for t in model.inputs]
+
+
+def nodes_in_order(model: keras.Model) -> list:
+    """The model's call nodes in topological order (inputs first)."""
+    return [n for depth in sorted(model._nodes_by_depth, reverse=True) for n in model._nodes_by_depth[depth]]
 
 
 def _node_in_model(layer: keras.layers.Layer, index: int, model: keras.Model) -> bool:

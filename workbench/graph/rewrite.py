@@ -7,10 +7,15 @@ drop, layers to replace); :func:`apply_edit` rebuilds the model once with
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+
+from workbench.graph.functional import fresh_inputs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,15 +70,21 @@ def clone_layer(layer: keras.layers.Layer, config: dict | None = None) -> keras.
     """A fresh copy of ``layer`` from its config (weights are set afterwards).
 
     A layer that cannot be rebuilt from its config (a Lambda around a Python lambda, a custom
-    layer without ``get_config``) is reused as it is when it holds no weights, since then
-    sharing it shares nothing; otherwise the error says which layer.
+    layer without ``get_config``) is shared with the copy, with a warning, when it holds no weights
+    (sharing it then shares no state); otherwise the error says which layer.
     """
     try:
         return layer.__class__.from_config(config if config is not None else layer.get_config())
-    except Exception as err:
-        if not layer.weights:
-            return layer
-        raise TypeError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be cloned from its config: {err}") from err
+    except (TypeError, ValueError, NotImplementedError, KeyError, AttributeError) as err:
+        if layer.weights:
+            raise TypeError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be cloned from its config: {err}") from err
+        log.warning(
+            "layer %r (%s) cannot be rebuilt from its config (%s): the copy shares it (it holds no weights)",
+            layer.name,
+            type(layer).__name__,
+            err,
+        )
+        return layer
 
 
 def apply_edit(model: keras.Model, edit: GraphEdit) -> keras.Model:
@@ -94,7 +105,7 @@ def apply_edit(model: keras.Model, edit: GraphEdit) -> keras.Model:
             return layer(args[0])  # replacements are single-input ops; the original's kwargs (mask, training) do not apply
         return layer(*args, **kwargs)
 
-    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name) for t in model.inputs]
+    inputs = fresh_inputs(model)
     new = keras.models.clone_model(
         model, input_tensors=inputs if len(inputs) > 1 else inputs[0], clone_function=clone_function, call_function=call_function
     )

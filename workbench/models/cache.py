@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -91,9 +91,7 @@ def _store(cache_dir: str, path: str, sidecar: str, spec: dict, model: keras.Mod
     _write_atomically(cache_dir, sidecar, write_sidecar)
 
 
-def cached_model(
-    cache_dir: str, name: str, spec: dict, build: Callable[[], tuple[keras.Model, dict]]
-) -> tuple[keras.Model, dict, bool]:
+def cached_model(cache_dir: str, name: str, spec: dict, build: Callable[[], tuple[keras.Model, dict]]) -> tuple[keras.Model, dict, bool]:
     """Load ``name-<hash(spec)>.keras`` (and its JSON sidecar) or build and store both.
 
     ``build`` returns the model and a JSON-serialisable dict (e.g. a transform report).

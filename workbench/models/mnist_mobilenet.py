@@ -7,7 +7,7 @@ value (0.999) leaves the moving statistics unconverged after a few hundred steps
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 

@@ -32,8 +32,12 @@ class _EpochLog(keras.callbacks.Callback):
         logs = logs or {}
         log.info(
             "training epoch %d/%d: loss %.4f, top1 %.4f, val top1 %.4f (%.0f s)",
-            epoch + 1, self.epochs, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
-            logs.get("val_accuracy", float("nan")), time.perf_counter() - self.start,
+            epoch + 1,
+            self.epochs,
+            logs.get("loss", float("nan")),
+            logs.get("accuracy", float("nan")),
+            logs.get("val_accuracy", float("nan")),
+            time.perf_counter() - self.start,
         )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import keras
 

@@ -2,7 +2,7 @@
 
 An analyzer observes batches (``update``) and then yields an :class:`Encoding`
 (``compute_encoding``). Inputs are arranged as ``(C, N)``: one row per channel.
-Schemes follow ../shared/reference/techniques.md section 1:
+Schemes follow AIMET 2.42's analyzers (docs/techniques.md, section 1):
 ``tf`` (running min/max), ``tf_enhanced`` (512-bin histogram, lowest-error grid
 search) and ``percentile`` (histogram clipped at the p-th percentile).
 """
@@ -18,7 +18,13 @@ from workbench.quantsim.encodings import F32, Encoding, encoding_from_range, min
 
 NUM_BINS = 512
 GROWTH_LIMIT = 1.5  # later batches may widen the histogram by 1.5 first-ranges per side
+EMPTY = np.empty(0, F32)  # observer state before the first batch (never mutated in place)
 CLIP_PENALTY = 3.0
+# tf_enhanced candidate grids (AIMET 2.42):
+SYMMETRIC_DELTA_STEPS = 100  # symmetric deltas Δmax·i/100, i = 1 … 101
+ASYMMETRIC_DELTA_STEPS = 16  # asymmetric deltas Δmax·i/16, i = 1 … 17
+MAX_OFFSET_CANDIDATES = 21  # asymmetric offsets: min(steps + 2, 21) − 1 spread over [−steps, 0], plus the observed one
+COST_CHUNK_ELEMENTS = 4_000_000  # bounds the (channels, candidates, bins) work array of the cost
 
 
 def _as_rows(x: np.ndarray, channels: int) -> np.ndarray:
@@ -30,19 +36,19 @@ class MinMaxObserver:
 
     def __init__(self, channels: int = 1):
         self.channels = channels
-        self.lo: np.ndarray | None = None
-        self.hi: np.ndarray | None = None
+        self.lo = EMPTY  # running min / max per channel; empty until the first batch
+        self.hi = EMPTY
 
     def update(self, x: np.ndarray) -> None:
         rows = _as_rows(x, self.channels)
         finite = np.isfinite(rows)
         lo = np.where(finite, rows, np.inf).min(axis=1).astype(F32)
         hi = np.where(finite, rows, -np.inf).max(axis=1).astype(F32)
-        self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
-        self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
+        self.lo = lo if self.lo.size == 0 else np.minimum(self.lo, lo)
+        self.hi = hi if self.hi.size == 0 else np.maximum(self.hi, hi)
 
     def range(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.lo is None:
+        if self.lo.size == 0:
             raise RuntimeError("no statistics collected: run a forward pass before computing encodings")
         # channels that saw no finite value at all fall back to [0, 0]
         lo = np.where(np.isfinite(self.lo), self.lo, 0).astype(F32)
@@ -62,11 +68,12 @@ class HistogramObserver:
         self.channels = channels
         self.num_bins = num_bins
         self.growth_limit = growth_limit
-        self.counts: np.ndarray | None = None  # (C, bins) float64 raw counts
-        self.lo: np.ndarray | None = None
-        self.hi: np.ndarray | None = None
-        self.limit_lo: np.ndarray | None = None
-        self.limit_hi: np.ndarray | None = None
+        # all empty until the first batch
+        self.counts = EMPTY  # (C, bins) float64 raw counts
+        self.lo = EMPTY  # histogram range per channel
+        self.hi = EMPTY
+        self.limit_lo = EMPTY  # how far the range may grow
+        self.limit_hi = EMPTY
 
     def _bin_index(self, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         # torch.histc-style: bin = (x − lo)·bins/(hi − lo), out-of-range and ±inf go to the end bins
@@ -105,7 +112,7 @@ class HistogramObserver:
         b_hi = np.where(finite, rows, -np.inf).max(axis=1).astype(F32)
         b_lo = np.where(any_finite, b_lo, 0).astype(F32)
         b_hi = np.where(any_finite, b_hi, 0).astype(F32)
-        if self.counts is None:
+        if self.counts.size == 0:
             same = b_lo == b_hi
             lo = np.where(same, b_lo - F32(0.5), b_lo).astype(F32)
             hi = np.where(same, b_hi + F32(0.5), b_hi).astype(F32)
@@ -128,7 +135,7 @@ class HistogramObserver:
 
     def histogram(self) -> tuple[np.ndarray, np.ndarray]:
         """Counts ``(C, bins)`` and edges ``(C, bins + 1)``."""
-        if self.counts is None:
+        if self.counts.size == 0:
             raise RuntimeError("no statistics collected: run a forward pass before computing encodings")
         width = ((self.hi - self.lo) / F32(self.num_bins)).astype(F32)
         edges = (self.lo[:, None] + np.arange(self.num_bins + 1, dtype=F32)[None, :] * width[:, None]).astype(F32)
@@ -147,7 +154,9 @@ def _candidate_cost(counts: np.ndarray, mids: np.ndarray, scale: np.ndarray, off
     return np.einsum("cb,ckb->ck", counts, err.astype(np.float64))
 
 
-def tf_enhanced_range(counts: np.ndarray, edges: np.ndarray, bitwidth: int, symmetric: bool, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def tf_enhanced_range(
+    counts: np.ndarray, edges: np.ndarray, bitwidth: int, symmetric: bool, strict: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Search the grid with the lowest histogram-weighted quantization error."""
     steps = num_steps(bitwidth, bool(strict and symmetric))
     s_min = min_scale(steps)
@@ -157,15 +166,16 @@ def tf_enhanced_range(counts: np.ndarray, edges: np.ndarray, bitwidth: int, symm
     mids = ((edges[:, :-1] + edges[:, 1:]) / F32(2)).astype(F32)
     if symmetric:
         d_max = (F32(2) * np.maximum(mx, -mn) / F32(steps)).astype(F32)
-        i = np.arange(1, 102, dtype=F32)
-        scale = np.maximum(d_max[:, None] * i[None, :] / F32(100), s_min).astype(F32)
+        i = np.arange(1, SYMMETRIC_DELTA_STEPS + 2, dtype=F32)
+        scale = np.maximum(d_max[:, None] * i[None, :] / F32(SYMMETRIC_DELTA_STEPS), s_min).astype(F32)
         offset = np.full(scale.shape, -math.ceil(steps / 2), dtype=F32)
     else:
         d_max = ((mx - mn) / F32(steps)).astype(F32)
         o_obs = np.round(mn / d_max).astype(F32)
         g_lo, g_hi = d_max * o_obs, d_max * (o_obs + F32(steps))
-        deltas = d_max[:, None] * np.arange(1, 18, dtype=F32)[None, :] / F32(16)  # (C, 17)
-        n = min(steps + 2, 21)
+        i = np.arange(1, ASYMMETRIC_DELTA_STEPS + 2, dtype=F32)
+        deltas = d_max[:, None] * i[None, :] / F32(ASYMMETRIC_DELTA_STEPS)  # (C, 17)
+        n = min(steps + 2, MAX_OFFSET_CANDIDATES)
         base = np.round(-F32(steps) + np.arange(n - 1, dtype=F32) * F32(steps) / F32(n - 2)).astype(F32)
         offsets = np.concatenate([np.broadcast_to(base, (len(mn), n - 1)), o_obs[:, None]], axis=1)  # (C, n)
         d = np.repeat(deltas, offsets.shape[1], axis=1)  # delta-major order
@@ -174,10 +184,12 @@ def tf_enhanced_range(counts: np.ndarray, edges: np.ndarray, bitwidth: int, symm
         hi = np.minimum(d * (o + F32(steps)), g_hi[:, None])
         scale = np.maximum((hi - lo) / F32(steps), s_min).astype(F32)
         offset = np.round(lo / scale).astype(F32)
-    chunk = max(1, 4_000_000 // (scale.shape[1] * counts.shape[1]))  # bound the (C, K, bins) work array
+    chunk = max(1, COST_CHUNK_ELEMENTS // (scale.shape[1] * counts.shape[1]))  # bound the (C, K, bins) work array
     cost = np.concatenate(
-        [_candidate_cost(counts[i : i + chunk], mids[i : i + chunk], scale[i : i + chunk], offset[i : i + chunk], steps)
-         for i in range(0, counts.shape[0], chunk)]
+        [
+            _candidate_cost(counts[i : i + chunk], mids[i : i + chunk], scale[i : i + chunk], offset[i : i + chunk], steps)
+            for i in range(0, counts.shape[0], chunk)
+        ]
     )
     best = np.argmin(cost, axis=1)  # first minimum: ties go to the earliest candidate
     rows = np.arange(len(best))
@@ -187,6 +199,7 @@ def tf_enhanced_range(counts: np.ndarray, edges: np.ndarray, bitwidth: int, symm
 
 def percentile_range(counts: np.ndarray, edges: np.ndarray, percentile: float) -> tuple[np.ndarray, np.ndarray]:
     """Clip the histogram at the p-th percentile on each side (linear within a bin)."""
+
     def _value_at(fraction: float) -> np.ndarray:
         out = np.empty(counts.shape[0], dtype=F32)
         for c in range(counts.shape[0]):
@@ -230,7 +243,7 @@ class EncodingAnalyzer:
         self.observer.update(x)
 
     def compute_encoding(self) -> Encoding:
-        if self.scheme is QuantScheme.tf:
+        if isinstance(self.observer, MinMaxObserver):
             lo, hi = self.observer.range()
         else:
             counts, edges = self.observer.histogram()

@@ -61,7 +61,7 @@ def layer_table(sim: QuantizationSimModel, sqnr: dict[str, float] | None = None)
     params, outputs = sim.param_encodings(), sim.output_encodings()
     for name in sim.graph.order:
         layer = sim.fp_model.get_layer(name)
-        row = {"layer": name, "type": type(layer).__name__}
+        row: dict[str, object] = {"layer": name, "type": type(layer).__name__}
         row.update(_summary("param", params.get(name)))
         row.update(_summary("output", outputs.get(name)))
         row["sqnr_db"] = (sqnr or {}).get(name)

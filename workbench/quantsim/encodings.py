@@ -1,6 +1,6 @@
 """Quantization grids: from an observed range to an encoding, and quantize-dequantize.
 
-Definitions follow ../shared/reference/techniques.md section 1 (AIMET 2.42 semantics):
+Definitions follow AIMET 2.42's quantizer semantics (docs/techniques.md, section 1):
 an encoding is (bitwidth, min, max, scale Δ, offset o) with real = Δ·(q + o),
 q ∈ [0, steps]. All arithmetic is float32 and every rounding is round-half-to-even
 (``np.round``). Arrays carry one value per channel (shape ``(C,)``; C = 1 per-tensor).
@@ -69,7 +69,7 @@ class Encoding:
         ]
 
     @classmethod
-    def from_dicts(cls, entries: list[dict]) -> "Encoding":
+    def from_dicts(cls, entries: list[dict]) -> Encoding:
         """Rebuild from AIMET 0.6.1 dicts (the inverse of :meth:`to_dicts`)."""
         bitwidth = int(entries[0]["bitwidth"])
         symmetric = str(entries[0]["is_symmetric"]) == "True"

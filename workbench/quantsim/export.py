@@ -48,6 +48,7 @@ def encodings_json(sim: QuantizationSimModel, version: str = "0.6.1") -> dict:
             "quantizer_args": _quantizer_args(sim),
         }
     if version == "1.0.0":
+
         def entry(name: str, enc: Encoding) -> dict:
             return {
                 "name": name,

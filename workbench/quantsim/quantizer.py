@@ -23,13 +23,19 @@ QUANTIZE, CALIBRATE, PASSTHROUGH = "quantize", "calibrate", "passthrough"
 class FakeQuant(keras.layers.Layer):
     """Per-tensor quantize-dequantize of a layer output (or a model input)."""
 
-    def __init__(self, bitwidth: int = 8, symmetric: bool = False, rounding: str = "nearest", seed: int = 0, **kwargs):
+    def __init__(
+        self, bitwidth: int = 8, symmetric: bool = False, rounding: str = "nearest", seed: int = 0, mode: str = PASSTHROUGH, **kwargs
+    ):
         super().__init__(**kwargs)
         self.bitwidth = int(bitwidth)
         self.symmetric = bool(symmetric)
         self.rounding = Rounding(rounding)
         self.seed = int(seed)
-        self.mode = PASSTHROUGH
+        if mode not in (QUANTIZE, CALIBRATE, PASSTHROUGH):
+            raise ValueError(f"mode={mode!r} is not allowed: {QUANTIZE}, {CALIBRATE} or {PASSTHROUGH}")
+        # a saved sim reloads quantizing (its grid lives in the scale/q_min/q_max weights); calibration
+        # needs an analyzer, which is never saved
+        self.mode = PASSTHROUGH if mode == CALIBRATE else mode
         self.analyzer: EncodingAnalyzer | None = None
         self._seed_gen = keras.random.SeedGenerator(self.seed) if self.rounding is Rounding.stochastic else None
 
@@ -48,10 +54,18 @@ class FakeQuant(keras.layers.Layer):
         self.mode = QUANTIZE
 
     def _observe(self, x) -> None:
+        analyzer = self.analyzer
+        if analyzer is None:
+            raise RuntimeError(f"{self.name}: calibrate mode needs an analyzer (QuantizationSimModel.compute_encodings sets it)")
         if tf.executing_eagerly():
-            self.analyzer.update(np.asarray(x))
+            analyzer.update(np.asarray(x))
         else:
-            tf.numpy_function(lambda v: (self.analyzer.update(v), np.float32(0))[1], [x], tf.float32, stateful=True)
+
+            def observe(v: np.ndarray) -> np.float32:
+                analyzer.update(v)
+                return np.float32(0)
+
+            tf.numpy_function(observe, [x], tf.float32, stateful=True)
 
     def call(self, inputs):
         if self.mode == PASSTHROUGH:
@@ -71,5 +85,5 @@ class FakeQuant(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(bitwidth=self.bitwidth, symmetric=self.symmetric, rounding=self.rounding.value, seed=self.seed)
+        config.update(bitwidth=self.bitwidth, symmetric=self.symmetric, rounding=self.rounding.value, seed=self.seed, mode=self.mode)
         return config

@@ -8,13 +8,14 @@ quantize-dequantized values, computed once when encodings change (not per batch)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import keras
 import numpy as np
 
-from workbench.graph.functional import FunctionalGraph
+from workbench.graph.functional import FunctionalGraph, fresh_inputs, producer
 from workbench.graph.rewrite import clone_layer
 from workbench.options import QuantSettings, Rounding
 from workbench.quantsim.analyzers import EncodingAnalyzer, compute_tensor_encoding
@@ -68,10 +69,10 @@ def insert_quantizers(
     cache: dict[int, Any] = {}
 
     def quantize_inputs(tensor):
-        hist = getattr(tensor, "_keras_history", None)
-        if hist is None or not isinstance(hist.operation, keras.layers.InputLayer):
+        op = producer(tensor)
+        if op is None or not isinstance(op, keras.layers.InputLayer):
             return tensor
-        name = hist.operation.name
+        name = op.name
         if name not in input_names:
             return tensor
         if id(tensor) not in cache:
@@ -85,7 +86,7 @@ def insert_quantizers(
             out = quantizers[layer.name](out)
         return out
 
-    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name) for t in model.inputs]
+    inputs = fresh_inputs(model)
     return keras.models.clone_model(
         model, input_tensors=inputs if len(inputs) > 1 else inputs[0], clone_function=clone_function, call_function=call_function
     )
@@ -163,8 +164,9 @@ class QuantizationSimModel:
         """
         s = self.settings
         self.compute_param_encodings()
-        for q in self.output_quantizers.values():
-            q.analyzer = EncodingAnalyzer(
+        analyzers = {}
+        for name, q in self.output_quantizers.items():
+            q.analyzer = analyzers[name] = EncodingAnalyzer(
                 s.output_scheme, s.output_bw, s.output_symmetric, 1, s.strict_symmetric, s.unsigned_symmetric, s.percentile
             )
         self._set_mode(CALIBRATE)
@@ -174,7 +176,7 @@ class QuantizationSimModel:
             self._set_mode(PASSTHROUGH)
         for name, q in self.output_quantizers.items():
             try:
-                q.set_encoding(q.analyzer.compute_encoding())
+                q.set_encoding(analyzers[name].compute_encoding())
             except RuntimeError as err:
                 raise RuntimeError(f"output quantizer of {name!r}: {err}") from None
             q.analyzer = None

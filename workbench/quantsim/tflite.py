@@ -82,7 +82,10 @@ def convert_to_int8_tflite(sim: QuantizationSimModel) -> bytes:
         text = str(err)
         names = {layer.name for layer in sim.fp_model.layers if not isinstance(layer, keras.layers.InputLayer)}
         layer = _layer_in(text, names)
-        first = next((line.strip() for line in text.splitlines() if "error" in line.lower()), text.strip().splitlines()[0] if text.strip() else type(err).__name__)
+        first = next(
+            (line.strip() for line in text.splitlines() if "error" in line.lower()),
+            text.strip().splitlines()[0] if text.strip() else type(err).__name__,
+        )
         where = f"layer {layer!r}" if layer else "an unidentified layer"
         raise TFLiteConversionError(f"TFLite int8 conversion failed at {where}: {first[:500]}") from err
 

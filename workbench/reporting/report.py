@@ -20,9 +20,9 @@ from mlflow.tracking import MlflowClient
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from workbench.evaluation.statistics import BETTER, WORSE, mcnemar_exact  # noqa: E402
-from workbench.reporting.runs import PARAM, ComparedRuns, ReportError, identify, load_runs, same_setting, stage_key  # noqa: E402
-from workbench.tracking import keys  # noqa: E402
+from workbench import keys
+from workbench.evaluation.statistics import BETTER, WORSE, mcnemar_exact
+from workbench.reporting.runs import PARAM, ComparedRuns, ReportError, identify, load_runs, same_setting, stage_key
 
 __all__ = ["ReportError", "Report", "build_report", "comparison_table", "load_runs", "to_markdown"]
 MISSING = "missing"
@@ -85,18 +85,41 @@ def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame
         out = {"delta_vs_baseline": math.nan, "p_value": math.nan, "verdict": NO_BASELINE}
         if row.setting in refs.index:
             ref = refs.loc[row.setting]
-            out = {"delta_vs_baseline": 0.0, "p_value": math.nan, "verdict": REFERENCE} if ref.run_id == row.run_id else _paired(row, ref, predictions)
+            out = (
+                {"delta_vs_baseline": 0.0, "p_value": math.nan, "verdict": REFERENCE}
+                if ref.run_id == row.run_id
+                else _paired(row, ref, predictions)
+            )
         rows.append(out)
     table = pd.concat([runs.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
     table["stage"] = np.where((table["stage"] == "baseline") & (table["deployable"] != "true"), "baseline (not deployable)", table["stage"])
     table = table.rename(columns={CI_LOW: "ci_low", CI_HIGH: "ci_high"})
     table["drop_vs_fp32"] = table[keys.FP32_TOP1] - table[keys.SIM_TOP1]
-    table = table.sort_values(["setting", "stage", "variant"], key=lambda c: c.map(lambda v: stage_key(v.split(" ")[0])) if c.name == "stage" else c)
+    table = table.sort_values(
+        ["setting", "stage", "variant"], key=lambda c: c.map(lambda v: stage_key(v.split(" ")[0])) if c.name == "stage" else c
+    )
     table = table.reset_index(drop=True)
     table["notes"] = _per_channel_notes(table, predictions)
     columns = [
-        "stage", "setting", "variant", keys.FP32_TOP1, *keys.ci_keys(keys.FP32_TOP1), keys.SIM_TOP1, "ci_low", "ci_high", "drop_vs_fp32",
-        "delta_vs_baseline", "p_value", "verdict", keys.TFLITE_TOP1, "notes", keys.EVAL_SAMPLES, "param_bw", "output_bw", "per_channel", "run_id",
+        "stage",
+        "setting",
+        "variant",
+        keys.FP32_TOP1,
+        *keys.ci_keys(keys.FP32_TOP1),
+        keys.SIM_TOP1,
+        "ci_low",
+        "ci_high",
+        "drop_vs_fp32",
+        "delta_vs_baseline",
+        "p_value",
+        "verdict",
+        keys.TFLITE_TOP1,
+        "notes",
+        keys.EVAL_SAMPLES,
+        "param_bw",
+        "output_bw",
+        "per_channel",
+        "run_id",
     ]
     return table[columns]
 
@@ -116,8 +139,18 @@ def best_by_setting(table: pd.DataFrame) -> pd.DataFrame:
             answer = "none: no technique is better than the deployable baseline"
         else:
             answer = f"{name} (untested: {top.verdict})"
-        rows.append({"setting": setting, "best": answer, keys.SIM_TOP1: top[keys.SIM_TOP1], "ci_low": top.ci_low,
-                     "ci_high": top.ci_high, "delta_vs_baseline": top.delta_vs_baseline, "p_value": top.p_value, "verdict": top.verdict})
+        rows.append(
+            {
+                "setting": setting,
+                "best": answer,
+                keys.SIM_TOP1: top[keys.SIM_TOP1],
+                "ci_low": top.ci_low,
+                "ci_high": top.ci_high,
+                "delta_vs_baseline": top.delta_vs_baseline,
+                "p_value": top.p_value,
+                "verdict": top.verdict,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -163,7 +196,16 @@ def layer_sqnr(client: MlflowClient, table: pd.DataFrame, setting: str) -> pd.Da
     return pd.DataFrame(columns)
 
 
-PERCENT = [keys.FP32_TOP1, *keys.ci_keys(keys.FP32_TOP1), keys.SIM_TOP1, "ci_low", "ci_high", "drop_vs_fp32", "delta_vs_baseline", keys.TFLITE_TOP1]
+PERCENT = [
+    keys.FP32_TOP1,
+    *keys.ci_keys(keys.FP32_TOP1),
+    keys.SIM_TOP1,
+    "ci_low",
+    "ci_high",
+    "drop_vs_fp32",
+    "delta_vs_baseline",
+    keys.TFLITE_TOP1,
+]
 
 
 def readable(table: pd.DataFrame) -> pd.DataFrame:
@@ -182,6 +224,7 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
 
 def to_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub Markdown table; NaN shows as 'missing', never as 0."""
+
     def cell(v) -> str:
         if isinstance(v, float):
             return MISSING if math.isnan(v) else f"{v:.{digits}f}"
@@ -210,9 +253,15 @@ class Report:
         if self.compared is not None:
             differ = ", ".join(self.compared.setting_keys + self.compared.variant_keys) or "nothing (one setting)"
             parts.append(f"Settings that differ among the compared runs: {differ}.\n")
-        parts += ["### sim/top1 by stage and setting (%, 95 % Wilson interval, verdict vs the deployable baseline)\n", to_markdown(self.wide)]
+        parts += [
+            "### sim/top1 by stage and setting (%, 95 % Wilson interval, verdict vs the deployable baseline)\n",
+            to_markdown(self.wide),
+        ]
         if not self.best.empty:
-            parts += ["\n### Best technique per setting (exact McNemar test on the same images, p < 0.05)\n", to_markdown(readable(self.best))]
+            parts += [
+                "\n### Best technique per setting (exact McNemar test on the same images, p < 0.05)\n",
+                to_markdown(readable(self.best)),
+            ]
         parts += ["\n### Comparison\n", to_markdown(readable(self.table))]
         if not self.excluded.empty:
             parts += ["\n### Runs left out\n", to_markdown(self.excluded)]
@@ -227,7 +276,7 @@ def build_report(
     ``parent_run_id``: only that sweep's or pipeline's runs (the report is logged to it); ``like_run``:
     only the runs at that run's setting (what a single ``+stage`` run is compared with).
     """
-    from workbench.reporting.figures import accuracy_vs_bitwidth_figure, layer_sqnr_figure
+    from workbench.figures import accuracy_vs_bitwidth_figure, layer_sqnr_figure
 
     runs = load_runs(client, experiment, parent_run_id)
     compared = identify(same_setting(runs, like_run) if like_run else runs)
@@ -241,8 +290,13 @@ def build_report(
     sqnr = layer_sqnr(client, table, common)
     os.makedirs(out_dir, exist_ok=True)
     report = Report(table, wide, best, compared.excluded, sqnr, compared)
-    frames = (("comparison", table, False), ("sim_top1_by_stage", wide, True), ("best_by_setting", best, False),
-              ("excluded", compared.excluded, False), ("layer_sqnr", sqnr, True))
+    frames = (
+        ("comparison", table, False),
+        ("sim_top1_by_stage", wide, True),
+        ("best_by_setting", best, False),
+        ("excluded", compared.excluded, False),
+        ("layer_sqnr", sqnr, True),
+    )
     for name, frame, index in frames:
         if frame.empty:
             continue

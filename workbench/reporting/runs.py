@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from workbench.tracking import keys
+from workbench import keys
 
 STAGE_ORDER = ["baseline", "bn_fold", "cle", "bc", "qat"]
 # params that say where and how a run was recorded, not what it computed
@@ -28,8 +28,15 @@ STAGE_GROUPS = {"baseline": ("baseline.",), "bn_fold": (), "cle": ("cle.",), "bc
 BITWIDTH_KEYS = ("quant.param_bw", "quant.output_bw", "quant.per_channel")
 PARAM = "param:"
 METRICS = [
-    keys.FP32_TOP1, *keys.ci_keys(keys.FP32_TOP1), keys.SIM_TOP1, *keys.ci_keys(keys.SIM_TOP1),
-    keys.EVAL_SAMPLES, keys.TRANSFORMED_TOP1, keys.TFLITE_TOP1, *keys.ci_keys(keys.TFLITE_TOP1), keys.MEAN_SQNR_DB,
+    keys.FP32_TOP1,
+    *keys.ci_keys(keys.FP32_TOP1),
+    keys.SIM_TOP1,
+    *keys.ci_keys(keys.SIM_TOP1),
+    keys.EVAL_SAMPLES,
+    keys.TRANSFORMED_TOP1,
+    keys.TFLITE_TOP1,
+    *keys.ci_keys(keys.TFLITE_TOP1),
+    keys.MEAN_SQNR_DB,
 ]
 
 
@@ -94,7 +101,7 @@ def load_runs(client: MlflowClient, experiment: str, parent_run_id: str | None =
 
 def same_setting(runs: pd.DataFrame, run_id: str) -> pd.DataFrame:
     """The runs whose shared configuration (all but technique options and bookkeeping) equals ``run_id``'s."""
-    shared = [c for c in runs.columns if c.startswith(PARAM) and not c[len(PARAM):].startswith(TECHNIQUE_GROUPS)]
+    shared = [c for c in runs.columns if c.startswith(PARAM) and not c[len(PARAM) :].startswith(TECHNIQUE_GROUPS)]
     values = runs[shared].fillna("∅").astype(str)
     mine = values[runs["run_id"] == run_id]
     if mine.empty:
@@ -103,7 +110,7 @@ def same_setting(runs: pd.DataFrame, run_id: str) -> pd.DataFrame:
 
 
 def _label(row: pd.Series, columns: list[str]) -> str:
-    parts = [f"{c[len(PARAM):]}={row[c]}" for c in columns if isinstance(row[c], str)]
+    parts = [f"{c[len(PARAM) :]}={row[c]}" for c in columns if isinstance(row[c], str)]
     return ", ".join(parts) if parts else "-"
 
 
@@ -123,7 +130,7 @@ def _shown(done: pd.DataFrame, columns: list[str]) -> list[str]:
     """The columns worth naming in a label: a group's keys that follow from its varying ``name`` are left out."""
     shown = []
     for c in columns:
-        group = c[len(PARAM):].split(".")[0]
+        group = c[len(PARAM) :].split(".")[0]
         name = f"{PARAM}{group}.name"
         if c != name and name in columns and (done.fillna("∅").groupby(name)[c].nunique() <= 1).all():
             continue  # e.g. model.width, implied by model.name
@@ -144,9 +151,9 @@ def identify(runs: pd.DataFrame) -> ComparedRuns:
     excluded = runs[runs["status"] != "FINISHED"].assign(reason=lambda f: "status " + f["status"])
     done = runs[runs["status"] == "FINISHED"].sort_values("start_time")
     params = [c for c in done.columns if c.startswith(PARAM)]
-    technique = _varying(done, [c for c in params if c[len(PARAM):].startswith(TECHNIQUE_GROUPS)], False)
-    shared = _varying(done, [c for c in params if not c[len(PARAM):].startswith(TECHNIQUE_GROUPS)], True)
-    named = [c for c in _shown(done, shared) if c[len(PARAM):] not in BITWIDTH_KEYS]
+    technique = _varying(done, [c for c in params if c[len(PARAM) :].startswith(TECHNIQUE_GROUPS)], False)
+    shared = _varying(done, [c for c in params if not c[len(PARAM) :].startswith(TECHNIQUE_GROUPS)], True)
+    named = [c for c in _shown(done, shared) if c[len(PARAM) :] not in BITWIDTH_KEYS]
     labelled = done.assign(
         setting=done.apply(lambda r: " · ".join(x for x in (_bitwidths(r), _label(r, named)) if x != "-"), axis=1),
         variant=done.apply(lambda r: _label(r, technique), axis=1),
@@ -158,5 +165,5 @@ def identify(runs: pd.DataFrame) -> ComparedRuns:
     superseded = superseded.assign(reason=[f"superseded by the newer run {newer[i]}" for i in superseded["identity"]])
     columns = ["run_id", "stage", "status", "reason"]
     excluded = pd.concat([excluded[columns], superseded[columns]], ignore_index=True)
-    keys_of = lambda cs: [c[len(PARAM):] for c in cs]  # noqa: E731
+    keys_of = lambda cs: [c[len(PARAM) :] for c in cs]  # noqa: E731
     return ComparedRuns(latest.drop(columns="identity").reset_index(drop=True), excluded, keys_of(shared), keys_of(technique))

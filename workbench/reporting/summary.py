@@ -6,9 +6,9 @@ import math
 
 import pandas as pd
 
+from workbench import keys
 from workbench.evaluation.statistics import BETTER, WORSE
 from workbench.reporting.report import Report
-from workbench.tracking import keys
 
 
 def _pct(v: float) -> str:

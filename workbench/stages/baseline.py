@@ -8,16 +8,16 @@ simulation no device runs, tagged ``deployable=false`` and never used as the ref
 
 from __future__ import annotations
 
+from workbench import keys
 from workbench.results import StageResult
 from workbench.stages.bn_fold import folded_model
 from workbench.stages.common import evaluate_fp32, quantize_and_evaluate
 from workbench.stages.context import StageContext
-from workbench.tracking import keys
 
 
 def run_baseline(ctx: StageContext, result: StageResult) -> None:
     evaluate_fp32(ctx, result)
-    deployable = bool(ctx.options.get("baseline", {}).get("fold_batch_norms", True))
+    deployable = ctx.baseline.fold_batch_norms
     result.tags[keys.TAG_DEPLOYABLE] = str(deployable).lower()
     model = folded_model(ctx, result) if deployable else ctx.model
     quantize_and_evaluate(ctx, model, result)

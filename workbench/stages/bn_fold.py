@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import keras
 
+from workbench import keys
 from workbench.results import StageResult
 from workbench.stages.common import evaluate_fp32, quantize_and_evaluate
 from workbench.stages.context import StageContext
 from workbench.stages.transforms import cached_transform, check_transformed, record_ranges
 from workbench.techniques.batch_norm_fold import fold_batch_norms
 from workbench.techniques.weight_ranges import channel_ranges
-from workbench.tracking import keys
 
 
 def _fold(model):

@@ -6,6 +6,7 @@ from functools import partial
 
 import keras
 
+from workbench import keys
 from workbench.graph.functional import FunctionalGraph
 from workbench.graph.rewrite import GraphEdit
 from workbench.options import ReLU6Mode
@@ -16,7 +17,6 @@ from workbench.stages.transforms import cached_transform, check_transformed, rec
 from workbench.techniques.batch_norm_fold import plan_batch_norm_folds
 from workbench.techniques.cross_layer_equalization import equalize_model
 from workbench.techniques.weight_ranges import channel_ranges, kernel_channel_ranges
-from workbench.tracking import keys
 
 
 def _equalize(model, relu6_mode: str, absorb: bool):
@@ -35,14 +35,16 @@ def folded_ranges(model) -> dict:
 
 
 def cle_options(ctx: StageContext) -> dict:
-    cle = ctx.options.get("cle", {})
-    return {"relu6_mode": ReLU6Mode(cle.get("relu6_mode", "clip")).value, "absorb": bool(cle.get("high_bias_absorption", True))}
+    """The options that change the equalized model (part of its cache key)."""
+    return {"relu6_mode": ReLU6Mode(ctx.cle.relu6_mode).value, "absorb": bool(ctx.cle.high_bias_absorption)}
 
 
 def equalized_model(ctx: StageContext, result: StageResult):
     """BN fold + CLE of the context's model (cached), with its counts and range diagnostics."""
     options = cle_options(ctx)
-    model, summary = cached_transform(ctx, "cle", options, partial(_equalize, relu6_mode=options["relu6_mode"], absorb=options["absorb"]), result)
+    model, summary = cached_transform(
+        ctx, "cle", options, partial(_equalize, relu6_mode=options["relu6_mode"], absorb=options["absorb"]), result
+    )
     result.metrics[keys.BNS_FOLDED] = len(summary["fold"]["folded"])
     result.metrics[keys.BNS_AFFINE] = len(summary["fold"]["affine"])
     result.metrics[keys.CLS_SETS] = len(summary["cls_sets"])

@@ -6,9 +6,9 @@ import logging
 
 import keras
 import numpy as np
-
 import pandas as pd
 
+from workbench import keys
 from workbench.evaluation.accuracy import Predictions, predict_classes
 from workbench.evaluation.statistics import wilson_interval
 from workbench.quantsim.diagnostics import layer_output_sqnr, layer_table
@@ -16,7 +16,6 @@ from workbench.quantsim.export import encodings_json
 from workbench.quantsim.sim import QuantizationSimModel
 from workbench.results import StageResult
 from workbench.stages.context import StageContext
-from workbench.tracking import keys
 
 log = logging.getLogger(__name__)
 

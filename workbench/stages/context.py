@@ -1,4 +1,4 @@
-"""What every stage is given: the FP32 model, the data and the typed quant settings."""
+"""What every stage is given: the FP32 model, the data, the quant settings and its typed options."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import keras
 
+from workbench.config.schema import BaselineConfig, BiasCorrectionConfig, CLEConfig, QATConfig, QuantConfig, TrackingConfig
 from workbench.data.images import ImageData
 from workbench.options import QuantSettings
 
@@ -15,8 +16,13 @@ class StageContext:
     model: keras.Model
     data: ImageData
     settings: QuantSettings
-    calibration_samples: int = 1000
-    sqnr_samples: int = 256
+    calibration_samples: int = QuantConfig.calibration_samples
+    sqnr_samples: int = TrackingConfig.sqnr_samples
     seed: int = 0
     cache_dir: str = "outputs/cache"
-    options: dict = field(default_factory=dict)
+    export_dir: str = "outputs/exports"
+    # each technique's options, as composed (defaults from the schema)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    cle: CLEConfig = field(default_factory=CLEConfig)
+    bc: BiasCorrectionConfig = field(default_factory=BiasCorrectionConfig)
+    qat: QATConfig = field(default_factory=QATConfig)

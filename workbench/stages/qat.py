@@ -14,16 +14,16 @@ import time
 
 import numpy as np
 
+from workbench import keys
+from workbench.evaluation.accuracy import evaluate_top1
+from workbench.quantsim.export import export_model
+from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, integer_report, predict_tflite_classes
 from workbench.results import StageResult
 from workbench.stages.bc import bias_corrected_model
 from workbench.stages.cle import equalized_model
 from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, record_accuracy
 from workbench.stages.context import StageContext
-from workbench.evaluation.accuracy import evaluate_top1
-from workbench.quantsim.export import export_model
-from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, integer_report, predict_tflite_classes
 from workbench.techniques.range_learning import simulate_trained, train_qat
-from workbench.tracking import keys
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 def run_qat(ctx: StageContext, result: StageResult) -> None:
     evaluate_fp32(ctx, result)
     model, summary = equalized_model(ctx, result)
-    q = ctx.options.get("qat", {})
-    if q.get("bias_correction", False):
+    q = ctx.qat
+    if q.bias_correction:
         model = bias_corrected_model(ctx, result, model, summary)
-    learn = bool(q.get("learn_ranges", True))
+    learn = q.learn_ranges
     if learn:
         ctx = dataclasses.replace(ctx, settings=ctx.settings.with_range_learning())
     result.tags["qat.scheme"] = f"{ctx.settings.param_scheme.value}/{ctx.settings.output_scheme.value}"
@@ -49,11 +49,11 @@ def run_qat(ctx: StageContext, result: StageResult) -> None:
     with result.timed("qat"):
         trained = train_qat(
             sim,
-            ctx.data.train_batches(batch_size=q.get("batch_size", 64), seed=ctx.seed),
-            q.get("epochs", 2),
-            q.get("learning_rate", 1e-4),
-            q.get("decay_steps", 1000),
-            q.get("optimizer", "adam"),
+            ctx.data.train_batches(batch_size=q.batch_size, seed=ctx.seed),
+            q.epochs,
+            q.learning_rate,
+            q.decay_steps,
+            q.optimizer.value,
             learn_ranges=learn,
             val_batches=ctx.data.val_batches(),
             on_epoch=on_epoch,
@@ -67,12 +67,12 @@ def run_qat(ctx: StageContext, result: StageResult) -> None:
     final = simulate_trained(trained, ctx.settings)
     evaluate_sim(ctx, final, result)
     stamp = f"qat-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    export_dir = os.path.join(ctx.options.get("export_dir") or os.path.join(ctx.cache_dir, "exports"), stamp)
+    export_dir = os.path.join(ctx.export_dir, stamp)
     with result.timed("export"):
         export_model(final, export_dir, "model")
     result.directories[keys.ARTIFACT_EXPORT] = export_dir
     log.info("exported the trained model and its encodings to %s", export_dir)
-    if q.get("export_tflite", True):
+    if q.export_tflite:
         check_tflite(ctx, final, export_dir, result)
 
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
+from workbench import keys
 from workbench.evaluation.accuracy import evaluate_against
+from workbench.figures import channel_range_figure
 from workbench.models.cache import cached_model, weights_digest
-from workbench.reporting.figures import channel_range_figure
 from workbench.results import StageResult
 from workbench.stages.context import StageContext
 from workbench.techniques.weight_ranges import channel_ranges, most_uneven, range_table
-from workbench.tracking import keys
 
 log = logging.getLogger(__name__)
 # bump when a technique's output or report format changes, so stale cache entries are not reused

@@ -1,4 +1,4 @@
-"""Batch-norm folding (../shared/reference/techniques.md section 2).
+"""Batch-norm folding (docs/techniques.md, section 2).
 
 σ = sqrt(var + ε), scale = γ/σ, shift = β − μ·γ/σ.
 - Backward, layer → BN (linear layer, BN its only consumer):
@@ -34,11 +34,17 @@ class BNStats:
     epsilon: float
 
     @classmethod
-    def of(cls, bn: keras.layers.BatchNormalization) -> "BNStats":
+    def of(cls, bn: keras.layers.BatchNormalization) -> BNStats:
         channels = int(bn.moving_mean.shape[0])
         gamma = bn.gamma.numpy() if getattr(bn, "gamma", None) is not None else np.ones(channels, F32)
         beta = bn.beta.numpy() if getattr(bn, "beta", None) is not None else np.zeros(channels, F32)
-        return cls(gamma.astype(F32), beta.astype(F32), bn.moving_mean.numpy().astype(F32), bn.moving_variance.numpy().astype(F32), float(bn.epsilon))
+        return cls(
+            gamma.astype(F32),
+            beta.astype(F32),
+            bn.moving_mean.numpy().astype(F32),
+            bn.moving_variance.numpy().astype(F32),
+            float(bn.epsilon),
+        )
 
     @property
     def scale(self) -> np.ndarray:
@@ -150,7 +156,9 @@ def plan_batch_norm_folds(model: keras.Model, graph: FunctionalGraph, edit: Grap
             shape = [1] * kernel.ndim
             shape[in_axis] = len(scale)
             bias = edit.bias(model, consumer)
-            edit.biases[consumer] = (bias + np.tensordot(shift, kernel, axes=([0], [in_axis])).reshape(-1, kernel.shape[-1]).sum(axis=0)).astype(F32)
+            edit.biases[consumer] = (
+                bias + np.tensordot(shift, kernel, axes=([0], [in_axis])).reshape(-1, kernel.shape[-1]).sum(axis=0)
+            ).astype(F32)
             edit.kernels[consumer] = (kernel * scale.reshape(shape)).astype(F32)
             edit.drop.add(name)
             report.folded.append((name, consumer, "forward"))

@@ -1,4 +1,4 @@
-"""Bias correction (../shared/reference/techniques.md section 4).
+"""Bias correction (docs/techniques.md, section 4).
 
 Quantizing weights shifts each layer's expected output; the correction subtracts that shift
 from the bias, layer by layer in topological order, so later layers see earlier corrections.
@@ -13,35 +13,34 @@ One side-by-side pass over the graph does every empirical layer (no per-layer re
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import keras
 import numpy as np
 import tensorflow as tf
+from scipy.stats import norm
 
+from workbench.data.dataset import Dataset, as_array
 from workbench.graph.execute import run_side_by_side
 from workbench.graph.functional import WEIGHTED_TYPES, FunctionalGraph, activation_name
 from workbench.graph.layers import ChannelClip
 from workbench.graph.rewrite import GraphEdit, apply_edit, current_bias
 from workbench.options import BiasCorrectionMode, QuantSettings
 from workbench.quantsim.analyzers import EncodingAnalyzer
-from workbench.quantsim.encodings import quantize_dequantize
+from workbench.quantsim.encodings import Encoding, quantize_dequantize
 from workbench.quantsim.sim import QuantizationSimModel
 
 log = logging.getLogger(__name__)
 F32 = np.float32
-_erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def _cdf(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + _erf(np.asarray(z, np.float64) / math.sqrt(2.0)).astype(np.float64))
+    return norm.cdf(np.asarray(z, np.float64))
 
 
 def _pdf(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, np.float64)
-    return np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return norm.pdf(np.asarray(z, np.float64))
 
 
 def expected_activation(beta: np.ndarray, gamma: np.ndarray, activation: str | None, upper: np.ndarray | None = None) -> np.ndarray:
@@ -76,9 +75,10 @@ class BiasCorrectionReport:
         return [row["layer"] for row in self.layers if row["method"] in ("empirical", "analytical")]
 
 
-def _input_pattern(graph: FunctionalGraph, name: str) -> tuple[str, str | None, np.ndarray | None]:
+def _input_pattern(graph: FunctionalGraph, name: str) -> tuple[str, str | None, str | None, np.ndarray | float | None]:
     """What feeds ``name``: ("input", ..), ("bn", producer, act, upper) or ("other", ...)."""
-    act, upper = None, None
+    act: str | None = None
+    upper: np.ndarray | float | None = None
     current = name
     while True:
         producers = graph.producers.get(current, [])
@@ -130,7 +130,7 @@ def with_biases(model: keras.Model) -> keras.Model:
     return apply_edit(model, GraphEdit(biases=missing)) if missing else model
 
 
-def correction_sim(model: keras.Model, settings: QuantSettings, quant_samples: np.ndarray) -> tuple[QuantizationSimModel, np.ndarray]:
+def correction_sim(model: keras.Model, settings: QuantSettings, quant_samples: np.ndarray) -> tuple[QuantizationSimModel, Encoding]:
     """Weights quantized as the sim will, model input quantized over the quant samples."""
     sim = QuantizationSimModel(model, settings)
     sim.compute_param_encodings()
@@ -160,31 +160,15 @@ def _channel_mean(t: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.reshape(t, (-1, t.shape[-1])), axis=0)
 
 
-def correct_bias(
+def plan_bias_corrections(
     model: keras.Model,
-    settings: QuantSettings,
-    quant_samples: np.ndarray,
-    correction_samples: np.ndarray | None = None,
-    mode: BiasCorrectionMode | str = BiasCorrectionMode.auto,
-    bn_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    ignore: Iterable[str] = (),
-) -> tuple[keras.Model, BiasCorrectionReport]:
-    """A new model whose biases cancel the expected output shift of weight quantization.
-
-    ``bn_stats`` maps a layer to the (γ, β) of its output pre-activation (the BN folded into it,
-    after any CLE scaling); layers fed by such a layer through an optional ReLU/ReLU6 can be
-    corrected analytically. ``ignore`` names layers left untouched.
-    """
-    mode = BiasCorrectionMode(mode)
-    ignore = set(ignore)
-    unknown = ignore - {layer.name for layer in model.layers}
-    if unknown:
-        raise ValueError(f"bc.ignore names layers not in the model: {sorted(unknown)}")
-    bn_stats = bn_stats or {}
-    model = with_biases(model)
+    sim: QuantizationSimModel,
+    mode: BiasCorrectionMode,
+    bn_stats: dict[str, tuple[np.ndarray, np.ndarray]],
+    ignore: set[str],
+) -> dict[str, tuple[str, np.ndarray | None]]:
+    """Per weighted layer, how it is corrected: (method, analytical shift or None)."""
     graph = FunctionalGraph.from_model(model)
-    sim, input_encoding = correction_sim(model, settings, quant_samples)
-    report = BiasCorrectionReport(mode=mode.value)
     plan: dict[str, tuple[str, np.ndarray | None]] = {}
     for name in graph.order:
         layer = graph.layer(name)
@@ -202,14 +186,31 @@ def correct_bias(
                 upper = np.broadcast_to(np.asarray(upper, F32), gamma.shape)
             ex = expected_activation(beta, gamma, act, upper)
             pq = sim.param_quantizers[name]
-            shift = _analytical_shift(pq.float_kernel, sim.layers_by_name[name].kernel.numpy(), ex, isinstance(layer, keras.layers.DepthwiseConv2D))
+            shift = _analytical_shift(
+                pq.float_kernel, sim.layers_by_name[name].kernel.numpy(), ex, isinstance(layer, keras.layers.DepthwiseConv2D)
+            )
             plan[name] = ("analytical", shift)
         elif mode is BiasCorrectionMode.analytical:
             plan[name] = ("uncorrected (no BN pattern)", None)
         else:
             plan[name] = ("empirical", None)
+    return plan
 
-    applied: dict[str, np.ndarray] = {}
+
+def measure_shifts(
+    model: keras.Model,
+    sim: QuantizationSimModel,
+    input_encoding,
+    plan: dict[str, tuple[str, np.ndarray | None]],
+    samples: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """The shift to subtract per planned layer: analytical ones as planned, empirical ones measured in
+    one side-by-side pass (each layer sees the corrections made upstream)."""
+    applied = {n: s for n, (m, s) in plan.items() if s is not None}
+    if not any(method == "empirical" for method, _ in plan.values()):
+        return applied
+    if samples is None:
+        raise ValueError("empirical bias correction needs correction samples")
 
     def hook(name: str, fp: tf.Tensor, q: tf.Tensor):
         method, shift = plan.get(name, ("", None))
@@ -220,20 +221,44 @@ def correct_bias(
         applied[name] = shift
         return tf.constant(shift)
 
-    needs_data = any(method == "empirical" for method, _ in plan.values())
-    if needs_data:
-        if correction_samples is None:
-            raise ValueError("empirical bias correction needs correction samples")
-        x = np.asarray(correction_samples, F32)
-        run_side_by_side(model, x, quantize_dequantize(x, input_encoding), sim.layers_by_name, hook)
-    else:
-        applied = {n: s for n, (m, s) in plan.items() if s is not None}
+    run_side_by_side(model, samples, quantize_dequantize(samples, input_encoding), sim.layers_by_name, hook)
+    return applied
 
-    edit = GraphEdit()
+
+def correct_bias(
+    model: keras.Model,
+    settings: QuantSettings,
+    quant_data: Dataset | np.ndarray,
+    correction_data: Dataset | np.ndarray | None = None,
+    *,
+    mode: BiasCorrectionMode | str = BiasCorrectionMode.auto,
+    bn_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ignore: Iterable[str] = (),
+) -> tuple[keras.Model, BiasCorrectionReport]:
+    """A new model whose biases cancel the expected output shift of weight quantization.
+
+    ``quant_data`` gives the model-input encoding, ``correction_data`` the images of empirical
+    correction (a :class:`~workbench.data.dataset.Dataset`, batches or an array). ``bn_stats`` maps a layer
+    to the (γ, β) of its output pre-activation (the BN folded into it, after any CLE scaling); layers fed
+    by such a layer through an optional ReLU/ReLU6 can be corrected analytically. ``ignore`` names layers
+    left untouched. Steps: :func:`plan_bias_corrections`, :func:`measure_shifts`, one ``apply_edit``.
+    """
+    mode = BiasCorrectionMode(mode)
+    ignore = set(ignore)
+    unknown = ignore - {layer.name for layer in model.layers}
+    if unknown:
+        raise ValueError(f"bc.ignore names layers not in the model: {sorted(unknown)}")
+    model = with_biases(model)
+    sim, input_encoding = correction_sim(model, settings, as_array(quant_data))
+    plan = plan_bias_corrections(model, sim, mode, bn_stats or {}, ignore)
+    samples = None if correction_data is None else as_array(correction_data)
+    applied = measure_shifts(model, sim, input_encoding, plan, samples)
+
+    edit, report = GraphEdit(), BiasCorrectionReport(mode=mode.value)
     for name, (method, _) in plan.items():
         shift = applied.get(name)
         if shift is not None:
-            edit.biases[name] = (current_bias(graph.layer(name)) - shift).astype(F32)
+            edit.biases[name] = (current_bias(model.get_layer(name)) - shift).astype(F32)
         report.layers.append(
             {"layer": name, "method": method, "mean_abs_correction": float(np.mean(np.abs(shift))) if shift is not None else 0.0}
         )

@@ -1,6 +1,6 @@
 """Cross-layer equalization: BN fold + cross-layer scaling + high-bias absorption.
 
-Definitions in ../shared/reference/techniques.md section 3. Ranges are r = max|w| per channel.
+Definitions in docs/techniques.md, section 3 (Nagel et al., ICCV 2019). Ranges are r = max|w| per channel.
 - Pair 1→2: s_i = sqrt(r1_i / r2_i) (1 where a range is 0); W1[…, i] /= s_i, b1_i /= s_i,
   W2[…, i, :] *= s_i; both ranges become sqrt(r1_i·r2_i).
 - Triplet conv→depthwise→conv: c = cbrt(r1·r2·r3), S12 = r1/c, S23 = c/r3;
@@ -104,7 +104,9 @@ def _connector_kind(layer: keras.layers.Layer, relu6_mode: ReLU6Mode) -> str | N
 
 
 def _next_link(graph: FunctionalGraph, name: str, dropped: set[str], relu6_mode: ReLU6Mode) -> Link | None:
-    between, acts, pad = [], [], False
+    between: list[str] = []
+    acts: list[str] = []
+    pad = False
     current = name
     if activation_name(graph.layer(name)) == "relu":
         acts.append("relu")
@@ -249,6 +251,7 @@ def rewrite_relu6(model: keras.Model, graph: FunctionalGraph, edit: GraphEdit, l
         if _connector_kind(layer, mode) != "relu6":
             continue
         if mode is ReLU6Mode.clip:
+            assert link.scale is not None, "a link is scaled before its ReLU6 is rewritten"
             edit.replace[name] = channel_clip(name, (_relu6_upper(graph, edit, name, len(link.scale)) / link.scale).astype(F32))
         else:
             edit.replace[name] = (keras.layers.ReLU(name=name), [])
@@ -330,7 +333,11 @@ def equalize_model(
         report.bn_effective[name] = ((bn.gamma / s).astype(F32), (bn.beta / s - absorbed.get(name, 0.0)).astype(F32))
     log.info(
         "CLE: %d BNs folded, %d CLS sets, %d links absorbed (%d with zero-padded borders), relu6=%s",
-        len(report.fold.folded), len(report.sets), len(report.absorbed), len(report.border_links), mode.value,
+        len(report.fold.folded),
+        len(report.sets),
+        len(report.absorbed),
+        len(report.border_links),
+        mode.value,
     )
     return apply_edit(model, edit), report
 

@@ -1,4 +1,4 @@
-"""Quantization-aware training with learned quantizer ranges (techniques.md section 5).
+"""Quantization-aware training with learned quantizer ranges (docs/techniques.md, section 5).
 
 A calibrated :class:`QuantizationSimModel` becomes a trainable Keras model: every output
 quantizer is a :class:`LearnedFakeQuant` (trainable min/max) and every quantized kernel is
@@ -12,8 +12,8 @@ and ranges go back into a fresh sim, which evaluates them on our own exact grid.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import keras
 import numpy as np
@@ -135,9 +135,7 @@ class QATResult:
 def build_qat_model(sim: QuantizationSimModel, learn_ranges: bool = True) -> keras.Model:
     """A trainable copy of a calibrated sim, ranges initialised from its encodings."""
     s = sim.settings
-    quantizers = {
-        name: LearnedFakeQuant(s.output_bw, learn_ranges, name=q.name) for name, q in sim.output_quantizers.items()
-    }
+    quantizers = {name: LearnedFakeQuant(s.output_bw, learn_ranges, name=q.name) for name, q in sim.output_quantizers.items()}
     params = sim.param_quantizers
 
     def clone_function(layer):
@@ -156,6 +154,7 @@ def build_qat_model(sim: QuantizationSimModel, learn_ranges: bool = True) -> ker
         if isinstance(target, QuantizedKernel):
             target.inner.set_weights(layer.get_weights())
             enc = params[layer.name].encoding
+            assert enc is not None, f"{layer.name}: the sim is calibrated before QAT"
             target.k_max.assign(np.maximum(np.abs(enc.min), np.abs(enc.max)).astype(F32))
         else:
             target.set_weights(layer.get_weights())
@@ -187,7 +186,13 @@ def train_qat(
     class _Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
-            log.info("QAT epoch %d/%d: loss %.4f, val top1 %.4f", epoch + 1, epochs, logs.get("loss", float("nan")), logs.get("val_accuracy", float("nan")))
+            log.info(
+                "QAT epoch %d/%d: loss %.4f, val top1 %.4f",
+                epoch + 1,
+                epochs,
+                logs.get("loss", float("nan")),
+                logs.get("val_accuracy", float("nan")),
+            )
             if on_epoch is not None:
                 on_epoch(epoch, logs)
 

@@ -44,6 +44,7 @@ def range_table(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> 
 
 def most_uneven(before: dict[str, np.ndarray], k: int = 4) -> list[str]:
     """The ``k`` layers whose channel ranges differ most (max/min), zero channels last."""
+
     def key(name: str) -> float:
         s = _spread(before[name])
         return s if np.isfinite(s) else 0.0

@@ -13,17 +13,18 @@ import os
 import socket
 import tempfile
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from workbench import keys
+from workbench.keys import ARTIFACT_TRACEBACK
 from workbench.results import StageResult
-from workbench.tracking import keys
-from workbench.tracking.keys import ARTIFACT_TRACEBACK
 from workbench.tracking.probe import resolve_tracking_uri
 
 __all__ = ["Tracker", "TrackedRun", "flatten", "open_client", "process_tags", "resolve_tracking_uri"]
@@ -56,7 +57,7 @@ STORE_LOCK_TIMEOUT_S = 300
 
 def sqlite_path(uri: str) -> str | None:
     """The database file of a ``sqlite:///`` URI (None for other stores)."""
-    return uri[len(SQLITE_PREFIX):] if uri.startswith(SQLITE_PREFIX) else None
+    return uri[len(SQLITE_PREFIX) :] if uri.startswith(SQLITE_PREFIX) else None
 
 
 def open_client(uri: str) -> MlflowClient:
@@ -103,7 +104,7 @@ class Tracker:
                 raise
             return exp.experiment_id
 
-    def start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, str], parent_run_id: str | None = None) -> "TrackedRun":
+    def start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, str], parent_run_id: str | None = None) -> TrackedRun:
         tags = {**process_tags(), **tags}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
@@ -120,7 +121,7 @@ class TrackedRun:
         self.client = client
         self.run_id = run_id
 
-    def __enter__(self) -> "TrackedRun":
+    def __enter__(self) -> TrackedRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:

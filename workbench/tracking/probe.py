@@ -58,6 +58,6 @@ def _check_http(uri: str, timeout: float) -> None:
 def check_tracking_uri(uri: str, timeout: float = HTTP_TIMEOUT_S) -> None:
     """Raise :class:`TrackingUnavailable` when runs could not be recorded at ``uri``."""
     if uri.startswith("sqlite:///"):
-        _check_sqlite(uri, uri[len("sqlite:///"):])
+        _check_sqlite(uri, uri[len("sqlite:///") :])
     elif uri.startswith(("http://", "https://")):
         _check_http(uri, timeout)

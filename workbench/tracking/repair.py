@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
-from workbench.tracking import keys
+from workbench import keys
 
 
 @dataclass

@@ -18,8 +18,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from workbench import keys
+
 log = logging.getLogger(__name__)
-PARENT_ENV = "WORKBENCH_PARENT_RUN_ID"
+PARENT_ENV = keys.ENV_PARENT_RUN_ID
 
 
 class SweepParentRun(Callback):

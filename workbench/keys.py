@@ -1,4 +1,4 @@
-"""The one naming contract for MLflow metric, tag and artifact keys."""
+"""The one naming contract for MLflow metric, tag and artifact keys (a neutral module: imports nothing)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ TFLITE_TOP1 = "tflite/top1"  # the int8 TFLite model under the LiteRT interprete
 FIDELITY_GAP = "fidelity/gap"  # sim/top1 − tflite/top1
 TFLITE_FLOAT_TENSORS = "tflite/float_tensors"
 TAG_TFLITE_ERROR = "tflite.error"
+
+# a sweep's parent run id, handed by the Hydra callback to the jobs (inherited by launcher workers)
+ENV_PARENT_RUN_ID = "WORKBENCH_PARENT_RUN_ID"
 
 TAG_STAGE = "stage"
 TAG_MODEL = "model"
