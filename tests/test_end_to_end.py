@@ -67,7 +67,7 @@ def test_baseline_run_is_recorded(tmp_path):
     tags = run.data.tags
     assert tags["stage"] == "baseline" and tags["dataset"] == "synthetic" and tags["param_bw"] == "8"
     assert "model.epochs=2" in tags["overrides"]
-    assert run.data.params["quant.scheme"] == "tf_enhanced" and run.data.params["model.width"] == "8"
+    assert run.data.params["quant.scheme"] == "tf" and run.data.params["model.width"] == "8"
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "layers.csv", "encodings", "predictions.csv"} <= artifacts

@@ -7,6 +7,7 @@ import logging
 import os
 
 import keras
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,9 +26,19 @@ def quant_settings(cfg: DictConfig) -> QuantSettings:
     return QuantSettings(**options, seed=int(cfg.seed))
 
 
+def _instantiate(node: DictConfig, **kwargs):
+    """Hydra's ``instantiate``, with the builder's own error raised as it is (not wrapped)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if err.__cause__ is not None:
+            raise err.__cause__ from None
+        raise
+
+
 def build_data(cfg: DictConfig) -> ImageData:
     """The ``dataset`` group's builder (its ``_target_``) called with its keys and the run's seed."""
-    return instantiate(cfg.dataset, seed=int(cfg.seed), _convert_="all")
+    return _instantiate(cfg.dataset, seed=int(cfg.seed), _convert_="all")
 
 
 def build_model(cfg: DictConfig, data: ImageData) -> keras.Model:
@@ -36,7 +47,7 @@ def build_model(cfg: DictConfig, data: ImageData) -> keras.Model:
 
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True)
     context = BuildContext(data=data, cache_dir=cfg.paths.cache_dir, seed=int(cfg.seed), dataset=dataset)
-    builder = instantiate(cfg.model, _partial_=True, _convert_="all")  # the context is no config: passed apart
+    builder = _instantiate(cfg.model, _partial_=True, _convert_="all")  # the context is no config: passed apart
     return builder(context=context)
 
 
