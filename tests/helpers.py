@@ -5,6 +5,17 @@ import numpy as np
 
 from workbench.models.mnist_mobilenet import build_mnist_mobilenet
 
+# overrides of a fast `python -m workbench` on small generated 8×8×3 images (subprocess tests)
+SMALL_SYNTHETIC = [
+    "dataset=synthetic",
+    "dataset.image_shape=[8,8,3]",
+    "dataset.num_classes=4",
+    "dataset.num_train=64",
+    "dataset.num_val=32",
+    "quant.calibration_samples=16",
+    "tracking.sqnr_samples=0",
+]
+
 # (builder, input shape) of the models every function-preservation test runs on
 REFERENCE_MODELS = [
     (lambda: keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), classes=10), (64, 64, 3)),

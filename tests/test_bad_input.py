@@ -11,21 +11,13 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import SubclassedNet, small_convnet
+from helpers import SMALL_SYNTHETIC, SubclassedNet, small_convnet
 from workbench.data.imagenet import encode_example
 
 pytestmark = pytest.mark.slow  # subprocesses: left out of the fast loop
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "dataset=synthetic",
-    "dataset.image_shape=[8,8,3]",
-    "dataset.num_classes=4",
-    "dataset.num_train=64",
-    "dataset.num_val=32",
-    "quant.calibration_samples=16",
-    "tracking.sqnr_samples=0",
-]
+SMALL = SMALL_SYNTHETIC
 
 
 @keras.saving.register_keras_serializable(package="workbench_tests")

@@ -71,21 +71,11 @@ def test_a_sweep_where_every_value_is_invalid_fails_each_job_and_its_parent(tmp_
 
 
 def test_one_invalid_value_fails_its_job_only(tmp_path):
-    from helpers import small_convnet
+    from helpers import SMALL_SYNTHETIC, small_convnet
 
     model = tmp_path / "m.keras"
     small_convnet().save(model)
-    small = [
-        "dataset=synthetic",
-        "dataset.image_shape=[8,8,3]",
-        "dataset.num_classes=4",
-        "dataset.num_train=64",
-        "dataset.num_val=32",
-        "quant.calibration_samples=16",
-        "tracking.sqnr_samples=0",
-        "model=keras_file",
-        f"model.path={model}",
-    ]
+    small = [*SMALL_SYNTHETIC, "model=keras_file", f"model.path={model}"]
     proc, parents, children = _sweep(tmp_path, "+stage=baseline", *small, "quant.param_bw=1,8")
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = sorted((c.data.params["quant.param_bw"], c.info.status) for c in children)

@@ -12,21 +12,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import small_convnet
+from helpers import SMALL_SYNTHETIC, small_convnet
 
 pytestmark = pytest.mark.slow  # subprocesses: left out of the fast loop
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "dataset=synthetic",
-    "dataset.image_shape=[8,8,3]",
-    "dataset.num_classes=4",
-    "dataset.num_train=128",
-    "dataset.num_val=64",
-    "quant.calibration_samples=32",
-    "tracking.sqnr_samples=16",
-    "model=keras_file",
-]
+SMALL = [*SMALL_SYNTHETIC, "model=keras_file"]
 
 
 def _env():
