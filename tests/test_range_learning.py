@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from helpers import small_convnet
 from workbench.config.schema import QATConfig
+from workbench.data.dataset import Dataset
 from workbench.data.synthetic import make_synthetic
 from workbench.options import QuantSettings
 from workbench.quantsim.encodings import sqnr_db
@@ -65,7 +66,10 @@ def test_ranges_and_loss_move_with_training(calibrated):
     before = sim.output_encodings()
     moved = [abs(result.output_encodings[n].max[0] - before[n].max[0]) for n in before]
     assert max(moved) > 1e-3
-    frozen = train_qat(sim, data.train_batches(), 1, 3e-3, 1000, learn_ranges=False)
+    # a workbench.Dataset over labelled batches trains the same way
+    batches = [(x.numpy(), y.numpy()) for x, y in data.train_batches()]
+    frozen = train_qat(sim, Dataset(batches), 1, 3e-3, 1000, learn_ranges=False)
+    assert len(frozen.history["loss"]) == 1
     for n in before:
         assert frozen.output_encodings[n].max[0] == pytest.approx(before[n].max[0], rel=1e-3, abs=2 * float(before[n].scale[0]))
 

@@ -1,8 +1,9 @@
 """One data abstraction for calibration, bias correction and QAT (the idea of NNCF's ``Dataset``).
 
-``Dataset(source, transform)`` wraps any iterable (a ``tf.data.Dataset``, a list of arrays, a
-generator factory) and a function from one item to the model input. Techniques take a ``Dataset``
-(or a plain array) and read it in the form they need: batches of inputs, or one array.
+``Dataset(source, transform)`` wraps any re-iterable source (a ``tf.data.Dataset``, a list of arrays or
+of ``(x, y)`` batches) and a function from one item to the model input. Techniques take a ``Dataset`` (or a
+plain array) and read it in the form they need: batches of inputs (calibration), one array (bias
+correction), or labelled batches as a ``tf.data`` pipeline (QAT).
 """
 
 from __future__ import annotations
@@ -28,6 +29,19 @@ class Dataset:
     def __iter__(self) -> Iterator:
         for item in self.source:
             yield self.transform(item)
+
+    def labelled_tf_data(self):
+        """The source's ``(x, y)`` batches as a ``tf.data`` pipeline (what Keras ``fit`` takes); the
+        transform does not apply, since training needs the labels."""
+        import tensorflow as tf
+
+        if isinstance(self.source, tf.data.Dataset):
+            return self.source
+        first = next(iter(self.source), None)
+        if not isinstance(first, (tuple, list)) or len(first) != 2:
+            raise ValueError("training needs a source of (x, y) batches")
+        spec = tuple(tf.TensorSpec((None, *np.shape(v)[1:]), tf.as_dtype(np.asarray(v).dtype)) for v in first)
+        return tf.data.Dataset.from_generator(lambda: (tuple(item) for item in self.source), output_signature=spec)
 
     def as_array(self, limit: int | None = None) -> np.ndarray:
         """The inputs as one float32 array (the first ``limit`` samples when given)."""

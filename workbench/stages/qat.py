@@ -53,7 +53,7 @@ def run_qat(ctx: StageContext, result: StageResult) -> None:
             q.epochs,
             q.learning_rate,
             q.decay_steps,
-            q.optimizer.value,
+            optimizer=q.optimizer.value,
             learn_ranges=learn,
             val_batches=ctx.data.val_batches(),
             on_epoch=on_epoch,

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from workbench.data.dataset import Dataset
 from workbench.graph.functional import WEIGHTED_TYPES
 from workbench.graph.rewrite import GraphEdit, apply_edit, clone_layer, current_bias
 from workbench.options import QuantSettings
@@ -167,16 +168,20 @@ def build_qat_model(sim: QuantizationSimModel, learn_ranges: bool = True) -> ker
 
 def train_qat(
     sim: QuantizationSimModel,
-    train_batches: tf.data.Dataset,
+    train_batches: tf.data.Dataset | Dataset,
     epochs: int,
     learning_rate: float,
     decay_steps: int,
+    *,
     optimizer: str = "adam",
     learn_ranges: bool = True,
     val_batches: tf.data.Dataset | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> QATResult:
-    """Fine-tune a calibrated sim (weights and, with ``learn_ranges``, quantizer ranges)."""
+    """Fine-tune a calibrated sim (weights and, with ``learn_ranges``, quantizer ranges) on ``(x, y)``
+    batches: a ``tf.data`` pipeline or a :class:`~workbench.data.dataset.Dataset` over labelled batches."""
+    if isinstance(train_batches, Dataset):
+        train_batches = train_batches.labelled_tf_data()
     qat = build_qat_model(sim, learn_ranges)
     schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps=max(1, decay_steps), decay_rate=0.5)
     opt = keras.optimizers.Adam(schedule) if optimizer == "adam" else keras.optimizers.SGD(schedule, momentum=0.9)
