@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
-import re
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from doc_blocks import rewrite_block  # noqa: E402
 
 from workbench.reporting.report import build_report, to_markdown  # noqa: E402
 
@@ -54,7 +55,6 @@ SWEEPS = {
         ]
     },
 }
-BEGIN, END = "<!-- results:begin (bench/results.py writes this block) -->", "<!-- results:end -->"
 
 
 def _experiment(group: str, model: str) -> str:
@@ -151,15 +151,10 @@ def write_documents(outputs: Path) -> None:
         "",
     ]
     (ROOT / "docs" / "results.md").write_text("\n".join(doc))
-    block = [BEGIN, "", stamp, "", legend, ""]
+    block = [stamp, "", legend, ""]
     for m in MODELS:
         block += [f"`{m}`:", "", stages[m], ""]
-    block.append(END)
-    readme = (ROOT / "README.md").read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(readme):
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} block to rewrite")
-    (ROOT / "README.md").write_text(pattern.sub(lambda _: "\n".join(block), readme))
+    rewrite_block(ROOT / "README.md", "results", "\n".join(block))
     print("wrote docs/results.md and README.md's results block")
 
 

@@ -1,0 +1,20 @@
+"""Rewrite a marked block of a document with text a bench script produced (never by hand)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin (bench/{name.replace('-', '_')}.py writes this block) -->", f"<!-- {name}:end -->"
+
+
+def rewrite_block(path: Path, name: str, text: str) -> None:
+    """Replace what lies between the ``name`` markers of ``path`` by ``text``."""
+    begin, end = markers(name)
+    document = path.read_text()
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(document):
+        raise SystemExit(f"{path.name} has no {begin} ... {end} block to rewrite")
+    path.write_text(pattern.sub(lambda _: f"{begin}\n\n{text.strip()}\n\n{end}", document))

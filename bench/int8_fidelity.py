@@ -1,0 +1,107 @@
+"""How well the simulation predicts the int8 runtime: sim logits vs the int8 TFLite model, image by image.
+
+For each embedded model (deployable: BN folded), W8A8, per-tensor and per-channel weights, the sim is
+calibrated on 1,000 training digits and converted to a fully integer TFLite model from its own encodings
+(`quantsim/tflite.py`); both run the 1,000 validation digits. Printed per setting: argmax agreement, the
+share of logits within 1 and 2 LSB of each other (LSB = the int8 output tensor's scale) and the worst
+difference in LSB. ``--write`` puts the table into README's Performance section.
+
+    python bench/int8_fidelity.py [--write] [--model-path my_model.keras]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from doc_blocks import rewrite_block  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from workbench.config.schema import register_configs  # noqa: E402
+from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over  # noqa: E402
+from workbench.quantsim.tflite import _interpreter, convert_to_int8_tflite  # noqa: E402
+from workbench.stages.setup import build_data, build_model, quant_settings  # noqa: E402
+from workbench.techniques import fold_batch_norms  # noqa: E402
+
+MODELS = ("mnist_mobilenet", "mnist_mobilenet_v2")
+
+
+def tflite_logits(blob: bytes, images: np.ndarray) -> tuple[np.ndarray, float]:
+    """Dequantized logits of the int8 model and its output LSB."""
+    interpreter = _interpreter(blob)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    in_scale, in_zero = inp["quantization"]
+    out_scale, out_zero = out["quantization"]
+    if tuple(inp["shape"]) != images.shape:
+        interpreter.resize_tensor_input(inp["index"], images.shape)
+        interpreter.allocate_tensors()
+    q = np.clip(np.round(images / in_scale + in_zero), -128, 127).astype(np.int8)
+    interpreter.set_tensor(inp["index"], q)
+    interpreter.invoke()
+    raw = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).astype(np.float32)
+    return (raw - out_zero) * out_scale, float(out_scale)
+
+
+def compare(cfg, label: str) -> dict:
+    data = build_data(cfg)
+    model = build_model(cfg, data)
+    data = data.for_model(model.input_shape[1:])
+    folded, _ = fold_batch_norms(model)
+    sim = QuantizationSimModel(folded, quant_settings(cfg))
+    sim.compute_encodings(forward_pass_over(data.calibration_batches(cfg.quant.calibration_samples, cfg.seed)))
+    images = np.concatenate([x.numpy() for x, _ in data.val_batches()])
+    sim_logits = sim.model.predict(images, batch_size=256, verbose=0)
+    start = time.perf_counter()
+    int_logits, lsb = tflite_logits(convert_to_int8_tflite(sim), images)
+    seconds = time.perf_counter() - start
+    diff = np.abs(sim_logits - int_logits) / lsb
+    return {
+        "model, W8A8": label,
+        "argmax agreement": f"{100 * np.mean(sim_logits.argmax(-1) == int_logits.argmax(-1)):.1f} %",
+        "logits within 1 LSB": f"{100 * np.mean(diff <= 1.0 + 1e-3):.1f} %",
+        "within 2 LSB": f"{100 * np.mean(diff <= 2.0 + 1e-3):.1f} %",
+        "worst": f"{diff.max():.0f} LSB",
+        "convert + run (s)": f"{seconds:.0f}",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="write the table into README.md")
+    parser.add_argument("--model-path", help="also measure this Keras file (on the embedded digits)")
+    args = parser.parse_args(argv)
+    register_configs()
+    rows = []
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cases = [(m, [f"model={m}"]) for m in MODELS]
+        if args.model_path:
+            cases.append((Path(args.model_path).name, ["model=keras_file", f"model.path={args.model_path}"]))
+        for name, overrides in cases:
+            for per_channel in (False, True):
+                cfg = compose("config", [*overrides, f"quant.per_channel={per_channel}", f"paths.outputs_dir={ROOT / 'outputs'}"])
+                rows.append(compare(cfg, f"{name}, {'per-channel' if per_channel else 'per-tensor'}"))
+                print(rows[-1], flush=True)
+    head = list(rows[0])
+    table = "\n".join(
+        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
+    )
+    text = (
+        f"`python bench/int8_fidelity.py --write` on {time.strftime('%Y-%m-%d')} (AIMET-placement sim, `quant.scheme` default, "
+        f"BN folded; LiteRT interpreter; 1,000 validation digits):\n\n{table}"
+    )
+    print(text)
+    if args.write:
+        rewrite_block(ROOT / "README.md", "int8-fidelity", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
