@@ -52,6 +52,15 @@ def test_missing_validation_files_are_reported(tmp_path):
         load_imagenet(str(tmp_path))
 
 
+def test_a_record_that_does_not_decode_is_named_before_any_pipeline(tmp_path):
+    with tf.io.TFRecordWriter(str(tmp_path / "valid-0")) as w:
+        w.write(encode_example(b"not a jpeg", 1))  # both features present, the image undecodable
+    with pytest.raises(ValueError) as err:
+        load_imagenet(str(tmp_path))
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path}/valid-0 is not a TFRecord file of image/encoded") and "{{" not in message
+
+
 def test_mnist_split_is_seeded_and_disjoint():
     a, b = load_mnist(seed=0), load_mnist(seed=0)
     xa, ya = a.train_arrays

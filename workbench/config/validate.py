@@ -6,6 +6,7 @@ Each failure is one line naming the setting and what is allowed.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import zipfile
 
@@ -17,6 +18,48 @@ KERAS_SUFFIXES = (".keras", ".h5")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # channels of the images each dataset yields (synthetic: its image_shape)
 DATASET_CHANNELS = {"mnist": 1, "imagenet": 3}
+
+
+TFRECORD_FEATURES = ("image/encoded", "image/class/label")
+
+
+def _tfrecord_problem(path: str) -> str | None:
+    """Why ``path`` cannot hold the ImageNet-style records, from its first record's bytes (no TensorFlow).
+
+    A TFRecord record is a little-endian uint64 length, 4 CRC bytes, the serialized Example, 4 CRC bytes;
+    a feature key that is absent from the bytes is absent from the Example. (A deeper check, parsing and
+    decoding the record, runs when the data is built.)
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        length = int.from_bytes(head[:8], "little") if len(head) == 12 else 0
+        if length == 0 or 12 + length + 4 > size:
+            return "is not a TFRecord file (its first record's length does not fit the file)"
+        record = f.read(length)
+    missing = [key for key in TFRECORD_FEATURES if key.encode() not in record]
+    return f"has records without the required feature(s) {', '.join(missing)}" if missing else None
+
+
+def _keras_archive_problem(path: str, custom_objects) -> str | None:
+    """What a .keras file's config.json already shows (no TensorFlow): a subclassed model, a custom class
+    nobody registers, a model input that is not an image batch. An unreadable config is left to the loader."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        layers = config["config"].get("layers")
+    except (KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile):
+        return None
+    if layers is None:
+        return f"holds a subclassed model ({config.get('class_name')}): the workbench rewrites graphs of layers (functional or Sequential)"
+    for layer in layers:
+        package, _, name = (layer.get("registered_name") or "").rpartition(">")
+        if package and package != "workbench" and name not in custom_objects:
+            return f"uses the custom class {name!r}, which is not registered: pass it with +model.custom_objects.{name}=your_module:{name}"
+        shape = layer.get("config", {}).get("batch_shape") if layer.get("class_name") == "InputLayer" else None
+        if shape is not None and len(shape) != 4:
+            return f"takes inputs of shape {tuple(shape)}, not an image batch (N, H, W, C): the workbench quantizes image classifiers"
+    return None
 
 
 def _keras_file_problem(path: str) -> str | None:
@@ -97,10 +140,11 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     elif d.name == "imagenet":
         _require(not _missing(cfg, "dataset.path"), "dataset.path is missing: give the folder that holds the train*/valid* TFRecord files")
         _require(os.path.isdir(d.path), f"dataset.path={d.path!r} is not a folder")
-        _require(
-            bool(glob.glob(os.path.join(d.path, d.valid_pattern))),
-            f"dataset.path={d.path!r} has no files matching dataset.valid_pattern={d.valid_pattern!r}",
-        )
+        valid = sorted(glob.glob(os.path.join(d.path, d.valid_pattern)))
+        _require(bool(valid), f"dataset.path={d.path!r} has no files matching dataset.valid_pattern={d.valid_pattern!r}")
+        for first in (valid[0], *sorted(glob.glob(os.path.join(d.path, d.train_pattern)))[:1]):
+            problem = _tfrecord_problem(first)
+            _require(problem is None, f"dataset.path: {first} {problem}")
         _require(
             d.resize_size >= d.image_size >= 1,
             f"dataset.image_size={d.image_size} / dataset.resize_size={d.resize_size} are not allowed: need resize_size >= image_size >= 1",
@@ -116,6 +160,8 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         _require(str(m.path).endswith(KERAS_SUFFIXES), f"model.path={m.path!r} is not allowed: use a .keras or .h5 file")
         _require(os.path.isfile(m.path), f"model.path={m.path!r} does not exist")
         problem = _keras_file_problem(m.path)
+        if problem is None and m.path.endswith(".keras"):
+            problem = _keras_archive_problem(m.path, m.get("custom_objects") or {})
         _require(problem is None, f"model.path={m.path!r} {problem}")
     elif m.name in ("mobilenet_v2", "resnet50"):
         _require(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -45,6 +46,7 @@ def probe_tfrecord(path: str) -> None:
         tf.io.decode_jpeg(example["image/encoded"], channels=3)
     except (tf.errors.OpError, ValueError) as err:
         first = (getattr(err, "message", None) or str(err)).strip().splitlines()[0]
+        first = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", first)  # TensorFlow's function and op names
         raise ValueError(
             f"{path} is not a TFRecord file of image/encoded (JPEG) + image/class/label (int64) examples: {first[:300]}"
         ) from None
