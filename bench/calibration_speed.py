@@ -1,0 +1,73 @@
+"""Calibration cost: computing a sim's encodings vs one FP32 pass over the same samples.
+
+ResNet50 at 224×224 (random weights, BN folded), W8A8, per scheme (`tf`, `tf_enhanced`): the wall time of
+``compute_encodings`` over the calibration samples next to one FP32 forward pass over the same samples,
+measured side by side in one process. Prints the ratios (target of issue 12: <= 1.5x for tf_enhanced).
+
+    python bench/calibration_speed.py [--samples 512] [--batch-size 32] [--model resnet50|mobilenet_v2] [--write]
+
+``--write`` puts the figures into README's Performance section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from doc_blocks import rewrite_block  # noqa: E402
+
+from workbench.options import QuantSettings  # noqa: E402
+from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over  # noqa: E402
+from workbench.techniques import fold_batch_norms  # noqa: E402
+
+MODELS = {"resnet50": keras.applications.ResNet50, "mobilenet_v2": keras.applications.MobileNetV2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--model", choices=sorted(MODELS), default="resnet50")
+    parser.add_argument("--write", action="store_true", help="write the figures into README.md")
+    args = parser.parse_args()
+    print(f"TensorFlow {tf.__version__}, devices: {[d.device_type for d in tf.config.list_logical_devices()]}")
+    keras.utils.set_random_seed(0)
+    model, _ = fold_batch_norms(MODELS[args.model](weights=None, input_shape=(224, 224, 3)))
+    rng = np.random.default_rng(0)
+    n = args.samples // args.batch_size
+    batches = [tf.constant(rng.uniform(-1, 1, (args.batch_size, 224, 224, 3)).astype(np.float32)) for _ in range(n)]
+    step = tf.function(lambda x: model(x, training=False))
+    step(batches[0])  # trace once
+    start = time.perf_counter()
+    for x in batches:
+        step(x).numpy()
+    fp32 = time.perf_counter() - start
+    lines = [f"{args.model} 224, {n * args.batch_size} samples: one FP32 pass {fp32:.1f} s"]
+    print(lines[0], flush=True)
+    for scheme in ("tf", "tf_enhanced"):
+        sim = QuantizationSimModel(model, QuantSettings(scheme=scheme))
+        start = time.perf_counter()
+        sim.compute_encodings(forward_pass_over(batches))
+        seconds = time.perf_counter() - start
+        ratio = seconds / fp32
+        quantizers = len(sim.output_quantizers)
+        lines.append(f"  {scheme:12s} calibration {seconds:6.1f} s  ratio calibration/FP32 {ratio:5.2f}x ({quantizers} quantizers)")
+        print(lines[-1], flush=True)
+    if args.write:
+        command = f"python bench/calibration_speed.py --samples {args.samples} --model {args.model} --write"
+        text = f"`{command}` on {time.strftime('%Y-%m-%d')} (CPU, {os.cpu_count()} cores):\n\n```\n" + "\n".join(lines) + "\n```"
+        rewrite_block(ROOT / "README.md", "calibration-speed", text)
+
+
+if __name__ == "__main__":
+    main()
