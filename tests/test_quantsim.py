@@ -210,3 +210,26 @@ def test_a_saved_sim_reloads_and_quantizes_identically(model, images, tmp_path):
     assert not np.array_equal(reloaded(images).numpy(), model(images).numpy())  # and not the float model
     quantizers = [layer for layer in reloaded.layers if isinstance(layer, FakeQuant)]
     assert quantizers and all(q.mode == "quantize" for q in quantizers)
+
+
+@pytest.mark.parametrize("scheme", ["tf", "tf_enhanced"])
+def test_traced_calibration_equals_host_analyzers_bit_for_bit(model, images, scheme):
+    """In-graph min/max (tf) and the traced pass give exactly the encodings of host analyzers on the raw tensors."""
+    from workbench.quantsim.analyzers import EncodingAnalyzer
+    from workbench.quantsim.quantizer import PASSTHROUGH
+
+    x = images.copy()
+    x[0, 0, 0, 0], x[1, 0, 0, 1] = np.nan, np.inf  # non-finite values are ignored alike
+    batches = [x[:32], x[32:]]
+    sim = QuantizationSimModel(model, QuantSettings(scheme=scheme))
+    sim.compute_encodings(forward_pass_over(batches))
+    sim._set_mode(PASSTHROUGH)  # the activations the quantizers saw (weights quantized, activations not)
+    names = list(sim.output_quantizers)
+    taps = keras.Model(sim.model.inputs, [sim.output_quantizers[n].input for n in names])
+    analyzers = {n: EncodingAnalyzer(scheme, 8, False) for n in names}
+    for batch in batches:
+        for n, value in zip(names, taps(batch)):
+            analyzers[n].update(np.asarray(value))
+    for n in names:
+        expected, got = analyzers[n].compute_encoding(), sim.output_encodings()[n]
+        assert np.array_equal(expected.scale, got.scale) and np.array_equal(expected.offset, got.offset), n

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from workbench.options import Rounding
-from workbench.quantsim.analyzers import EncodingAnalyzer
+from workbench.quantsim.analyzers import EncodingAnalyzer, MinMaxObserver
 from workbench.quantsim.encodings import F32, Encoding
 
 QUANTIZE, CALIBRATE, PASSTHROUGH = "quantize", "calibrate", "passthrough"
@@ -57,6 +57,10 @@ class FakeQuant(keras.layers.Layer):
         analyzer = self.analyzer
         if analyzer is None:
             raise RuntimeError(f"{self.name}: calibrate mode needs an analyzer (QuantizationSimModel.compute_encodings sets it)")
+        if isinstance(analyzer.observer, MinMaxObserver):
+            # min and max are exact: reduce where the tensor lives and hand the host two numbers, not the tensor
+            finite = tf.math.is_finite(x)
+            x = tf.stack([tf.reduce_min(tf.where(finite, x, np.inf)), tf.reduce_max(tf.where(finite, x, -np.inf))])
         if tf.executing_eagerly():
             analyzer.update(np.asarray(x))
         else:

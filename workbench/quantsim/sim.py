@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from workbench.graph.functional import FunctionalGraph, fresh_inputs, producer
 from workbench.graph.rewrite import clone_layer
@@ -204,12 +205,18 @@ class QuantizationSimModel:
         return self.layers_by_name[layer_name].output
 
 
-def forward_pass_over(batches: Iterable) -> Callable[[keras.Model, Any], None]:
-    """A calibration callback that runs the model (eagerly) over ``(x, y)`` or ``x`` batches."""
+def forward_pass_over(batches: Iterable, counter: list[int] | None = None) -> Callable[[keras.Model, Any], None]:
+    """A calibration callback that runs the model over ``(x, y)`` or ``x`` batches, as one traced step.
+
+    ``counter`` (a one-element list), when given, receives the number of samples that went through.
+    """
 
     def callback(model: keras.Model, _args: Any = None) -> None:
+        step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         for batch in batches:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x, training=False)
+            step(x)
+            if counter is not None:
+                counter[0] += int(x.shape[0])
 
     return callback

@@ -13,7 +13,7 @@ from workbench.evaluation.accuracy import Predictions, predict_classes
 from workbench.evaluation.statistics import wilson_interval
 from workbench.quantsim.diagnostics import layer_output_sqnr, layer_table
 from workbench.quantsim.export import encodings_json
-from workbench.quantsim.sim import QuantizationSimModel
+from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.results import StageResult
 from workbench.stages.context import StageContext
 
@@ -49,17 +49,10 @@ def calibrated_sim(ctx: StageContext, model: keras.Model, result: StageResult) -
     """The sim of ``model`` with encodings from the calibration samples."""
     with result.timed("sim_build"):
         sim = QuantizationSimModel(model, ctx.settings)
-    batches = ctx.data.calibration_batches(ctx.calibration_samples, ctx.seed)
-    used = 0
-
-    def calibrate(model, _args=None):
-        nonlocal used
-        for x, _ in batches:
-            model(x, training=False)
-            used += int(x.shape[0])
-
+    counter = [0]
     with result.timed("calibration"):
-        sim.compute_encodings(calibrate)
+        sim.compute_encodings(forward_pass_over(ctx.data.calibration_batches(ctx.calibration_samples, ctx.seed), counter))
+    used = counter[0]
     result.metrics[keys.CALIBRATION_SAMPLES] = used  # the effective count, not the requested one
     if used < ctx.calibration_samples:
         note = f"{used} calibration samples used: quant.calibration_samples={ctx.calibration_samples} exceeds the training split"
