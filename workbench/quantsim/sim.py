@@ -165,22 +165,23 @@ class QuantizationSimModel:
         """
         s = self.settings
         self.compute_param_encodings()
-        analyzers = {}
-        for name, q in self.output_quantizers.items():
-            q.analyzer = analyzers[name] = EncodingAnalyzer(
-                s.output_scheme, s.output_bw, s.output_symmetric, 1, s.strict_symmetric, s.unsigned_symmetric, s.percentile
+        for q in self.output_quantizers.values():
+            q.start_calibration(
+                EncodingAnalyzer(
+                    s.output_scheme, s.output_bw, s.output_symmetric, 1, s.strict_symmetric, s.unsigned_symmetric, s.percentile
+                )
             )
         self._set_mode(CALIBRATE)
         try:
             forward_pass_callback(self.model, forward_pass_args)
         finally:
             self._set_mode(PASSTHROUGH)
+            analyzers = {name: q.finish_calibration() for name, q in self.output_quantizers.items()}
         for name, q in self.output_quantizers.items():
             try:
                 q.set_encoding(analyzers[name].compute_encoding())
             except RuntimeError as err:
                 raise RuntimeError(f"output quantizer of {name!r}: {err}") from None
-            q.analyzer = None
         self._set_mode(QUANTIZE)
 
     def set_encodings(self, params: dict[str, Encoding], outputs: dict[str, Encoding]) -> None:
