@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--model", choices=sorted(MODELS), default="resnet50")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="write the figures into README.md")
     args = parser.parse_args()
     print(f"TensorFlow {tf.__version__}, devices: {[d.device_type for d in tf.config.list_logical_devices()]}")
@@ -48,23 +50,32 @@ def main() -> None:
     batches = [tf.constant(rng.uniform(-1, 1, (args.batch_size, 224, 224, 3)).astype(np.float32)) for _ in range(n)]
     step = tf.function(lambda x: model(x, training=False))
     step(batches[0])  # trace once
-    start = time.perf_counter()
-    for x in batches:
-        step(x).numpy()
-    fp32 = time.perf_counter() - start
-    lines = [f"{args.model} 224, {n * args.batch_size} samples: one FP32 pass {fp32:.1f} s"]
+
+    def fp32_pass() -> float:
+        start = time.perf_counter()
+        for x in batches:
+            step(x).numpy()
+        return time.perf_counter() - start
+
+    lines = [f"{args.model} 224, {n * args.batch_size} samples, median of {args.repeats} (each calibration next to an FP32 pass):"]
     print(lines[0], flush=True)
     for scheme in ("tf", "tf_enhanced"):
-        sim = QuantizationSimModel(model, QuantSettings(scheme=scheme))
-        start = time.perf_counter()
-        sim.compute_encodings(forward_pass_over(batches))
-        seconds = time.perf_counter() - start
-        ratio = seconds / fp32
-        quantizers = len(sim.output_quantizers)
-        lines.append(f"  {scheme:12s} calibration {seconds:6.1f} s  ratio calibration/FP32 {ratio:5.2f}x ({quantizers} quantizers)")
+        ratios, seconds, quantizers = [], [], 0
+        for _ in range(args.repeats):  # alternate, so that drift in the machine's speed hits both sides
+            fp32 = fp32_pass()
+            sim = QuantizationSimModel(model, QuantSettings(scheme=scheme))
+            start = time.perf_counter()
+            sim.compute_encodings(forward_pass_over(batches))
+            seconds.append(time.perf_counter() - start)
+            ratios.append(seconds[-1] / fp32)
+            quantizers = len(sim.output_quantizers)
+        lines.append(
+            f"  {scheme:12s} calibration {statistics.median(seconds):6.1f} s  ratio calibration/FP32 {statistics.median(ratios):5.2f}x "
+            f"(runs {min(ratios):.2f}-{max(ratios):.2f}x, {quantizers} quantizers)"
+        )
         print(lines[-1], flush=True)
     if args.write:
-        command = f"python bench/calibration_speed.py --samples {args.samples} --model {args.model} --write"
+        command = f"python bench/calibration_speed.py --samples {args.samples} --model {args.model} --repeats {args.repeats} --write"
         text = f"`{command}` on {time.strftime('%Y-%m-%d')} (CPU, {os.cpu_count()} cores):\n\n```\n" + "\n".join(lines) + "\n```"
         rewrite_block(ROOT / "README.md", "calibration-speed", text)
 
