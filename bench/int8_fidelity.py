@@ -27,27 +27,11 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from workbench.config.schema import register_configs  # noqa: E402
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over  # noqa: E402
-from workbench.quantsim.tflite import _interpreter, convert_to_int8_tflite  # noqa: E402
+from workbench.quantsim.tflite import Int8Runner, convert_to_int8_tflite  # noqa: E402
 from workbench.stages.setup import build_data, build_model, quant_settings  # noqa: E402
 from workbench.techniques import fold_batch_norms  # noqa: E402
 
 MODELS = ("mnist_mobilenet", "mnist_mobilenet_v2")
-
-
-def tflite_logits(blob: bytes, images: np.ndarray) -> tuple[np.ndarray, float]:
-    """Dequantized logits of the int8 model and its output LSB."""
-    interpreter = _interpreter(blob)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    in_scale, in_zero = inp["quantization"]
-    out_scale, out_zero = out["quantization"]
-    if tuple(inp["shape"]) != images.shape:
-        interpreter.resize_tensor_input(inp["index"], images.shape)
-        interpreter.allocate_tensors()
-    q = np.clip(np.round(images / in_scale + in_zero), -128, 127).astype(np.int8)
-    interpreter.set_tensor(inp["index"], q)
-    interpreter.invoke()
-    raw = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).astype(np.float32)
-    return (raw - out_zero) * out_scale, float(out_scale)
 
 
 def compare(cfg, label: str) -> dict:
@@ -60,7 +44,8 @@ def compare(cfg, label: str) -> dict:
     images = np.concatenate([x.numpy() for x, _ in data.val_batches()])
     sim_logits = sim.model.predict(images, batch_size=256, verbose=0)
     start = time.perf_counter()
-    int_logits, lsb = tflite_logits(convert_to_int8_tflite(sim), images)
+    runner = Int8Runner(convert_to_int8_tflite(sim))
+    int_logits, lsb = runner.logits(images), float(runner.lsb)
     seconds = time.perf_counter() - start
     diff = np.abs(sim_logits - int_logits) / lsb
     return {

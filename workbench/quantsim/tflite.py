@@ -116,24 +116,37 @@ def evaluate_tflite_top1(blob: bytes, batches: tf.data.Dataset) -> float:
     return predict_tflite_classes(blob, batches).top1
 
 
+class Int8Runner:
+    """An int8 TFLite classifier under the LiteRT interpreter: float images in, dequantized logits out.
+
+    Inputs are quantized with the model's own input scale and zero point; ``lsb`` is the output scale.
+    """
+
+    def __init__(self, blob: bytes):
+        self.interpreter = _interpreter(blob)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.lsb, self._out_zero = self.output["quantization"]
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        if tuple(self.input["shape"]) != x.shape:
+            self.interpreter.resize_tensor_input(self.input["index"], x.shape)
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+        scale, zero = self.input["quantization"]
+        self.interpreter.set_tensor(self.input["index"], np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8))
+        self.interpreter.invoke()
+        raw = self.interpreter.get_tensor(self.output["index"]).astype(np.float32)
+        return (raw - self._out_zero) * np.float32(self.lsb)
+
+
 def predict_tflite_classes(blob: bytes, batches: tf.data.Dataset) -> Predictions:
     """Per-image classes of an int8 TFLite classifier (LiteRT interpreter)."""
-    interpreter = _interpreter(blob)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero = inp["quantization"]
+    runner = Int8Runner(blob)
     predicted, labels = [], []
     for x, y in batches:
-        x, y = x.numpy(), y.numpy()
-        if tuple(inp["shape"]) != x.shape:
-            interpreter.resize_tensor_input(inp["index"], x.shape)
-            interpreter.allocate_tensors()
-            inp = interpreter.get_input_details()[0]
-        q = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
-        interpreter.set_tensor(inp["index"], q)
-        interpreter.invoke()
-        logits = interpreter.get_tensor(out["index"])
-        predicted.append(np.argmax(logits, axis=-1).astype(np.int32))
-        labels.append(y.astype(np.int32))
+        predicted.append(np.argmax(runner.logits(x.numpy()), axis=-1).astype(np.int32))
+        labels.append(y.numpy().astype(np.int32))
     if not labels:
         raise ValueError("evaluation data is empty")
     return Predictions(np.concatenate(predicted), np.concatenate(labels))

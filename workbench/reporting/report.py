@@ -80,6 +80,7 @@ def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame
     runs["output_bw"] = pd.to_numeric(runs.get(PARAM + "quant.output_bw"), errors="coerce")
     runs["per_channel"] = runs.get(PARAM + "quant.per_channel") == "True"
     refs = runs[(runs["stage"] == "baseline") & (runs["deployable"] == "true")].set_index("setting")
+    refs = refs[~refs.index.duplicated(keep="last")]  # one reference per setting (the latest run)
     rows = []
     for _, row in runs.iterrows():
         out = {"delta_vs_baseline": math.nan, "p_value": math.nan, "verdict": NO_BASELINE}
