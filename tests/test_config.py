@@ -66,7 +66,7 @@ def test_default_is_the_embedded_setting():
         ("quant.param_bw=1", r"quant.param_bw=1 is not allowed: bitwidths are integers in 2..16"),
         ("quant.output_bw=33", r"quant.output_bw=33 is not allowed"),
         ("quant.calibration_samples=-5", r"quant.calibration_samples=-5 is not allowed: use an integer >= 1"),
-        ("quant.percentile=50", r"quant.percentile=50.0 is not allowed: use a value in \[90, 100\]"),
+        ("quant.percentile=40", r"quant.percentile=40.0 is not allowed: use a value in \[50, 100\]"),
         ("dataset.batch_size=0", r"dataset.batch_size=0 is not allowed"),
         ("dataset=imagenet", r"dataset.path is missing"),
         ("dataset=imagenet dataset.path=/nonexistent", r"dataset.path='/nonexistent' is not a folder"),

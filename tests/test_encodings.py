@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from workbench.quantsim.analyzers import (
+    EncodingAnalyzer,
     HistogramObserver,
+    bin_centres,
     compute_tensor_encoding,
     percentile_range,
     tf_enhanced_range,
@@ -36,6 +38,27 @@ def test_symmetric_grid_hand_computed():
     assert enc.scale[0] == F32(2) / F32(127)
     assert enc.offset[0] == -128
     assert enc.max[0] == pytest.approx(2.0, rel=1e-6)
+
+
+def test_symmetric_final_step_recomputes_scale():
+    # Δ = 1.1/127; grid [−128Δ, 127Δ]; the final step recomputes Δ' = (max − min)/255, one ulp above Δ
+    delta = F32(1.1) / F32(127)
+    recomputed = (F32(127) * delta - F32(-128) * delta) / F32(255)
+    assert recomputed == np.nextafter(delta, F32(1))
+    enc = encoding_from_range(-0.5, 1.1, 8, symmetric=True)
+    assert enc.scale[0] == recomputed and enc.offset[0] == -128
+
+
+def test_asymmetric_final_step_recomputes_scale():
+    # Δ = 3.1/255, o = round(−2.2/Δ) = −181; grid [181·(−Δ), 74·Δ] gives Δ' one ulp above Δ
+    lo, hi = F32(-2.2), F32(0.9)
+    delta = (hi - lo) / F32(255)
+    offset = np.round(lo / delta)
+    assert offset == -181
+    recomputed = (delta * F32(offset + 255) - delta * F32(offset)) / F32(255)
+    assert recomputed == np.nextafter(delta, F32(1))
+    enc = encoding_from_range(lo, hi, 8, symmetric=False)
+    assert enc.scale[0] == recomputed and enc.offset[0] == np.round(delta * F32(offset) / recomputed) == -181
 
 
 def test_two_bit_symmetric_uses_p_plus_one():
@@ -71,26 +94,36 @@ def test_zero_is_exactly_representable(rng, symmetric, bw):
         assert quantize_dequantize(np.zeros(3, F32), enc)[0] == 0.0
 
 
+@pytest.mark.parametrize("scheme", ["tf", "tf_enhanced", "percentile"])
 @pytest.mark.parametrize("symmetric", [False, True])
-def test_all_zero_gives_tiny_range_not_unit(symmetric):
-    enc = compute_tensor_encoding(np.zeros(100, F32), "tf", 8, symmetric)
+def test_all_zero_gives_minimum_scale_around_zero(scheme, symmetric):
+    # AIMET 2.42: scale = s_min (float32 eps), offset 0 or −128; never a range built from the histogram's ±0.5
+    enc = compute_tensor_encoding(np.zeros(100, F32), scheme, 8, symmetric)
+    if scheme == "percentile":  # p < 100 reads bin edges: the left edge of the bin holding 0 (−1/2048·… ≈ −0.0005)
+        assert enc.max[0] - enc.min[0] < 2e-3 and quantize_dequantize(np.zeros(1, F32), enc)[0] == 0.0
+        return
+    if scheme == "tf_enhanced" and symmetric:
+        # observed [0, 0] → max = 255·s_min, Δmax = 2·max/255; the histogram's mass sits at the centre w/2 ≈ 1e-3,
+        # beyond every candidate, so the widest (Δmax·101/100) wins and goes through the final step
+        s_min = min_scale(255)
+        delta = F32(2) * (F32(0) + F32(255) * s_min) / F32(255) * F32(101) / F32(100)
+        grid_min = F32(-128) * delta
+        assert enc.scale[0] == ((grid_min + F32(255) * delta) - grid_min) / F32(255) and enc.offset[0] == -128
+        return
     assert enc.scale[0] == FLOAT32_EPS == min_scale(255)
-    assert enc.max[0] - enc.min[0] == pytest.approx(255 * float(FLOAT32_EPS), rel=1e-5)
-    # histogram schemes see [−0.5, 0.5] with all mass at 0: still a narrow, finite grid
-    for scheme in ("tf_enhanced", "percentile"):
-        enc = compute_tensor_encoding(np.zeros(100, F32), scheme, 8, symmetric)
-        assert np.all(np.isfinite([enc.min[0], enc.max[0]])) and enc.max[0] - enc.min[0] < 1.0
-        assert quantize_dequantize(np.zeros(1, F32), enc)[0] == 0.0
+    assert enc.offset[0] == (-128 if symmetric else 0)
 
 
-def test_constant_tensor():
-    enc = compute_tensor_encoding(np.full(100, 3.0, F32), "tf", 8, False)
-    assert enc.min[0] == 0.0 and enc.max[0] == pytest.approx(3.0, rel=1e-6)
-    # a histogram of a constant spans [v − 0.5, v + 0.5]
+def test_constant_tensor_keeps_its_observed_range():
+    for scheme in ("tf", "tf_enhanced"):
+        enc = compute_tensor_encoding(np.full(100, 3.0, F32), scheme, 8, False)
+        assert enc.min[0] == 0.0 and enc.max[0] == pytest.approx(3.0, rel=1e-6), scheme
+    # the histogram of a constant spans [v − 0.5, v + 0.5] for binning only
     obs = HistogramObserver()
     obs.update(np.full(100, 3.0, F32))
-    _, edges = obs.histogram()
+    edges = obs.edges()
     assert edges[0, 0] == 2.5 and edges[0, -1] == 3.5
+    assert obs.observed_range() == (F32(3.0), F32(3.0))
 
 
 def test_non_finite_values():
@@ -100,15 +133,17 @@ def test_non_finite_values():
     assert enc.min[0] == pytest.approx(-0.5, abs=step) and enc.max[0] == pytest.approx(2.0, abs=step)
     obs = HistogramObserver()
     obs.update(x)
-    counts, edges = obs.histogram()
+    counts, _, _ = obs.histogram()
     assert counts.sum() == 5  # NaN ignored, ±inf counted in the end bins
     assert counts[0, 0] == 2 and counts[0, -1] == 2
+    assert obs.observed_range() == (F32(-0.5), F32(2.0))
     for scheme in ("tf_enhanced", "percentile"):
         e = compute_tensor_encoding(x, scheme, 8, True)
         assert np.isfinite(e.scale).all() and np.isfinite(e.min).all()
-    # an infinite range is clamped to float32's largest finite value
-    enc = encoding_from_range(-np.inf, np.inf, 8, False)
-    assert np.isfinite(enc.scale).all()
+    # an infinite range is clamped to a finite one
+    for symmetric in (False, True):
+        enc = encoding_from_range(-np.inf, np.inf, 8, symmetric)
+        assert np.isfinite(enc.scale).all() and np.isfinite(enc.min).all() and np.isfinite(enc.max).all()
 
 
 def test_quantize_dequantize_grid_formula(rng):
@@ -150,14 +185,66 @@ def test_tf_enhanced_keeps_range_without_outliers(rng):
     assert enc.min[0] == pytest.approx(-1, abs=0.02) and enc.max[0] == pytest.approx(1, abs=0.02)
 
 
-def test_tf_enhanced_candidate_ties_go_to_first():
-    # all mass on a bin whose midpoint is exactly 0: every candidate costs 0, the first one wins
+def test_bin_centres_are_lo_plus_half_width_plus_j_widths():
+    lo, width = np.array([-1.3], F32), np.array([F32(2.9) / F32(512)], F32)
+    centres = bin_centres(lo, width, 512)
+    j = np.arange(512, dtype=F32)
+    np.testing.assert_array_equal(centres[0], (lo[0] + width[0] / F32(2)) + j * width[0])
+    edges = lo[0] + np.arange(513, dtype=F32) * width[0]
+    assert np.any(centres[0] != (edges[:-1] + edges[1:]) / F32(2))  # not the mean of two edges
+
+
+def test_tf_enhanced_candidate_ties_go_to_first_and_use_observed_range():
+    # all mass on a centre exactly at 0: every symmetric candidate costs 0, the first (Δmax/100) wins;
+    # Δmax comes from the observed range (−1, 1.5), not from the histogram's range
     counts = np.array([[0.0, 10.0, 0.0]])
-    edges = np.array([[-1.5, -0.5, 0.5, 1.5]], F32)
-    lo, hi = tf_enhanced_range(counts, edges, 8, True)
-    first_delta = F32(2) * F32(1.5) / F32(255) * F32(1) / F32(100)
-    assert hi[0] == pytest.approx(127 * first_delta, rel=1e-6)
-    assert lo[0] == pytest.approx(-128 * first_delta, rel=1e-6)
+    centres = np.array([[-1.0, 0.0, 1.0]], F32)
+    lo, hi = tf_enhanced_range(counts, centres, (np.array([-1.0], F32), np.array([1.5], F32)), 8, True)
+    delta = F32(2) * F32(1.5) / F32(255) * F32(1) / F32(100)
+    assert lo[0] == F32(-128) * delta
+    assert hi[0] == lo[0] + F32(255) * delta  # min + steps·Δ, not Δ·(o + steps)
+
+
+def test_tf_enhanced_winner_goes_through_final_step_only(rng):
+    x = rng.standard_normal(20_000).astype(F32)
+    x[:3] = [40.0, -30.0, 25.0]
+    for symmetric in (False, True):
+        analyzer = EncodingAnalyzer("tf_enhanced", 4, symmetric)
+        analyzer.update(x)
+        counts, lo_edge, width = analyzer.observer.histogram()
+        lo, hi = tf_enhanced_range(counts, bin_centres(lo_edge, width, 512), analyzer.observer.observed_range(), 4, symmetric)
+        enc = analyzer.compute_encoding()
+        expected_scale = max((hi[0] - lo[0]) / F32(15), min_scale(15))
+        assert enc.scale[0] == expected_scale
+        assert enc.offset[0] == (-8 if symmetric else np.clip(np.round(lo[0] / expected_scale), -15, 0))
+
+
+def test_tf_enhanced_observed_range_is_tracked_apart_from_growth_limit(rng):
+    # a later batch beyond the histogram's growth limit: counted in the end bin, but the observed max is kept
+    obs = HistogramObserver()
+    obs.update(rng.uniform(0, 1, 1000).astype(F32))
+    obs.update(np.array([100.0], F32))
+    assert obs.edges()[0, -1] < 2.6
+    assert obs.observed_range()[1][0] == 100.0
+
+
+def test_percentile_uses_left_edge_of_first_bin_reaching_the_share():
+    # values 0 … 99 over 2048 bins, p = 90: the high bound is the left edge of the bin holding 89 (the
+    # cumulative count first reaches 90 there), the low bound the left edge of the bin holding 9
+    x = np.arange(100, dtype=F32)
+    analyzer = EncodingAnalyzer("percentile", 8, False, percentile=90.0)
+    analyzer.update(x)
+    width = F32(99) / F32(2048)
+    hi_bin, lo_bin = int(np.floor(F32(89) * F32(2048) / F32(99))), int(np.floor(F32(9) * F32(2048) / F32(99)))
+    edges = analyzer.observer.edges()
+    lo, hi = percentile_range(analyzer.observer.histogram()[0], edges, 90.0)
+    assert hi[0] == F32(0) + F32(hi_bin) * width and lo[0] == F32(lo_bin) * width
+    # then the tf range adjustment (0 joins the range) and the final step
+    enc, expected = analyzer.compute_encoding(), encoding_from_range(F32(0), hi[0], 8, False)
+    assert enc.scale[0] == expected.scale[0] and enc.offset[0] == expected.offset[0] == 0
+    # p = 100 keeps the whole histogram range
+    lo, hi = percentile_range(analyzer.observer.histogram()[0], edges, 100.0)
+    assert lo[0] == 0.0 and hi[0] == edges[0, -1]
 
 
 def test_percentile_clips_tails(rng):
@@ -165,22 +252,40 @@ def test_percentile_clips_tails(rng):
     x[:5] = [100, -100, 80, -90, 70]
     enc = compute_tensor_encoding(x, "percentile", 8, False, percentile=99.9)
     assert enc.max[0] < 5 and enc.min[0] > -5
-    obs = HistogramObserver()
-    obs.update(x)
-    counts, edges = obs.histogram()
-    lo, hi = percentile_range(counts, edges, 100.0)
-    assert lo[0] == edges[0, 0] and hi[0] == edges[0, -1]
 
 
 def test_histogram_growth_is_limited_and_counts_kept(rng):
     obs = HistogramObserver()
     obs.update(rng.uniform(0, 1, 1000).astype(F32))  # r0 = ~1
     obs.update(np.array([0.5, 100.0, -100.0], F32))
-    counts, edges = obs.histogram()
+    counts, _, _ = obs.histogram()
+    edges = obs.edges()
     assert counts.sum() == 1003
-    assert edges[0, -1] == pytest.approx(obs.limit_hi[0]) and edges[0, -1] < 2.6
-    assert edges[0, 0] == pytest.approx(obs.limit_lo[0]) and edges[0, 0] > -1.6
+    assert edges[0, -1] == pytest.approx(obs.limit_hi.numpy()[0]) and edges[0, -1] < 2.6
+    assert edges[0, 0] == pytest.approx(obs.limit_lo.numpy()[0]) and edges[0, 0] > -1.6
     assert counts[0, 0] == 1 and counts[0, -1] == 1
+
+
+def test_histogram_rebin_splits_a_straddling_bin_by_hand():
+    # 4 bins over [0, 3] (width 0.75): 0 → bin 0, three 0.8s → bin 1, 3 → bin 3
+    obs = HistogramObserver(num_bins=4)
+    obs.update(np.array([0.0, 0.8, 0.8, 0.8, 3.0], F32))
+    np.testing.assert_array_equal(obs.histogram()[0], [[1, 3, 0, 1]])
+    # −1 widens the range to [−1, 3] (width 1): bin [0, 0.75) moves whole into [0, 1); bin [0.75, 1.5)
+    # straddles 1: round(3·(1 − 0.75)/0.75) = 1 count stays in [0, 1), 2 move to [1, 2); [2.25, 3) → [2, 3)
+    obs.update(np.array([-1.0], F32))
+    np.testing.assert_array_equal(obs.histogram()[0], [[1, 2, 2, 1]])
+
+
+def test_per_channel_histograms_equal_one_histogram_per_channel(rng):
+    w = rng.standard_normal((3, 3, 4, 6)).astype(F32) * np.geomspace(0.01, 10, 6).astype(F32)
+    w[..., 2] = 0.0  # a dead channel
+    for scheme in ("tf_enhanced", "percentile"):
+        for symmetric in (False, True):
+            per_channel = compute_tensor_encoding(w, scheme, 4, symmetric, channel_axis=-1)
+            for c in range(6):
+                alone = compute_tensor_encoding(w[..., c], scheme, 4, symmetric)
+                assert per_channel.scale[c] == alone.scale[0] and per_channel.offset[c] == alone.offset[0], (scheme, c)
 
 
 def test_per_channel_encoding_and_per_channel_qdq(rng):

@@ -97,8 +97,8 @@ class QuantSettings:
             bw = getattr(self, key)
             if not isinstance(bw, int) or not MIN_BITWIDTH <= bw <= MAX_BITWIDTH:
                 raise ValueError(f"{key}={bw!r} is not allowed: use an integer in {MIN_BITWIDTH}..{MAX_BITWIDTH}")
-        if not 90.0 <= float(self.percentile) <= 100.0:
-            raise ValueError(f"percentile={self.percentile!r} is not allowed: use a value in [90, 100]")
+        if not 50.0 <= float(self.percentile) <= 100.0:
+            raise ValueError(f"percentile={self.percentile!r} is not allowed: use a value in [50, 100]")
 
     def with_range_learning(self) -> QuantSettings:
         """The same settings with both schemes switched to their range-learning variants, strict weight grids."""

@@ -111,7 +111,7 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
             f"quant.{key}={bw!r} is not allowed: bitwidths are integers in {MIN_BITWIDTH}..{MAX_BITWIDTH}",
         )
     _positive(cfg, "quant.calibration_samples")
-    _require(90.0 <= float(q.percentile) <= 100.0, f"quant.percentile={q.percentile!r} is not allowed: use a value in [90, 100]")
+    _require(50.0 <= float(q.percentile) <= 100.0, f"quant.percentile={q.percentile!r} is not allowed: use a value in [50, 100]")
     _positive(cfg, "tracking.sqnr_samples", allow_zero=True)
     for key in ("num_quant_samples", "num_bias_correct_samples", "batch_size"):
         _positive(cfg, f"bc.{key}")

@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import tensorflow as tf
 
 from workbench.options import QuantScheme
-from workbench.quantsim.encodings import F32, Encoding, encoding_from_range, min_scale, num_steps
+from workbench.quantsim.encodings import F32, Encoding, encoding_from_range, final_step, min_scale, num_steps
 
 NUM_BINS = 512
+PERCENTILE_BINS = 2048  # AIMET 2.42's percentile analyzer: 2048 bins, no growth limit
 GROWTH_LIMIT = 1.5  # later batches may widen the histogram by 1.5 first-ranges per side
-EMPTY = np.empty(0, F32)  # observer state before the first batch (never mutated in place)
 CLIP_PENALTY = 3.0
 # tf_enhanced candidate grids (AIMET 2.42):
 SYMMETRIC_DELTA_STEPS = 100  # symmetric deltas Δmax·i/100, i = 1 … 101
@@ -27,119 +28,183 @@ MAX_OFFSET_CANDIDATES = 21  # asymmetric offsets: min(steps + 2, 21) − 1 sprea
 COST_CHUNK_ELEMENTS = 4_000_000  # bounds the (channels, candidates, bins) work array of the cost
 
 
-def _as_rows(x: np.ndarray, channels: int) -> np.ndarray:
-    return np.asarray(x, dtype=F32).reshape(channels, -1)
+def _rows(x, channels: int) -> tf.Tensor:
+    return tf.reshape(tf.cast(x, tf.float32), (channels, -1))
+
+
+def _all_finite(rows: tf.Tensor) -> tf.Tensor:
+    """True when every value is finite: NaN and ±inf make the sum non-finite (a finite-overflowing sum
+    only sends the batch down the slower, masked path, which is exact too)."""
+    return tf.math.is_finite(tf.reduce_sum(rows))
+
+
+def _row_min_max(rows: tf.Tensor, all_finite: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-row min and max of the finite values (+inf / −inf for a row without any)."""
+
+    def plain():
+        return tf.reduce_min(rows, axis=1), tf.reduce_max(rows, axis=1)
+
+    def masked():
+        finite = tf.math.is_finite(rows)
+        return tf.reduce_min(tf.where(finite, rows, np.inf), axis=1), tf.reduce_max(tf.where(finite, rows, -np.inf), axis=1)
+
+    return tf.cond(all_finite, plain, masked)
+
+
+def _state(value: np.ndarray | float, shape: tuple[int, ...], dtype=tf.float32) -> tf.Variable:
+    return tf.Variable(tf.fill(shape, tf.constant(value, dtype)), trainable=False)
 
 
 class MinMaxObserver:
-    """Running min and max per channel; non-finite values are ignored."""
+    """Running min and max per channel of the finite values, kept in TensorFlow variables.
+
+    ``update`` runs where the tensor lives (also inside a traced function): two reductions
+    per batch, nothing goes to the host until :meth:`range`.
+    """
 
     def __init__(self, channels: int = 1):
         self.channels = channels
-        self.lo = EMPTY  # running min / max per channel; empty until the first batch
-        self.hi = EMPTY
+        self.lo = _state(np.inf, (channels,))
+        self.hi = _state(-np.inf, (channels,))
+        self.batches = _state(0, (), tf.int64)
 
-    def update(self, x: np.ndarray) -> None:
-        rows = _as_rows(x, self.channels)
-        finite = np.isfinite(rows)
-        lo = np.where(finite, rows, np.inf).min(axis=1).astype(F32)
-        hi = np.where(finite, rows, -np.inf).max(axis=1).astype(F32)
-        self.lo = lo if self.lo.size == 0 else np.minimum(self.lo, lo)
-        self.hi = hi if self.hi.size == 0 else np.maximum(self.hi, hi)
+    def update(self, x) -> None:
+        rows = _rows(x, self.channels)
+        lo, hi = _row_min_max(rows, _all_finite(rows))
+        self.lo.assign(tf.minimum(self.lo, lo))
+        self.hi.assign(tf.maximum(self.hi, hi))
+        self.batches.assign_add(1)
 
     def range(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.lo.size == 0:
+        if int(self.batches.numpy()) == 0:
             raise RuntimeError("no statistics collected: run a forward pass before computing encodings")
+        lo, hi = self.lo.numpy(), self.hi.numpy()
         # channels that saw no finite value at all fall back to [0, 0]
-        lo = np.where(np.isfinite(self.lo), self.lo, 0).astype(F32)
-        hi = np.where(np.isfinite(self.hi), self.hi, 0).astype(F32)
-        return lo, hi
+        return np.where(np.isfinite(lo), lo, 0).astype(F32), np.where(np.isfinite(hi), hi, 0).astype(F32)
 
 
 class HistogramObserver:
-    """A fixed-bin histogram per channel whose range grows within a limit.
+    """A fixed-bin histogram per channel, computed in TensorFlow, whose range grows within a limit.
 
-    The first batch fixes the range to its finite [min, max] ([v − 0.5, v + 0.5] when
-    constant); later batches may widen it up to [min₀ − 1.5·r₀, max₀ + 1.5·r₀], the old
-    counts being re-binned; values beyond the limit and ±inf land in the end bins.
+    The first batch fixes the range to its finite [min, max] ([v − 0.5, v + 0.5] when constant;
+    that widening is for binning only); later batches may widen it up to
+    [min₀ − 1.5·r₀, max₀ + 1.5·r₀] (no limit when ``growth_limit`` is None), the old counts being
+    re-binned; values beyond the limit and ±inf land in the end bins, NaN nowhere. The observed
+    range (running min/max of the finite data) is tracked apart from the bin edges. Bin index:
+    floor((x − lo)·bins/(hi − lo)), float32. Counts are float64 (exact to 2^53).
     """
 
     def __init__(self, channels: int = 1, num_bins: int = NUM_BINS, growth_limit: float | None = GROWTH_LIMIT):
         self.channels = channels
         self.num_bins = num_bins
         self.growth_limit = growth_limit
-        # all empty until the first batch
-        self.counts = EMPTY  # (C, bins) float64 raw counts
-        self.lo = EMPTY  # histogram range per channel
-        self.hi = EMPTY
-        self.limit_lo = EMPTY  # how far the range may grow
-        self.limit_hi = EMPTY
+        c = (channels,)
+        self.counts = _state(0.0, (channels, num_bins), tf.float64)
+        self.lo = _state(0.0, c)  # histogram range per channel
+        self.hi = _state(0.0, c)
+        self.limit_lo = _state(-np.inf, c)  # how far the range may grow
+        self.limit_hi = _state(np.inf, c)
+        self.seen_min = _state(np.inf, c)  # observed range of the finite data
+        self.seen_max = _state(-np.inf, c)
+        self.batches = _state(0, (), tf.int64)
 
-    def _bin_index(self, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        # torch.histc-style: bin = (x − lo)·bins/(hi − lo), out-of-range and ±inf go to the end bins
-        pos = (rows - lo[:, None]) * F32(self.num_bins) / (hi - lo)[:, None]
-        pos = np.nan_to_num(pos, nan=0.0, posinf=self.num_bins, neginf=-1.0)
-        return np.clip(np.floor(pos), 0, self.num_bins - 1).astype(np.int64)
+    def _counts_of(self, rows: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor, all_finite: tf.Tensor) -> tf.Tensor:
+        nb = self.num_bins
+        size = self.channels * nb
+        pos = (rows - lo[:, None]) * np.float32(nb) / (hi - lo)[:, None]
+        base = (tf.range(self.channels, dtype=tf.int32) * nb)[:, None]
 
-    def _histogram(self, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        valid = ~np.isnan(rows)
-        idx = self._bin_index(rows, lo, hi) + (np.arange(self.channels) * self.num_bins)[:, None]
-        flat = np.bincount(idx[valid], minlength=self.channels * self.num_bins)
-        return flat.reshape(self.channels, self.num_bins).astype(np.float64)
+        def plain():
+            idx = tf.cast(tf.clip_by_value(tf.floor(pos), 0.0, nb - 1.0), tf.int32) + base
+            return tf.math.bincount(tf.reshape(idx, [-1]), minlength=size, maxlength=size, dtype=tf.float64)
 
-    def _rebin(self, new_lo: np.ndarray, new_hi: np.ndarray) -> np.ndarray:
+        def masked():
+            # ±inf positions clip to the end bins; NaN goes to an extra bin that is dropped
+            nan = tf.math.is_nan(pos)
+            idx = tf.cast(tf.clip_by_value(tf.floor(tf.where(nan, 0.0, pos)), 0.0, nb - 1.0), tf.int32) + base
+            idx = tf.where(nan, size, idx)
+            return tf.math.bincount(tf.reshape(idx, [-1]), minlength=size + 1, maxlength=size + 1, dtype=tf.float64)[:size]
+
+        return tf.reshape(tf.cond(all_finite, plain, masked), (self.channels, nb))
+
+    def _rebin(self, new_lo: tf.Tensor, new_hi: tf.Tensor) -> tf.Tensor:
         """Move old counts into the wider bins; a source bin spans at most two new bins."""
         nb = self.num_bins
-        src_w = ((self.hi - self.lo) / F32(nb)).astype(F32)
-        dst_w = ((new_hi - new_lo) / F32(nb)).astype(F32)
-        src_start = self.lo[:, None] + src_w[:, None] * np.arange(nb, dtype=F32)[None, :]
-        dst_idx = np.clip(np.floor((src_start - new_lo[:, None]) / dst_w[:, None]), 0, nb - 1).astype(np.int64)
-        dst_end = new_lo[:, None] + dst_w[:, None] * (dst_idx + 1).astype(F32)
-        frac = (dst_end - src_start) / src_w[:, None]
-        first = np.minimum(np.round(frac * self.counts), self.counts)
-        second = self.counts - first
-        out = np.zeros_like(self.counts)
-        rows = np.repeat(np.arange(self.channels), nb).reshape(self.channels, nb)
-        np.add.at(out, (rows, dst_idx), first)
-        np.add.at(out, (rows, np.minimum(dst_idx + 1, nb - 1)), second)
-        return out
+        j = tf.range(nb, dtype=tf.float32)[None, :]
+        src_w = (self.hi - self.lo) / np.float32(nb)
+        dst_w = (new_hi - new_lo) / np.float32(nb)
+        src_start = self.lo[:, None] + src_w[:, None] * j
+        dst_idx = tf.clip_by_value(tf.floor((src_start - new_lo[:, None]) / dst_w[:, None]), 0.0, nb - 1.0)
+        dst_end = new_lo[:, None] + dst_w[:, None] * (dst_idx + 1.0)
+        frac = tf.cast((dst_end - src_start) / src_w[:, None], tf.float64)
+        counts = self.counts.value()
+        first = tf.minimum(tf.math.rint(frac * counts), counts)
+        base = (tf.range(self.channels, dtype=tf.int32) * nb)[:, None]
+        first_bin = tf.cast(dst_idx, tf.int32) + base
+        second_bin = tf.minimum(tf.cast(dst_idx, tf.int32) + 1, nb - 1) + base
+        size = self.channels * nb
+        moved = tf.math.unsorted_segment_sum(
+            tf.concat([tf.reshape(first, [-1]), tf.reshape(counts - first, [-1])], 0),
+            tf.concat([tf.reshape(first_bin, [-1]), tf.reshape(second_bin, [-1])], 0),
+            size,
+        )
+        return tf.reshape(moved, (self.channels, nb))
 
-    def update(self, x: np.ndarray) -> None:
-        rows = _as_rows(x, self.channels)
-        finite = np.isfinite(rows)
-        any_finite = finite.any(axis=1)
-        b_lo = np.where(finite, rows, np.inf).min(axis=1).astype(F32)
-        b_hi = np.where(finite, rows, -np.inf).max(axis=1).astype(F32)
-        b_lo = np.where(any_finite, b_lo, 0).astype(F32)
-        b_hi = np.where(any_finite, b_hi, 0).astype(F32)
-        if self.counts.size == 0:
-            same = b_lo == b_hi
-            lo = np.where(same, b_lo - F32(0.5), b_lo).astype(F32)
-            hi = np.where(same, b_hi + F32(0.5), b_hi).astype(F32)
-            self.lo, self.hi = lo, hi
+    def update(self, x) -> None:
+        rows = _rows(x, self.channels)
+        all_finite = _all_finite(rows)
+        b_lo, b_hi = _row_min_max(rows, all_finite)
+        self.seen_min.assign(tf.minimum(self.seen_min, b_lo))
+        self.seen_max.assign(tf.maximum(self.seen_max, b_hi))
+        any_finite = tf.math.is_finite(b_lo)
+        b_lo = tf.where(any_finite, b_lo, 0.0)
+        b_hi = tf.where(any_finite, b_hi, 0.0)
+
+        def first():
+            same = tf.equal(b_lo, b_hi)
+            lo = tf.where(same, b_lo - 0.5, b_lo)
+            hi = tf.where(same, b_hi + 0.5, b_hi)
             if self.growth_limit is None:
-                self.limit_lo = np.full_like(lo, -np.inf)
-                self.limit_hi = np.full_like(hi, np.inf)
-            else:
-                r0 = hi - lo
-                self.limit_lo = (lo - F32(self.growth_limit) * r0).astype(F32)
-                self.limit_hi = (hi + F32(self.growth_limit) * r0).astype(F32)
-            self.counts = self._histogram(rows, lo, hi)
-            return
-        new_lo = np.maximum(np.minimum(self.lo, b_lo), self.limit_lo).astype(F32)
-        new_hi = np.minimum(np.maximum(self.hi, b_hi), self.limit_hi).astype(F32)
-        if np.any(new_lo != self.lo) or np.any(new_hi != self.hi):
-            self.counts = self._rebin(new_lo, new_hi)
-            self.lo, self.hi = new_lo, new_hi
-        self.counts = self.counts + self._histogram(rows, self.lo, self.hi)
+                return lo, hi, self.limit_lo.value(), self.limit_hi.value(), tf.zeros_like(self.counts)
+            r0 = hi - lo
+            limit = np.float32(self.growth_limit)
+            return lo, hi, lo - limit * r0, hi + limit * r0, tf.zeros_like(self.counts)
 
-    def histogram(self) -> tuple[np.ndarray, np.ndarray]:
-        """Counts ``(C, bins)`` and edges ``(C, bins + 1)``."""
-        if self.counts.size == 0:
+        def later():
+            lo = tf.maximum(tf.minimum(self.lo, b_lo), self.limit_lo)
+            hi = tf.minimum(tf.maximum(self.hi, b_hi), self.limit_hi)
+            grown = tf.reduce_any(tf.not_equal(lo, self.lo) | tf.not_equal(hi, self.hi))
+            counts = tf.cond(grown, lambda: self._rebin(lo, hi), self.counts.value)
+            return lo, hi, self.limit_lo.value(), self.limit_hi.value(), counts
+
+        lo, hi, limit_lo, limit_hi, counts = tf.cond(tf.equal(self.batches, 0), first, later)
+        self.counts.assign(counts + self._counts_of(rows, lo, hi, all_finite))
+        self.lo.assign(lo)
+        self.hi.assign(hi)
+        self.limit_lo.assign(limit_lo)
+        self.limit_hi.assign(limit_hi)
+        self.batches.assign_add(1)
+
+    def _check(self) -> None:
+        if int(self.batches.numpy()) == 0:
             raise RuntimeError("no statistics collected: run a forward pass before computing encodings")
-        width = ((self.hi - self.lo) / F32(self.num_bins)).astype(F32)
-        edges = (self.lo[:, None] + np.arange(self.num_bins + 1, dtype=F32)[None, :] * width[:, None]).astype(F32)
-        return self.counts, edges
+
+    def histogram(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Counts ``(C, bins)``, the histogram range's lower end and the bin width ``(C,)``."""
+        self._check()
+        lo, hi = self.lo.numpy(), self.hi.numpy()
+        return self.counts.numpy(), lo, ((hi - lo) / F32(self.num_bins)).astype(F32)
+
+    def edges(self) -> np.ndarray:
+        """Bin edges ``(C, bins + 1)``: lo + k·w."""
+        _, lo, width = self.histogram()
+        return (lo[:, None] + np.arange(self.num_bins + 1, dtype=F32)[None, :] * width[:, None]).astype(F32)
+
+    def observed_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Running min and max of the finite data ([0, 0] for a channel that saw none)."""
+        self._check()
+        lo, hi = self.seen_min.numpy(), self.seen_max.numpy()
+        return np.where(np.isfinite(lo), lo, 0).astype(F32), np.where(np.isfinite(hi), hi, 0).astype(F32)
 
 
 def _candidate_cost(counts: np.ndarray, mids: np.ndarray, scale: np.ndarray, offset: np.ndarray, steps: int) -> np.ndarray:
@@ -154,16 +219,29 @@ def _candidate_cost(counts: np.ndarray, mids: np.ndarray, scale: np.ndarray, off
     return np.einsum("cb,ckb->ck", counts, err.astype(np.float64))
 
 
+def bin_centres(lo: np.ndarray, width: np.ndarray, num_bins: int) -> np.ndarray:
+    """Centre of bin j: lo + w/2 + j·w (float32, computed that way rather than from the edges)."""
+    return ((lo + width / F32(2))[:, None] + np.arange(num_bins, dtype=F32)[None, :] * width[:, None]).astype(F32)
+
+
 def tf_enhanced_range(
-    counts: np.ndarray, edges: np.ndarray, bitwidth: int, symmetric: bool, strict: bool = False
+    counts: np.ndarray,
+    centres: np.ndarray,
+    observed: tuple[np.ndarray, np.ndarray],
+    bitwidth: int,
+    symmetric: bool,
+    strict: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Search the grid with the lowest histogram-weighted quantization error."""
+    """The grid with the lowest histogram-weighted quantization error: its (min, min + steps·Δ).
+
+    ``observed`` is the data's own running (min, max); the histogram (counts per bin centre)
+    only weighs the candidates. The result still goes through the final quantizer step.
+    """
     steps = num_steps(bitwidth, bool(strict and symmetric))
     s_min = min_scale(steps)
-    mn = np.minimum(edges[:, 0], F32(0)).astype(F32)
-    mx = np.maximum(edges[:, -1], F32(0)).astype(F32)
+    mn = np.minimum(np.asarray(observed[0], F32), F32(0)).astype(F32)
+    mx = np.maximum(np.asarray(observed[1], F32), F32(0)).astype(F32)
     mx = np.maximum(mx, mn + F32(steps) * s_min).astype(F32)
-    mids = ((edges[:, :-1] + edges[:, 1:]) / F32(2)).astype(F32)
     if symmetric:
         d_max = (F32(2) * np.maximum(mx, -mn) / F32(steps)).astype(F32)
         i = np.arange(1, SYMMETRIC_DELTA_STEPS + 2, dtype=F32)
@@ -187,39 +265,36 @@ def tf_enhanced_range(
     chunk = max(1, COST_CHUNK_ELEMENTS // (scale.shape[1] * counts.shape[1]))  # bound the (C, K, bins) work array
     cost = np.concatenate(
         [
-            _candidate_cost(counts[i : i + chunk], mids[i : i + chunk], scale[i : i + chunk], offset[i : i + chunk], steps)
+            _candidate_cost(counts[i : i + chunk], centres[i : i + chunk], scale[i : i + chunk], offset[i : i + chunk], steps)
             for i in range(0, counts.shape[0], chunk)
         ]
     )
     best = np.argmin(cost, axis=1)  # first minimum: ties go to the earliest candidate
     rows = np.arange(len(best))
     s, o = scale[rows, best], offset[rows, best]
-    return (s * o).astype(F32), (s * (o + F32(steps))).astype(F32)
+    grid_min = (s * o).astype(F32)
+    return grid_min, (grid_min + F32(steps) * s).astype(F32)
 
 
 def percentile_range(counts: np.ndarray, edges: np.ndarray, percentile: float) -> tuple[np.ndarray, np.ndarray]:
-    """Clip the histogram at the p-th percentile on each side (linear within a bin)."""
-
-    def _value_at(fraction: float) -> np.ndarray:
-        out = np.empty(counts.shape[0], dtype=F32)
-        for c in range(counts.shape[0]):
-            cum = np.cumsum(counts[c])
-            target = fraction * cum[-1]
-            k = int(np.searchsorted(cum, target, side="left"))
-            k = min(k, counts.shape[1] - 1)
-            before = cum[k - 1] if k > 0 else 0.0
-            inside = (target - before) / counts[c, k] if counts[c, k] > 0 else 0.0
-            out[c] = edges[c, k] + F32(np.clip(inside, 0, 1)) * (edges[c, k + 1] - edges[c, k])
-        return out
-
+    """AIMET 2.42's percentile bounds: the left edges of the bins where the cumulative count first
+    reaches T·(1 − p/100) (low side) and T·p/100 (high side); p = 100 keeps the whole histogram range."""
     if percentile >= 100.0:
         return edges[:, 0].copy(), edges[:, -1].copy()
-    p = percentile / 100.0
-    return _value_at(1.0 - p), _value_at(p)
+    cum = np.cumsum(counts, axis=1)
+    total = cum[:, -1:]
+    rows = np.arange(counts.shape[0])
+    i_max = np.argmax(cum >= total * (percentile / 100.0), axis=1)
+    i_min = np.argmax(cum >= total * (1.0 - percentile / 100.0), axis=1)
+    return edges[rows, i_min].astype(F32), edges[rows, i_max].astype(F32)
 
 
 class EncodingAnalyzer:
-    """Observer + range rule for one quantizer: ``update`` batches, then ``compute_encoding``."""
+    """Observer + range rule for one quantizer: ``update`` batches, then ``compute_encoding``.
+
+    ``update`` is TensorFlow and may run inside a traced function; ``compute_encoding`` reads
+    the statistics back once and searches/derives the grid on the host.
+    """
 
     def __init__(
         self,
@@ -234,23 +309,29 @@ class EncodingAnalyzer:
         self.scheme = QuantScheme(scheme).analyzer
         self.bitwidth, self.symmetric, self.strict, self.unsigned = bitwidth, symmetric, strict, unsigned
         self.percentile = percentile
+        self.observer: MinMaxObserver | HistogramObserver
         if self.scheme is QuantScheme.tf:
-            self.observer: MinMaxObserver | HistogramObserver = MinMaxObserver(channels)
-        else:
+            self.observer = MinMaxObserver(channels)
+        elif self.scheme is QuantScheme.tf_enhanced:
             self.observer = HistogramObserver(channels)
+        else:
+            self.observer = HistogramObserver(channels, PERCENTILE_BINS, growth_limit=None)
 
-    def update(self, x: np.ndarray) -> None:
+    def update(self, x) -> None:
         self.observer.update(x)
 
     def compute_encoding(self) -> Encoding:
         if isinstance(self.observer, MinMaxObserver):
             lo, hi = self.observer.range()
+        elif self.scheme is QuantScheme.tf_enhanced:
+            counts, lo_edge, width = self.observer.histogram()
+            centres = bin_centres(lo_edge, width, self.observer.num_bins)
+            lo, hi = tf_enhanced_range(counts, centres, self.observer.observed_range(), self.bitwidth, self.symmetric, self.strict)
+            # the winner goes through the final quantizer step only
+            return final_step(lo, hi, self.bitwidth, self.symmetric, self.strict)
         else:
-            counts, edges = self.observer.histogram()
-            if self.scheme is QuantScheme.tf_enhanced:
-                lo, hi = tf_enhanced_range(counts, edges, self.bitwidth, self.symmetric, self.strict)
-            else:
-                lo, hi = percentile_range(counts, edges, self.percentile)
+            counts, _, _ = self.observer.histogram()
+            lo, hi = percentile_range(counts, self.observer.edges(), self.percentile)
         return encoding_from_range(lo, hi, self.bitwidth, self.symmetric, self.strict, self.unsigned)
 
 

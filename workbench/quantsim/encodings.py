@@ -16,8 +16,8 @@ import numpy as np
 F32 = np.float32
 FLOAT32_EPS = F32(np.finfo(np.float32).eps)
 FLOAT32_MAX = F32(np.finfo(np.float32).max)
-# ±inf ranges are clamped to half of float32's range so that hi − lo stays finite
-RANGE_LIMIT = F32(FLOAT32_MAX / 2)
+# ±inf ranges are clamped to a quarter of float32's range so that every grid width stays finite
+RANGE_LIMIT = F32(FLOAT32_MAX / 4)
 
 
 def num_steps(bitwidth: int, strict: bool = False) -> int:
@@ -95,8 +95,9 @@ def encoding_from_range(
     """The final step every scheme ends with: an analyzer range [lo, hi] to an encoding.
 
     Widens the range to contain 0 and to span at least steps·s_min, then
-    symmetric: Δ = max(hi/P, −lo/N), o = −N (P = floor(steps/2), N = ceil(steps/2));
-    asymmetric: Δ = max((hi − lo)/steps, s_min), o = clamp(round(lo/Δ), −steps, 0).
+    symmetric: Δ = max(hi/P, −lo/N), grid [−N·Δ, P·Δ] (P = floor(steps/2), N = ceil(steps/2));
+    asymmetric: Δ = max((hi − lo)/steps, s_min), o = clamp(round(lo/Δ), −steps, 0), grid [Δ·o, Δ·(o + steps)];
+    and the grid goes through :func:`final_step`.
     """
     strict = bool(strict and symmetric)
     steps = num_steps(bitwidth, strict)
@@ -121,13 +122,39 @@ def encoding_from_range(
         unsigned_mask = np.full(lo.shape, bool(unsigned)) & (lo >= 0) & ~too_narrow
         pos_div = F32(n_pos + 1) if (steps == 3 and not strict) else F32(n_pos)
         scale = np.maximum(hi / pos_div, -lo / F32(n_neg)).astype(F32)
-        offset = np.full(lo.shape, -n_neg, dtype=F32)
         scale = np.where(unsigned_mask, hi / F32(steps), scale).astype(F32)
-        offset = np.where(unsigned_mask, F32(0), offset).astype(F32)
+        grid_min = np.where(unsigned_mask, F32(0), F32(-n_neg) * scale).astype(F32)
+        grid_max = np.where(unsigned_mask, F32(steps) * scale, F32(n_pos) * scale).astype(F32)
+        return final_step(grid_min, grid_max, bitwidth, True, strict, unsigned_mask)
+    scale = np.maximum((hi - lo) / F32(steps), s_min).astype(F32)
+    offset = np.clip(np.round(lo / scale), -steps, 0).astype(F32)
+    return final_step(scale * offset, scale * (offset + F32(steps)), bitwidth, False)
+
+
+def final_step(
+    grid_min: np.ndarray,
+    grid_max: np.ndarray,
+    bitwidth: int,
+    symmetric: bool,
+    strict: bool = False,
+    unsigned: bool | np.ndarray = False,
+) -> Encoding:
+    """The quantizer's last step, which every encoding goes through (float32).
+
+    Δ = max((max − min)/steps, s_min); asymmetric o = clamp(round(min/Δ), −steps, 0),
+    symmetric o = −ceil(steps/2) (strict: −(2^(b−1) − 1); unsigned: 0). Δ is recomputed
+    from the grid's ends, so it can differ by an ulp from the Δ that produced them.
+    """
+    strict = bool(strict and symmetric)
+    steps = num_steps(bitwidth, strict)
+    grid_min = np.atleast_1d(np.asarray(grid_min, dtype=F32))
+    grid_max = np.atleast_1d(np.asarray(grid_max, dtype=F32))
+    scale = np.maximum((grid_max - grid_min) / F32(steps), min_scale(steps)).astype(F32)
+    if symmetric:
+        n_neg = 2 ** (bitwidth - 1) - 1 if strict else math.ceil(steps / 2)
+        offset = np.where(np.broadcast_to(unsigned, scale.shape), F32(0), F32(-n_neg)).astype(F32)
     else:
-        scale = np.maximum((hi - lo) / F32(steps), s_min).astype(F32)
-        offset = np.clip(np.round(lo / scale), -steps, 0).astype(F32)
-    scale = np.maximum(scale, s_min).astype(F32)
+        offset = np.clip(np.round(grid_min / scale), -steps, 0).astype(F32)
     return Encoding(bitwidth, steps, bool(symmetric), scale, offset)
 
 
