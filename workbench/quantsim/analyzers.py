@@ -51,6 +51,10 @@ def _row_min_max(rows: tf.Tensor, all_finite: tf.Tensor) -> tuple[tf.Tensor, tf.
     return tf.cond(all_finite, plain, masked)
 
 
+def _positive(width: tf.Tensor) -> tf.Tensor:
+    return tf.where(width > 0, width, tf.ones_like(width))
+
+
 def _state(value: np.ndarray | float, shape: tuple[int, ...], dtype=tf.float32) -> tf.Variable:
     return tf.Variable(tf.fill(shape, tf.constant(value, dtype)), trainable=False)
 
@@ -68,6 +72,7 @@ class MinMaxObserver:
         self.hi = _state(-np.inf, (channels,))
         self.batches = _state(0, (), tf.int64)
 
+    @tf.autograph.experimental.do_not_convert
     def update(self, x) -> None:
         rows = _rows(x, self.channels)
         lo, hi = _row_min_max(rows, _all_finite(rows))
@@ -131,8 +136,9 @@ class HistogramObserver:
         """Move old counts into the wider bins; a source bin spans at most two new bins."""
         nb = self.num_bins
         j = tf.range(nb, dtype=tf.float32)[None, :]
-        src_w = (self.hi - self.lo) / np.float32(nb)
-        dst_w = (new_hi - new_lo) / np.float32(nb)
+        # before the first batch the range is empty: widths of 1 keep the (then unused) result finite
+        src_w = _positive((self.hi - self.lo) / np.float32(nb))
+        dst_w = _positive((new_hi - new_lo) / np.float32(nb))
         src_start = self.lo[:, None] + src_w[:, None] * j
         dst_idx = tf.clip_by_value(tf.floor((src_start - new_lo[:, None]) / dst_w[:, None]), 0.0, nb - 1.0)
         dst_end = new_lo[:, None] + dst_w[:, None] * (dst_idx + 1.0)
@@ -150,6 +156,7 @@ class HistogramObserver:
         )
         return tf.reshape(moved, (self.channels, nb))
 
+    @tf.autograph.experimental.do_not_convert
     def update(self, x) -> None:
         rows = _rows(x, self.channels)
         all_finite = _all_finite(rows)
@@ -159,30 +166,30 @@ class HistogramObserver:
         any_finite = tf.math.is_finite(b_lo)
         b_lo = tf.where(any_finite, b_lo, 0.0)
         b_hi = tf.where(any_finite, b_hi, 0.0)
-
-        def first():
-            same = tf.equal(b_lo, b_hi)
-            lo = tf.where(same, b_lo - 0.5, b_lo)
-            hi = tf.where(same, b_hi + 0.5, b_hi)
-            if self.growth_limit is None:
-                return lo, hi, self.limit_lo.value(), self.limit_hi.value(), tf.zeros_like(self.counts)
-            r0 = hi - lo
-            limit = np.float32(self.growth_limit)
-            return lo, hi, lo - limit * r0, hi + limit * r0, tf.zeros_like(self.counts)
-
-        def later():
-            lo = tf.maximum(tf.minimum(self.lo, b_lo), self.limit_lo)
-            hi = tf.minimum(tf.maximum(self.hi, b_hi), self.limit_hi)
-            grown = tf.reduce_any(tf.not_equal(lo, self.lo) | tf.not_equal(hi, self.hi))
-            counts = tf.cond(grown, lambda: self._rebin(lo, hi), self.counts.value)
-            return lo, hi, self.limit_lo.value(), self.limit_hi.value(), counts
-
-        lo, hi, limit_lo, limit_hi, counts = tf.cond(tf.equal(self.batches, 0), first, later)
+        # no branches on the batch count: the first batch's range and the grown one are both a few scalar
+        # ops, and re-binning 512 counts is cheap, so both are computed and selected (conditionals in
+        # a graph with one histogram per quantizer make tracing and the first run slow)
+        first = tf.equal(self.batches, 0)
+        same = tf.equal(b_lo, b_hi)
+        first_lo = tf.where(same, b_lo - 0.5, b_lo)
+        first_hi = tf.where(same, b_hi + 0.5, b_hi)
+        if self.growth_limit is None:
+            first_limit_lo, first_limit_hi = self.limit_lo.value(), self.limit_hi.value()
+        else:
+            r0 = first_hi - first_lo
+            first_limit_lo = first_lo - np.float32(self.growth_limit) * r0
+            first_limit_hi = first_hi + np.float32(self.growth_limit) * r0
+        grown_lo = tf.maximum(tf.minimum(self.lo, b_lo), self.limit_lo)
+        grown_hi = tf.minimum(tf.maximum(self.hi, b_hi), self.limit_hi)
+        grown = tf.not_equal(grown_lo, self.lo) | tf.not_equal(grown_hi, self.hi)
+        counts = tf.where(first, tf.zeros_like(self.counts), tf.where(grown[:, None], self._rebin(grown_lo, grown_hi), self.counts))
+        lo = tf.where(first, first_lo, grown_lo)
+        hi = tf.where(first, first_hi, grown_hi)
         self.counts.assign(counts + self._counts_of(rows, lo, hi, all_finite))
         self.lo.assign(lo)
         self.hi.assign(hi)
-        self.limit_lo.assign(limit_lo)
-        self.limit_hi.assign(limit_hi)
+        self.limit_lo.assign(tf.where(first, first_limit_lo, self.limit_lo))
+        self.limit_hi.assign(tf.where(first, first_limit_hi, self.limit_hi))
         self.batches.assign_add(1)
 
     def _check(self) -> None:
