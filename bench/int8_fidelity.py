@@ -1,12 +1,15 @@
 """How well the simulation predicts the int8 runtime: sim logits vs the int8 TFLite model, image by image.
 
-For each embedded model (deployable: BN folded), W8A8, per-tensor and per-channel weights, the sim is
+For each embedded model (deployable: BN folded), W8A8, per-tensor and per-channel weights, and each sim
+target (`quant.target=aimet`: AIMET's default config; `quant=tflite`: the TFLite runtime's grids), the sim is
 calibrated on 1,000 training digits and converted to a fully integer TFLite model from its own encodings
 (`quantsim/tflite.py`); both run the 1,000 validation digits. Printed per setting: argmax agreement, the
 share of logits within 1 and 2 LSB of each other (LSB = the int8 output tensor's scale) and the worst
-difference in LSB. ``--write`` puts the table into README's Performance section.
+difference in LSB. ``--tensors`` also prints, for the tflite target, every quantized tensor's agreement in
+network order (where differences start and how they grow). ``--write`` puts the table into README's
+Performance section.
 
-    python bench/int8_fidelity.py [--write] [--model-path my_model.keras]
+    python bench/int8_fidelity.py [--write] [--tensors] [--model-path my_model.keras]
 """
 
 from __future__ import annotations
@@ -27,14 +30,18 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from workbench.config.schema import register_configs  # noqa: E402
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over  # noqa: E402
-from workbench.quantsim.tflite import Int8Runner, convert_to_int8_tflite  # noqa: E402
+from workbench.quantsim.tflite import Int8Runner, convert_to_int8_tflite, tensor_agreement  # noqa: E402
 from workbench.stages.setup import build_data, build_model, quant_settings  # noqa: E402
 from workbench.techniques import fold_batch_norms  # noqa: E402
 
 MODELS = ("mnist_mobilenet", "mnist_mobilenet_v2")
 
 
-def compare(cfg, label: str) -> dict:
+def runner_blob(sim: QuantizationSimModel) -> bytes:
+    return convert_to_int8_tflite(sim)
+
+
+def compare(cfg, label: str, tensors: bool = False) -> dict:
     data = build_data(cfg)
     model = build_model(cfg, data)
     data = data.for_model(model.input_shape[1:])
@@ -44,10 +51,15 @@ def compare(cfg, label: str) -> dict:
     images = np.concatenate([x.numpy() for x, _ in data.val_batches()])
     sim_logits = sim.model.predict(images, batch_size=256, verbose=0)
     start = time.perf_counter()
-    runner = Int8Runner(convert_to_int8_tflite(sim))
+    runner = Int8Runner(runner_blob(sim))
     int_logits, lsb = runner.logits(images), float(runner.lsb)
     seconds = time.perf_counter() - start
     diff = np.abs(sim_logits - int_logits) / lsb
+    if tensors:
+        import pandas as pd
+
+        print(f"{label}: every quantized tensor, 200 validation images")
+        print(pd.DataFrame(tensor_agreement(sim, runner_blob(sim), images[:200])).to_string(index=False), flush=True)
     return {
         "model, W8A8": label,
         "argmax agreement": f"{100 * np.mean(sim_logits.argmax(-1) == int_logits.argmax(-1)):.1f} %",
@@ -62,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write the table into README.md")
     parser.add_argument("--model-path", help="also measure this Keras file (on the embedded digits)")
+    parser.add_argument("--tensors", action="store_true", help="per-tensor agreement for the tflite target")
     args = parser.parse_args(argv)
     register_configs()
     rows = []
@@ -70,17 +83,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.model_path:
             cases.append((Path(args.model_path).name, ["model=keras_file", f"model.path={args.model_path}"]))
         for name, overrides in cases:
-            for per_channel in (False, True):
-                cfg = compose("config", [*overrides, f"quant.per_channel={per_channel}", f"paths.outputs_dir={ROOT / 'outputs'}"])
-                rows.append(compare(cfg, f"{name}, {'per-channel' if per_channel else 'per-tensor'}"))
-                print(rows[-1], flush=True)
+            for target in ("aimet", "tflite"):
+                for per_channel in (False, True):
+                    quant = ["quant=tflite"] if target == "tflite" else []
+                    cfg = compose(
+                        "config", [*overrides, *quant, f"quant.per_channel={per_channel}", f"paths.outputs_dir={ROOT / 'outputs'}"]
+                    )
+                    label = f"{name}, {'per-channel' if per_channel else 'per-tensor'}, target {target}"
+                    rows.append(compare(cfg, label, args.tensors and target == "tflite"))
+                    print(rows[-1], flush=True)
     head = list(rows[0])
     table = "\n".join(
         ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
     )
     text = (
-        f"`python bench/int8_fidelity.py --write` on {time.strftime('%Y-%m-%d')} (AIMET-placement sim, `quant.scheme` default, "
-        f"BN folded; LiteRT interpreter; 1,000 validation digits):\n\n{table}"
+        f"`python bench/int8_fidelity.py --write` on {time.strftime('%Y-%m-%d')} (`quant.scheme` default, BN folded; "
+        f"target aimet: AIMET's default config; target tflite: `quant=tflite`; LiteRT interpreter; 1,000 validation digits):\n\n{table}"
     )
     print(text)
     if args.write:

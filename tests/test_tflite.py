@@ -67,3 +67,59 @@ def test_failed_conversion_names_the_layer_and_the_run_goes_on(tmp_path):
     ctx = StageContext(model=model, data=make_synthetic(num_train=8, num_val=8, image_shape=(6, 6, 2)), settings=W8)
     check_tflite(ctx, sim, str(tmp_path), result)  # recorded, not raised
     assert "bessel_layer" in result.tags["tflite.error"] and "tflite/top1" not in result.metrics
+
+
+def _agreement(sim, blob, images):
+    from workbench.quantsim.tflite import Int8Runner
+
+    runner = Int8Runner(blob)
+    runtime, simulated = runner.logits(images), sim.model.predict(images, verbose=0)
+    return np.abs(runtime - simulated) / float(runner.lsb), runtime, simulated
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_tflite_target_predicts_the_int8_runtime_logit_by_logit(trained, per_channel):
+    """With target=tflite the sim's logits are the runtime's (to the LSB here); the AIMET-config sim's are further off."""
+    _, data = trained
+    model = trained[0].fp_model
+    images = np.concatenate([x.numpy() for x, _ in data.val_batches()])
+    exact = {}
+    for target, strict in (("aimet", False), ("tflite", True)):
+        sim = QuantizationSimModel(model, QuantSettings(per_channel=per_channel, strict_symmetric=strict, target=target))
+        sim.compute_encodings(forward_pass_over(data.calibration_batches(128)))
+        lsb, runtime, simulated = _agreement(sim, convert_to_int8_tflite(sim), images)
+        exact[target] = (float(np.mean(lsb <= 1e-3)), float(lsb.max()))
+    assert exact["tflite"][0] >= 0.99 and exact["tflite"][1] <= 1.0, exact
+    assert exact["tflite"][0] > exact["aimet"][0], exact
+    assert np.mean(runtime.argmax(-1) == simulated.argmax(-1)) >= 0.99
+
+
+def test_tflite_target_quantizes_biases_at_input_times_weight_scale(trained):
+    model = trained[0].fp_model
+    sim = QuantizationSimModel(model, QuantSettings(per_channel=True, strict_symmetric=True, target="tflite"))
+    sim.compute_encodings(forward_pass_over(trained[1].calibration_batches(64)))
+    for name in ("conv", "dw", "pw", "dense"):
+        source = sim.input_encoding(name)
+        bias_scale = source.scale[0] * sim.param_encodings()[name].scale
+        steps = sim.layers_by_name[name].bias.numpy() / bias_scale
+        assert source is not None and np.allclose(steps, np.round(steps), atol=1e-3), name
+        assert not np.array_equal(sim.layers_by_name[name].bias.numpy(), model.get_layer(name).bias.numpy())
+
+
+def test_tflite_target_fixes_softmax_grid_and_pooling_keeps_its_input_grid():
+    i = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(i)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    out = keras.layers.Dense(3, activation="softmax", name="probs")(keras.layers.Flatten()(x))
+    sim = QuantizationSimModel(keras.Model(i, out), QuantSettings(per_channel=True, strict_symmetric=True, target="tflite"))
+    sim.compute_encodings(forward_pass_over([np.random.default_rng(0).normal(size=(16, 8, 8, 2)).astype(np.float32)]))
+    enc = sim.output_encodings()
+    assert enc["probs"].scale[0] == np.float32(1 / 256) and enc["probs"].offset[0] == 0
+    assert enc["pool"].scale[0] == enc["conv"].scale[0] and enc["pool"].offset[0] == enc["conv"].offset[0]
+
+
+def test_tflite_target_rejects_grids_the_runtime_does_not_have():
+    with pytest.raises(ValueError, match=r"target=tflite .* needs strict_symmetric=true.*use quant=tflite"):
+        QuantSettings(target="tflite")
+    with pytest.raises(ValueError, match=r"param_bw=8"):
+        QuantSettings(target="tflite", strict_symmetric=True, param_bw=4)

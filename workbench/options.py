@@ -45,6 +45,13 @@ class QuantScheme(str, Enum):
         return self
 
 
+class Target(str, Enum):
+    """What the simulator imitates."""
+
+    aimet = "aimet"  # AIMET's default quantsim config
+    tflite = "tflite"  # the TFLite int8 runtime: its weight grids, int32 biases, fixed-range and same-scale ops
+
+
 class Rounding(str, Enum):
     nearest = "nearest"
     stochastic = "stochastic"
@@ -86,9 +93,11 @@ class QuantSettings:
     unsigned_symmetric: bool = False
     rounding: Rounding = Rounding.nearest
     percentile: float = 99.99
+    target: Target = Target.aimet
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "target", Target(self.target))
         object.__setattr__(self, "scheme", QuantScheme(self.scheme))
         for key in ("param_scheme", "output_scheme"):
             object.__setattr__(self, key, QuantScheme(getattr(self, key) or self.scheme))
@@ -99,6 +108,9 @@ class QuantSettings:
                 raise ValueError(f"{key}={bw!r} is not allowed: use an integer in {MIN_BITWIDTH}..{MAX_BITWIDTH}")
         if not 50.0 <= float(self.percentile) <= 100.0:
             raise ValueError(f"percentile={self.percentile!r} is not allowed: use a value in [50, 100]")
+        problem = target_conflict(self)
+        if problem:
+            raise ValueError(problem)
 
     def with_range_learning(self) -> QuantSettings:
         """The same settings with both schemes switched to their range-learning variants, strict weight grids."""
@@ -109,3 +121,23 @@ class QuantSettings:
             output_scheme=self.output_scheme.range_learning_variant,
             strict_symmetric=True,
         )
+
+
+def target_conflict(q) -> str | None:
+    """Why settings (a QuantSettings or the ``quant`` config) do not fit their target, or None."""
+    if Target(q.target) is not Target.tflite:
+        return None
+    needed = {
+        "strict_symmetric": True,
+        "param_symmetric": True,
+        "output_symmetric": False,
+        "param_bw": 8,
+        "output_bw": 8,
+    }
+    wrong = [f"{key}={str(value).lower()}" for key, value in needed.items() if getattr(q, key) != value]
+    if not wrong:
+        return None
+    return (
+        f"target=tflite simulates TFLite's int8 grids and needs {', '.join(wrong)} "
+        "(narrow-range int8 weights, asymmetric int8 activations): use quant=tflite, which sets them"
+    )

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from workbench.options import BiasCorrectionMode, QuantScheme, QuantSettings, ReLU6Mode, Rounding
+from workbench.options import BiasCorrectionMode, QuantScheme, QuantSettings, ReLU6Mode, Rounding, Target
 
 
 class StageName(str, Enum):
@@ -53,6 +53,8 @@ class QuantConfig:
     unsigned_symmetric: bool = QuantSettings.unsigned_symmetric
     rounding: Rounding = QuantSettings.rounding
     percentile: float = QuantSettings.percentile
+    # aimet: AIMET's default config; tflite: what the TFLite int8 runtime computes (conf/quant/tflite.yaml)
+    target: Target = QuantSettings.target
     calibration_samples: int = 1000
 
 

@@ -12,7 +12,7 @@ import zipfile
 
 from omegaconf import DictConfig, OmegaConf
 
-from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH
+from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, target_conflict
 
 KERAS_SUFFIXES = (".keras", ".h5")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -112,6 +112,8 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         )
     _positive(cfg, "quant.calibration_samples")
     _require(50.0 <= float(q.percentile) <= 100.0, f"quant.percentile={q.percentile!r} is not allowed: use a value in [50, 100]")
+    conflict = target_conflict(q)
+    _require(conflict is None, f"quant.{conflict}")
     _positive(cfg, "tracking.sqnr_samples", allow_zero=True)
     for key in ("num_quant_samples", "num_bias_correct_samples", "batch_size"):
         _positive(cfg, f"bc.{key}")

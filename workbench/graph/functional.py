@@ -45,6 +45,8 @@ def activation_name(layer: keras.layers.Layer) -> str | None:
             if float(layer.max_value) == 6.0:
                 return "relu6"
         return "relu_variant"
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
     if isinstance(layer, keras.layers.Activation) or isinstance(layer, WEIGHTED_TYPES):
         fn = getattr(layer, "activation", None)
         return getattr(fn, "__name__", None) if fn is not None else None

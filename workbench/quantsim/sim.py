@@ -16,15 +16,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from workbench.graph.functional import FunctionalGraph, fresh_inputs, producer
+from workbench.graph.functional import PASSTHROUGH_TYPES, FunctionalGraph, activation_name, fresh_inputs, producer
 from workbench.graph.rewrite import clone_layer
-from workbench.options import QuantSettings, Rounding
+from workbench.options import QuantSettings, Rounding, Target
 from workbench.quantsim.analyzers import EncodingAnalyzer, compute_tensor_encoding
 from workbench.quantsim.encodings import F32, Encoding, quantize_dequantize
 from workbench.quantsim.placement import QuantizerPlan, plan_quantizers
 from workbench.quantsim.quantizer import CALIBRATE, PASSTHROUGH, QUANTIZE, FakeQuant
 
 QUANTIZER_SUFFIX = "_quant"
+# TFLite int8 kernels with a fixed output grid: activation → (scale, offset), real = scale·(q + offset), q ∈ [0, 255]
+FIXED_OUTPUT_GRIDS = {"softmax": (1 / 256, 0), "sigmoid": (1 / 256, 0), "tanh": (1 / 128, -128)}
+# TFLite int8 kernels whose output keeps the input's scale and zero point
+SAME_SCALE_TYPES = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 
 
 @dataclass
@@ -36,6 +40,7 @@ class ParamQuantizer:
     depthwise: bool
     encoding: Encoding | None = None
     enabled: bool = True
+    float_bias: np.ndarray | None = None
 
     @property
     def tensor_name(self) -> str:
@@ -118,8 +123,12 @@ class QuantizationSimModel:
         self.param_quantizers: dict[str, ParamQuantizer] = {}
         for name in self.plan.params:
             layer = self.graph.layer(name)
+            bias = getattr(layer, "bias", None)
             self.param_quantizers[name] = ParamQuantizer(
-                name, np.asarray(layer.kernel.numpy(), dtype=F32), isinstance(layer, keras.layers.DepthwiseConv2D)
+                name,
+                np.asarray(layer.kernel.numpy(), dtype=F32),
+                isinstance(layer, keras.layers.DepthwiseConv2D),
+                float_bias=None if bias is None else np.asarray(bias.numpy(), dtype=F32),
             )
 
     # ----------------------------------------------------------------- building
@@ -182,7 +191,54 @@ class QuantizationSimModel:
                 q.set_encoding(analyzers[name].compute_encoding())
             except RuntimeError as err:
                 raise RuntimeError(f"output quantizer of {name!r}: {err}") from None
+        if s.target is Target.tflite:
+            self._apply_runtime_rules()
         self._set_mode(QUANTIZE)
+
+    # ----------------------------------------------------------------- TFLite target
+    def input_encoding(self, layer_name: str) -> Encoding | None:
+        """The encoding of the tensor that ``layer_name`` reads (through ops that only move data)."""
+        parents = self.graph.producers.get(layer_name, [])
+        while len(parents) == 1:
+            parent = parents[0]
+            quantizer = self.output_quantizers.get(parent)
+            if quantizer is not None:
+                return getattr(quantizer, "encoding", None)
+            if not isinstance(self.graph.layer(parent), PASSTHROUGH_TYPES):
+                return None
+            parents = self.graph.producers.get(parent, [])
+        return None
+
+    def _apply_runtime_rules(self) -> None:
+        """What the TFLite int8 runtime imposes on top of calibrated encodings (``target=tflite``).
+
+        Fixed output grids for softmax/logistic (1/256, from 0) and tanh (1/128, symmetric); max and
+        average pooling keep their input's grid; biases on the int32 grid of input scale × weight scale.
+        """
+        for name, q in self.output_quantizers.items():
+            if name in self.plan.inputs:
+                continue
+            layer = self.graph.layer(name)
+            fixed = FIXED_OUTPUT_GRIDS.get(activation_name(layer) or "")
+            if fixed is not None:
+                q.set_encoding(Encoding(8, 255, fixed[1] != 0, np.array([fixed[0]], F32), np.array([fixed[1]], F32)))
+            elif isinstance(layer, SAME_SCALE_TYPES):
+                enc = self.input_encoding(name)
+                if enc is not None:
+                    q.set_encoding(enc)
+        self._apply_bias_quantization()
+
+    def _apply_bias_quantization(self) -> None:
+        for name, pq in self.param_quantizers.items():
+            layer = self.layers_by_name[name]
+            if pq.float_bias is None or pq.encoding is None or not pq.enabled:
+                continue
+            source = self.input_encoding(name)
+            if source is None:
+                continue
+            bias_scale = (F32(source.scale[0]) * pq.encoding.scale).astype(F32)
+            q = np.clip(np.round(pq.float_bias / bias_scale), -(2.0**31), 2.0**31 - 1)
+            layer.bias.assign((q * bias_scale).astype(F32))
 
     def set_encodings(self, params: dict[str, Encoding], outputs: dict[str, Encoding]) -> None:
         """Load encodings (e.g. from an exported JSON) by layer name."""
@@ -191,6 +247,8 @@ class QuantizationSimModel:
         self._apply_param_quantization()
         for name, enc in outputs.items():
             self.output_quantizers[name].set_encoding(enc)
+        if self.settings.target is Target.tflite:
+            self._apply_bias_quantization()
         self._set_mode(QUANTIZE)
 
     def param_encodings(self) -> dict[str, Encoding]:

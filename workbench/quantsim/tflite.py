@@ -43,13 +43,66 @@ class FixedFakeQuant(keras.layers.Layer):
         return {**super().get_config(), "lo": self.lo, "hi": self.hi, "bitwidth": self.bitwidth}
 
 
+class PerTensorKernel(keras.layers.Layer):
+    """A Conv2D / DepthwiseConv2D / Dense whose kernel goes through TF's fake-quant with the sim's per-tensor grid.
+
+    Left alone, the converter quantizes every kernel per output channel with its own scale
+    (max |w| / 127), which re-rounds a per-tensor grid; a fake-quant on the kernel makes it keep ours.
+    Only used to build the conversion graph.
+    """
+
+    def __init__(self, inner: keras.layers.Layer, lo: float, hi: float, narrow_range: bool, **kwargs):
+        super().__init__(name=inner.name, **kwargs)
+        self.inner, self.lo, self.hi, self.narrow_range = inner, float(lo), float(hi), bool(narrow_range)
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+
+    def call(self, x):
+        inner = self.inner
+        k = tf.quantization.fake_quant_with_min_max_args(inner.kernel, self.lo, self.hi, num_bits=8, narrow_range=self.narrow_range)
+        if isinstance(inner, keras.layers.Dense):
+            y = tf.tensordot(x, k, axes=1)
+        elif isinstance(inner, keras.layers.DepthwiseConv2D):
+            y = tf.nn.depthwise_conv2d(x, k, strides=(1, *inner.strides, 1), padding=inner.padding.upper(), dilations=inner.dilation_rate)
+        else:
+            y = tf.nn.conv2d(x, k, strides=inner.strides, padding=inner.padding.upper(), dilations=inner.dilation_rate)
+        if inner.use_bias:
+            y = y + inner.bias
+        return inner.activation(y)
+
+    def compute_output_shape(self, input_shape):
+        return self.inner.compute_output_shape(input_shape)
+
+
+def _per_tensor_kernel(sim: QuantizationSimModel):
+    """A clone function that wraps 8-bit per-tensor quantized weighted layers in :class:`PerTensorKernel`."""
+    encodings = sim.param_encodings()
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        enc = encodings.get(layer.name)
+        copy = clone_layer(layer)
+        plain = isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))
+        if (
+            enc is None
+            or enc.num_channels != 1
+            or enc.bitwidth != 8
+            or not plain
+            or getattr(layer, "data_format", "channels_last") != "channels_last"
+        ):
+            return copy
+        return PerTensorKernel(copy, float(enc.min[0]), float(enc.max[0]), narrow_range=enc.steps == 254)
+
+    return clone
+
+
 def fake_quant_graph(sim: QuantizationSimModel) -> keras.Model:
     """The sim as plain TF ops: quantized kernels as constants, fake-quant at every quantizer."""
     quantizers = {
         name: FixedFakeQuant(float(enc.min[0]), float(enc.max[0]), enc.bitwidth, name=f"{name}_fq")
         for name, enc in sim.output_encodings().items()
     }
-    graph = insert_quantizers(sim.fp_model, quantizers, set(sim.plan.inputs), clone_layer)
+    graph = insert_quantizers(sim.fp_model, quantizers, set(sim.plan.inputs), _per_tensor_kernel(sim))
     layers = {layer.name: layer for layer in graph.layers}
     sim_layers = {layer.name: layer for layer in sim.model.layers}
     for layer in sim.fp_model.layers:
@@ -150,3 +203,56 @@ def predict_tflite_classes(blob: bytes, batches: tf.data.Dataset) -> Predictions
     if not labels:
         raise ValueError("evaluation data is empty")
     return Predictions(np.concatenate(predicted), np.concatenate(labels))
+
+
+def _tensor_of(details: list[dict], layer: str) -> dict | None:
+    """The int8 activation tensor the converter made of ``layer``'s output ("<model>_1/<layer>_1/Op;…")."""
+    for suffix in (f"{layer}_fq_1/", f"{layer}_1/"):
+        for t in details:
+            first = t["name"].split(";")[0]
+            if np.dtype(t["dtype"]) == np.int8 and f"/{suffix}" in f"/{first}" and len(t["quantization_parameters"]["scales"]) == 1:
+                return t
+    return None
+
+
+def tensor_agreement(sim: QuantizationSimModel, blob: bytes, images: np.ndarray) -> list[dict]:
+    """Per quantized tensor, in network order: how far the int8 runtime's values are from the sim's, in LSB.
+
+    Runs the LiteRT interpreter with every intermediate tensor kept and the sim's quantizer outputs
+    side by side on the same (already float) images; a row per sim quantizer whose tensor the converter
+    kept under a recognisable name.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=blob, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    details = interpreter.get_tensor_details()
+    names = [n for n in sim.graph.order if n in sim.output_quantizers]
+    matched = [(n, t) for n in names if (t := _tensor_of(details, n)) is not None]
+    taps = keras.Model(sim.model.inputs, [sim.output_quantizers[n].output for n, _ in matched])
+    sim_values = taps.predict(images, batch_size=256, verbose=0)
+    sim_values = sim_values if isinstance(sim_values, list) else [sim_values]
+    inp = interpreter.get_input_details()[0]
+    scale, zero = inp["quantization"]
+    diffs: list[list[np.ndarray]] = [[] for _ in matched]
+    for i in range(len(images)):
+        x = np.clip(np.round(images[i : i + 1] / scale + zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        for k, (_, t) in enumerate(matched):
+            (t_scale,), (t_zero,) = t["quantization_parameters"]["scales"], t["quantization_parameters"]["zero_points"]
+            runtime = (interpreter.get_tensor(t["index"]).astype(np.float32) - t_zero) * t_scale
+            diffs[k].append(np.abs(runtime - sim_values[k][i : i + 1].reshape(runtime.shape)).ravel() / t_scale)
+    rows = []
+    for (name, _), d in zip(matched, diffs):
+        lsb = np.concatenate(d)
+        rows.append(
+            {
+                "layer": name,
+                "type": type(sim.graph.layer(name)).__name__,
+                "within 1 LSB %": round(100 * float(np.mean(lsb <= 1.0 + 1e-3)), 2),
+                "exact %": round(100 * float(np.mean(lsb <= 1e-3)), 2),
+                "worst LSB": round(float(lsb.max()), 1),
+            }
+        )
+    return rows
