@@ -1,10 +1,17 @@
 """Quantsim evaluation overhead: FP32 vs sim forward passes over the same batches.
 
-Prints, per model, the median wall time of one evaluation pass for the FP32 model and
-for its quantsim (W8A8, calibrated), measured alternately in one process, and the
-ratio sim/FP32. Target: <= 1.3x on CPU.
+Per model (BN folded, as the deployable baseline runs it), the median wall time of one evaluation pass
+of the FP32 model and of its calibrated W8A8 sim, alternated in one process, as the ratio sim/FP32, for
+three formulations of the activation quantizer:
 
-    python bench/quantsim_overhead.py [--batches 6] [--batch-size 32] [--repeats 5]
+- ``exact``: the project's `FakeQuant` (Δ·clip(rint(x/Δ), o, o + steps): AIMET's grid and rounding, 4 kernels);
+- ``tf_fake_quant_op``: TensorFlow's fused ``fake_quant_with_min_max_vars`` (1 kernel; rounds half up and
+  multiplies by a recomputed inverse scale, so it leaves AIMET's grid by an ulp at times);
+- ``xla_quantizer``: the exact formula compiled by XLA (``jit_compile``) as its own cluster.
+
+Target of issue 12: <= 1.15x. ``--write`` puts the table into README's Performance section.
+
+    python bench/quantsim_overhead.py [--batches 6] [--batch-size 32] [--repeats 5] [--write]
 """
 
 from __future__ import annotations
@@ -12,17 +19,48 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-import keras
-import numpy as np
-import tensorflow as tf
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from doc_blocks import rewrite_block  # noqa: E402
 
-from workbench.models.mnist_mobilenet import build_mnist_mobilenet
-from workbench.options import QuantSettings
-from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
+from workbench.models.mnist_mobilenet import build_mnist_mobilenet  # noqa: E402
+from workbench.options import QuantSettings  # noqa: E402
+from workbench.quantsim.quantizer import QUANTIZE, FakeQuant  # noqa: E402
+from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over  # noqa: E402
+from workbench.techniques import fold_batch_norms  # noqa: E402
+
+EXACT = FakeQuant.call
+
+
+def _tf_fake_quant_op(self, inputs):
+    if self.mode != QUANTIZE:
+        return EXACT(self, inputs)
+    s = self.scale.value
+    return tf.quantization.fake_quant_with_min_max_vars(inputs, self.q_min.value * s, self.q_max.value * s, num_bits=self.bitwidth)
+
+
+@tf.function(jit_compile=True)
+def _xla_qdq(x, scale, q_min, q_max):
+    return tf.clip_by_value(tf.math.rint(x / scale), q_min, q_max) * scale
+
+
+def _xla_quantizer(self, inputs):
+    if self.mode != QUANTIZE:
+        return EXACT(self, inputs)
+    return _xla_qdq(inputs, self.scale.value, self.q_min.value, self.q_max.value)
+
+
+VARIANTS: dict[str, Callable] = {"exact": EXACT, "tf_fake_quant_op": _tf_fake_quant_op, "xla_quantizer": _xla_quantizer}
 
 
 def _timed_pass(model: keras.Model, batches: list[tf.Tensor]) -> float:
@@ -34,20 +72,28 @@ def _timed_pass(model: keras.Model, batches: list[tf.Tensor]) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, model: keras.Model, shape: tuple[int, ...], n_batches: int, batch_size: int, repeats: int) -> None:
+def measure(name: str, model: keras.Model, shape: tuple[int, ...], n_batches: int, batch_size: int, repeats: int) -> dict:
     rng = np.random.default_rng(0)
     batches = [tf.constant(rng.uniform(0, 1, (batch_size, *shape)).astype(np.float32)) for _ in range(n_batches)]
     sim = QuantizationSimModel(model, QuantSettings())
     sim.compute_encodings(forward_pass_over(batches[:2]))
-    fp, q = [], []
-    for _ in range(repeats):  # alternate so drift hits both sides alike
-        fp.append(_timed_pass(model, batches))
-        q.append(_timed_pass(sim.model, batches))
-    fp_t, q_t = statistics.median(fp), statistics.median(q)
-    print(
-        f"{name:28s} activation quantizers {len(sim.output_quantizers):3d}  "
-        f"fp32 {fp_t:7.3f} s  sim {q_t:7.3f} s  ratio sim/fp32 {q_t / fp_t:5.2f}x"
-    )
+    fp: list[float] = []
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    try:
+        for _ in range(repeats):  # alternate so drift hits every side alike
+            fp.append(_timed_pass(model, batches))
+            for variant, call in VARIANTS.items():
+                FakeQuant.call = call
+                times[variant].append(_timed_pass(sim.model, batches))
+    finally:
+        FakeQuant.call = EXACT
+    fp_t = statistics.median(fp)
+    row = {"model (BN folded)": name, "activation quantizers": str(len(sim.output_quantizers)), "FP32 pass (s)": f"{fp_t:.2f}"}
+    for variant, values in times.items():
+        ratios = sorted(v / f for v, f in zip(values, fp))
+        row[f"{variant} sim/FP32"] = f"{statistics.median(values) / fp_t:.2f}× ({ratios[0]:.2f}–{ratios[-1]:.2f})"
+    print(row, flush=True)
+    return row
 
 
 def main() -> None:
@@ -55,13 +101,30 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--write", action="store_true", help="write the table into README.md")
     args = parser.parse_args()
-    print(f"TensorFlow {tf.__version__}, devices: {[d.device_type for d in tf.config.list_logical_devices()]}")
+    devices = [d.device_type for d in tf.config.list_logical_devices()]
+    print(f"TensorFlow {tf.__version__}, devices: {devices}")
     keras.utils.set_random_seed(0)
-    mobilenet = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
-    measure("MobileNetV2 224 (random)", mobilenet, (224, 224, 3), args.batches, args.batch_size, args.repeats)
-    embedded = build_mnist_mobilenet()
-    measure("mnist_mobilenet 28", embedded, (28, 28, 1), args.batches * 8, 256, args.repeats)
+    rows = []
+    mobilenet, _ = fold_batch_norms(keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3)))
+    rows.append(
+        measure(f"MobileNetV2 224 (random, batch {args.batch_size})", mobilenet, (224, 224, 3), args.batches, args.batch_size, args.repeats)
+    )
+    embedded, _ = fold_batch_norms(build_mnist_mobilenet())
+    rows.append(measure("mnist_mobilenet 28 (batch 256)", embedded, (28, 28, 1), args.batches * 8, 256, args.repeats))
+    head = list(rows[0])
+    table = "\n".join(
+        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
+    )
+    text = (
+        f"`python bench/quantsim_overhead.py --repeats {args.repeats} --write` on {time.strftime('%Y-%m-%d')} "
+        f"({'GPU' if 'GPU' in devices else f'CPU, {os.cpu_count()} cores'}, TensorFlow {tf.__version__}; median, range over "
+        f"{args.repeats} alternated repeats; target ≤ 1.15×):\n\n{table}"
+    )
+    print(text)
+    if args.write:
+        rewrite_block(ROOT / "README.md", "quantsim-overhead", text)
 
 
 if __name__ == "__main__":

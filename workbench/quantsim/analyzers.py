@@ -9,6 +9,7 @@ search) and ``percentile`` (histogram clipped at the p-th percentile).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -88,6 +89,96 @@ class MinMaxObserver:
         return np.where(np.isfinite(lo), lo, 0).astype(F32), np.where(np.isfinite(hi), hi, 0).astype(F32)
 
 
+def _bin_counts(rows: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor, all_finite: tf.Tensor, num_bins: int) -> tf.Tensor:
+    """Counts ``(C, bins)`` of one batch: bin = floor((x − lo)·bins/(hi − lo)) clipped to the end bins; NaN dropped."""
+    channels = rows.shape[0]
+    size = channels * num_bins
+    pos = (rows - lo[:, None]) * np.float32(num_bins) / (hi - lo)[:, None]
+    base = (tf.range(channels, dtype=tf.int32) * num_bins)[:, None]
+
+    def plain():
+        # positions are ≥ 0 after the clip, so the cast's truncation is the floor
+        idx = tf.cast(tf.clip_by_value(pos, 0.0, num_bins - 1.0), tf.int32) + base
+        return tf.math.bincount(tf.reshape(idx, [-1]), minlength=size, maxlength=size, dtype=tf.float64)
+
+    def masked():
+        # ±inf positions clip to the end bins; NaN goes to an extra bin that is dropped
+        nan = tf.math.is_nan(pos)
+        idx = tf.cast(tf.clip_by_value(tf.where(nan, 0.0, pos), 0.0, num_bins - 1.0), tf.int32) + base
+        idx = tf.where(nan, size, idx)
+        return tf.math.bincount(tf.reshape(idx, [-1]), minlength=size + 1, maxlength=size + 1, dtype=tf.float64)[:size]
+
+    return tf.reshape(tf.cond(all_finite, plain, masked), (channels, num_bins))
+
+
+def _rebin(counts: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor, new_lo: tf.Tensor, new_hi: tf.Tensor, num_bins: int) -> tf.Tensor:
+    """Move old counts into the wider bins; a source bin spans at most two new bins (split by overlap, rounded)."""
+    channels = counts.shape[0]
+    j = tf.range(num_bins, dtype=tf.float32)[None, :]
+    # before the first batch the range is empty: widths of 1 keep the (then unused) result finite
+    src_w = _positive((hi - lo) / np.float32(num_bins))[:, None]
+    dst_w = _positive((new_hi - new_lo) / np.float32(num_bins))[:, None]
+    src_start = lo[:, None] + src_w * j
+    dst_idx = tf.clip_by_value(tf.floor((src_start - new_lo[:, None]) / dst_w), 0.0, num_bins - 1.0)
+    dst_end = new_lo[:, None] + dst_w * (dst_idx + 1.0)
+    frac = tf.cast((dst_end - src_start) / src_w, tf.float64)
+    first = tf.minimum(tf.math.rint(frac * counts), counts)
+    base = (tf.range(channels, dtype=tf.int32) * num_bins)[:, None]
+    first_bin = tf.cast(dst_idx, tf.int32) + base
+    second_bin = tf.minimum(tf.cast(dst_idx, tf.int32) + 1, num_bins - 1) + base
+    moved = tf.math.unsorted_segment_sum(
+        tf.concat([tf.reshape(first, [-1]), tf.reshape(counts - first, [-1])], 0),
+        tf.concat([tf.reshape(first_bin, [-1]), tf.reshape(second_bin, [-1])], 0),
+        channels * num_bins,
+    )
+    return tf.reshape(moved, (channels, num_bins))
+
+
+@functools.cache
+def _histogram_step(channels: int, num_bins: int, growth_limit: float | None):
+    """One traced update for every histogram of this layout: (batch, state) → new state.
+
+    A pure function with an input signature, so a calibration graph with many quantizers traces it
+    once per layout (not once per quantizer) and calls it from each.
+    """
+    vec = tf.TensorSpec((channels,), tf.float32)
+    signature = [tf.TensorSpec((channels, None), tf.float32), tf.TensorSpec((channels, num_bins), tf.float64), *[vec] * 6]
+    signature.append(tf.TensorSpec((), tf.bool))
+
+    @tf.function(input_signature=signature, autograph=False)
+    def step(rows, counts, lo, hi, limit_lo, limit_hi, seen_min, seen_max, first):
+        all_finite = _all_finite(rows)
+        b_lo, b_hi = _row_min_max(rows, all_finite)
+        seen_min, seen_max = tf.minimum(seen_min, b_lo), tf.maximum(seen_max, b_hi)
+        any_finite = tf.math.is_finite(b_lo)
+        b_lo = tf.where(any_finite, b_lo, 0.0)
+        b_hi = tf.where(any_finite, b_hi, 0.0)
+        # no branch on the batch count: the first batch's range and the grown one are a few ops on
+        # (C,) vectors and re-binning is cheap, so both are computed and selected
+        same = tf.equal(b_lo, b_hi)
+        first_lo = tf.where(same, b_lo - 0.5, b_lo)
+        first_hi = tf.where(same, b_hi + 0.5, b_hi)
+        if growth_limit is None:
+            first_limit_lo, first_limit_hi = limit_lo, limit_hi
+        else:
+            r0 = first_hi - first_lo
+            first_limit_lo = first_lo - np.float32(growth_limit) * r0
+            first_limit_hi = first_hi + np.float32(growth_limit) * r0
+        grown_lo = tf.maximum(tf.minimum(lo, b_lo), limit_lo)
+        grown_hi = tf.minimum(tf.maximum(hi, b_hi), limit_hi)
+        grown = tf.not_equal(grown_lo, lo) | tf.not_equal(grown_hi, hi)
+        kept = tf.where(grown[:, None], _rebin(counts, lo, hi, grown_lo, grown_hi, num_bins), counts)
+        counts = tf.where(first, tf.zeros_like(counts), kept)
+        lo = tf.where(first, first_lo, grown_lo)
+        hi = tf.where(first, first_hi, grown_hi)
+        counts = counts + _bin_counts(rows, lo, hi, all_finite, num_bins)
+        limit_lo = tf.where(first, first_limit_lo, limit_lo)
+        limit_hi = tf.where(first, first_limit_hi, limit_hi)
+        return counts, lo, hi, limit_lo, limit_hi, seen_min, seen_max
+
+    return step
+
+
 class HistogramObserver:
     """A fixed-bin histogram per channel, computed in TensorFlow, whose range grows within a limit.
 
@@ -112,84 +203,14 @@ class HistogramObserver:
         self.seen_min = _state(np.inf, c)  # observed range of the finite data
         self.seen_max = _state(-np.inf, c)
         self.batches = _state(0, (), tf.int64)
-
-    def _counts_of(self, rows: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor, all_finite: tf.Tensor) -> tf.Tensor:
-        nb = self.num_bins
-        size = self.channels * nb
-        pos = (rows - lo[:, None]) * np.float32(nb) / (hi - lo)[:, None]
-        base = (tf.range(self.channels, dtype=tf.int32) * nb)[:, None]
-
-        def plain():
-            idx = tf.cast(tf.clip_by_value(tf.floor(pos), 0.0, nb - 1.0), tf.int32) + base
-            return tf.math.bincount(tf.reshape(idx, [-1]), minlength=size, maxlength=size, dtype=tf.float64)
-
-        def masked():
-            # ±inf positions clip to the end bins; NaN goes to an extra bin that is dropped
-            nan = tf.math.is_nan(pos)
-            idx = tf.cast(tf.clip_by_value(tf.floor(tf.where(nan, 0.0, pos)), 0.0, nb - 1.0), tf.int32) + base
-            idx = tf.where(nan, size, idx)
-            return tf.math.bincount(tf.reshape(idx, [-1]), minlength=size + 1, maxlength=size + 1, dtype=tf.float64)[:size]
-
-        return tf.reshape(tf.cond(all_finite, plain, masked), (self.channels, nb))
-
-    def _rebin(self, new_lo: tf.Tensor, new_hi: tf.Tensor) -> tf.Tensor:
-        """Move old counts into the wider bins; a source bin spans at most two new bins."""
-        nb = self.num_bins
-        j = tf.range(nb, dtype=tf.float32)[None, :]
-        # before the first batch the range is empty: widths of 1 keep the (then unused) result finite
-        src_w = _positive((self.hi - self.lo) / np.float32(nb))
-        dst_w = _positive((new_hi - new_lo) / np.float32(nb))
-        src_start = self.lo[:, None] + src_w[:, None] * j
-        dst_idx = tf.clip_by_value(tf.floor((src_start - new_lo[:, None]) / dst_w[:, None]), 0.0, nb - 1.0)
-        dst_end = new_lo[:, None] + dst_w[:, None] * (dst_idx + 1.0)
-        frac = tf.cast((dst_end - src_start) / src_w[:, None], tf.float64)
-        counts = self.counts.value()
-        first = tf.minimum(tf.math.rint(frac * counts), counts)
-        base = (tf.range(self.channels, dtype=tf.int32) * nb)[:, None]
-        first_bin = tf.cast(dst_idx, tf.int32) + base
-        second_bin = tf.minimum(tf.cast(dst_idx, tf.int32) + 1, nb - 1) + base
-        size = self.channels * nb
-        moved = tf.math.unsorted_segment_sum(
-            tf.concat([tf.reshape(first, [-1]), tf.reshape(counts - first, [-1])], 0),
-            tf.concat([tf.reshape(first_bin, [-1]), tf.reshape(second_bin, [-1])], 0),
-            size,
-        )
-        return tf.reshape(moved, (self.channels, nb))
+        self._state = (self.counts, self.lo, self.hi, self.limit_lo, self.limit_hi, self.seen_min, self.seen_max)
 
     @tf.autograph.experimental.do_not_convert
     def update(self, x) -> None:
-        rows = _rows(x, self.channels)
-        all_finite = _all_finite(rows)
-        b_lo, b_hi = _row_min_max(rows, all_finite)
-        self.seen_min.assign(tf.minimum(self.seen_min, b_lo))
-        self.seen_max.assign(tf.maximum(self.seen_max, b_hi))
-        any_finite = tf.math.is_finite(b_lo)
-        b_lo = tf.where(any_finite, b_lo, 0.0)
-        b_hi = tf.where(any_finite, b_hi, 0.0)
-        # no branches on the batch count: the first batch's range and the grown one are both a few scalar
-        # ops, and re-binning 512 counts is cheap, so both are computed and selected (conditionals in
-        # a graph with one histogram per quantizer make tracing and the first run slow)
-        first = tf.equal(self.batches, 0)
-        same = tf.equal(b_lo, b_hi)
-        first_lo = tf.where(same, b_lo - 0.5, b_lo)
-        first_hi = tf.where(same, b_hi + 0.5, b_hi)
-        if self.growth_limit is None:
-            first_limit_lo, first_limit_hi = self.limit_lo.value(), self.limit_hi.value()
-        else:
-            r0 = first_hi - first_lo
-            first_limit_lo = first_lo - np.float32(self.growth_limit) * r0
-            first_limit_hi = first_hi + np.float32(self.growth_limit) * r0
-        grown_lo = tf.maximum(tf.minimum(self.lo, b_lo), self.limit_lo)
-        grown_hi = tf.minimum(tf.maximum(self.hi, b_hi), self.limit_hi)
-        grown = tf.not_equal(grown_lo, self.lo) | tf.not_equal(grown_hi, self.hi)
-        counts = tf.where(first, tf.zeros_like(self.counts), tf.where(grown[:, None], self._rebin(grown_lo, grown_hi), self.counts))
-        lo = tf.where(first, first_lo, grown_lo)
-        hi = tf.where(first, first_hi, grown_hi)
-        self.counts.assign(counts + self._counts_of(rows, lo, hi, all_finite))
-        self.lo.assign(lo)
-        self.hi.assign(hi)
-        self.limit_lo.assign(tf.where(first, first_limit_lo, self.limit_lo))
-        self.limit_hi.assign(tf.where(first, first_limit_hi, self.limit_hi))
+        step = _histogram_step(self.channels, self.num_bins, self.growth_limit)
+        new = step(_rows(x, self.channels), *(v.value() for v in self._state), tf.equal(self.batches, 0))
+        for variable, value in zip(self._state, new):
+            variable.assign(value)
         self.batches.assign_add(1)
 
     def _check(self) -> None:
