@@ -67,6 +67,8 @@ def test_default_is_the_embedded_setting():
         ("quant.output_bw=33", r"quant.output_bw=33 is not allowed"),
         ("quant.calibration_samples=-5", r"quant.calibration_samples=-5 is not allowed: use an integer >= 1"),
         ("quant.percentile=40", r"quant.percentile=40.0 is not allowed: use a value in \[50, 100\]"),
+        ("quant.target=tflite", r"quant.target=tflite simulates TFLite's int8 grids and needs strict_symmetric=true .*use quant=tflite"),
+        ("quant=tflite quant.param_bw=4", r"quant.target=tflite .* needs param_bw=8"),
         ("dataset.batch_size=0", r"dataset.batch_size=0 is not allowed"),
         ("dataset=imagenet", r"dataset.path is missing"),
         ("dataset=imagenet dataset.path=/nonexistent", r"dataset.path='/nonexistent' is not a folder"),
