@@ -23,6 +23,9 @@ TRANSFORM_CACHE_HIT = "transform/cache_hit"
 BC_SHIFT_BEFORE = "bc/mean_abs_shift_before"
 BC_SHIFT_AFTER = "bc/mean_abs_shift_after"
 BC_LAYERS_CORRECTED = "bc/layers_corrected"
+ADAROUND_FLIPS = "adaround/mean_flip_fraction"  # share of weights rounded the other way than nearest
+ADAROUND_LOSS_NEAREST = "adaround/mean_loss_nearest"  # mean per-layer reconstruction loss, round-to-nearest
+ADAROUND_LOSS = "adaround/mean_loss"  # the same with the AdaRounded kernels
 QAT_LOSS = "qat/loss"  # per epoch (step = epoch)
 QAT_TOP1 = "qat/top1"  # per epoch, the QAT model on the validation split
 QAT_SIM_BEFORE = "qat/sim_top1_before"  # the calibrated sim before fine-tuning
@@ -61,6 +64,7 @@ ARTIFACT_CHANNEL_RANGES = "channel_ranges.csv"
 ARTIFACT_CHANNEL_RANGES_PNG = "channel_ranges.png"
 ARTIFACT_TRANSFORM_REPORT = "transform_report.json"
 ARTIFACT_BIAS_CORRECTION = "bias_correction.csv"
+ARTIFACT_ADAROUND = "adaround_layers.csv"
 ARTIFACT_EXPORT = "export"
 
 

@@ -141,3 +141,30 @@ def target_conflict(q) -> str | None:
         f"target=tflite simulates TFLite's int8 grids and needs {', '.join(wrong)} "
         "(narrow-range int8 weights, asymmetric int8 activations): use quant=tflite, which sets them"
     )
+
+
+@dataclass(frozen=True)
+class AdaroundParameters:
+    """AIMET's names: ``num_batches`` batches of ``batch_size`` samples are cached; each iteration uses one batch."""
+
+    num_batches: int = 16
+    num_iterations: int = 500
+    default_reg_param: float = 0.01
+    default_beta_range: tuple[float, float] = (20.0, 2.0)
+    default_warm_start: float = 0.2
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    quantized_input: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("num_batches", "num_iterations", "batch_size"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not allowed: use an integer >= 1")
+        if not 0.0 <= float(self.default_warm_start) < 1.0:
+            raise ValueError(f"default_warm_start={self.default_warm_start!r} is not allowed: use a value in [0, 1)")
+        if float(self.default_reg_param) < 0 or float(self.learning_rate) <= 0:
+            raise ValueError("default_reg_param must be >= 0 and learning_rate > 0")
+        beta = tuple(float(b) for b in self.default_beta_range)
+        if len(beta) != 2 or min(beta) <= 0:
+            raise ValueError(f"default_beta_range={self.default_beta_range!r} is not allowed: two values > 0, e.g. [20, 2]")

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from workbench.options import BiasCorrectionMode, QuantScheme, QuantSettings, ReLU6Mode, Rounding, Target
+from workbench.options import AdaroundParameters, BiasCorrectionMode, QuantScheme, QuantSettings, ReLU6Mode, Rounding, Target
 
 
 class StageName(str, Enum):
@@ -21,6 +21,7 @@ class StageName(str, Enum):
     cle = "cle"
     bc = "bc"
     qat = "qat"
+    adaround = "adaround"
 
 
 class ChannelOrder(str, Enum):
@@ -217,6 +218,27 @@ class QATConfig:
 
 
 @dataclass
+class AdaroundConfig:
+    # AIMET's names (adaround.*): num_batches batches of batch_size calibration samples are cached, each
+    # of num_iterations per layer uses one; λ (default_reg_param), β from/to (default_beta_range) after a
+    # warm start of default_warm_start of the iterations; Adam at learning_rate. The default iteration count
+    # is chosen by measurement: python bench/adaround_speed.py
+    num_batches: int = AdaroundParameters.num_batches
+    num_iterations: int = AdaroundParameters.num_iterations
+    default_reg_param: float = AdaroundParameters.default_reg_param
+    default_beta_range: List[float] = field(default_factory=lambda: list(AdaroundParameters.default_beta_range))
+    default_warm_start: float = AdaroundParameters.default_warm_start
+    learning_rate: float = AdaroundParameters.learning_rate
+    batch_size: int = AdaroundParameters.batch_size
+    # each layer's input from the model whose earlier layers are already rounded (AIMET's default) or FP32
+    quantized_input: bool = AdaroundParameters.quantized_input
+    # BN fold always; cross-layer equalization first (adaround.cle=false: fold only)
+    cle: bool = True
+    # convert the result to a fully integer TFLite model and measure tflite/top1 (8-bit weights only)
+    export_tflite: bool = True
+
+
+@dataclass
 class PipelineConfig:
     # the stages `python -m workbench` runs (no +stage), each a child run of one parent run; bn_fold is
     # left out: the deployable baseline already quantizes the folded model (bn_fold adds its diagnostics)
@@ -239,6 +261,7 @@ class Config:
     cle: CLEConfig = field(default_factory=CLEConfig)
     bc: BiasCorrectionConfig = field(default_factory=BiasCorrectionConfig)
     qat: QATConfig = field(default_factory=QATConfig)
+    adaround: AdaroundConfig = field(default_factory=AdaroundConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # absent unless +stage=NAME is given
     stage: Optional[StageConfig] = None

@@ -121,6 +121,19 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     _positive(cfg, "qat.decay_steps")
     _positive(cfg, "qat.batch_size")
     _require(cfg.qat.learning_rate > 0, f"qat.learning_rate={cfg.qat.learning_rate!r} is not allowed: use a value > 0")
+    for key in ("num_batches", "num_iterations", "batch_size"):
+        _positive(cfg, f"adaround.{key}")
+    a = cfg.adaround
+    _require(
+        0.0 <= a.default_warm_start < 1.0, f"adaround.default_warm_start={a.default_warm_start!r} is not allowed: use a value in [0, 1)"
+    )
+    _require(a.default_reg_param >= 0, f"adaround.default_reg_param={a.default_reg_param!r} is not allowed: use a value >= 0")
+    _require(a.learning_rate > 0, f"adaround.learning_rate={a.learning_rate!r} is not allowed: use a value > 0")
+    beta = list(a.default_beta_range)
+    _require(
+        len(beta) == 2 and min(beta) > 0,
+        f"adaround.default_beta_range={beta!r} is not allowed: two values > 0, from and to (e.g. [20, 2])",
+    )
     _require(bool(cfg.tracking.experiment), "tracking.experiment must be a non-empty name")
 
     d = cfg.dataset

@@ -21,6 +21,7 @@ import tensorflow as tf
 from workbench.graph.functional import WEIGHTED_TYPES, nodes_in_order
 
 Hook = Callable[[str, tf.Tensor, tf.Tensor], "tf.Tensor | None"]
+Before = Callable[[str, tf.Tensor, tf.Tensor], None]
 
 
 def _linear_twin(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -49,8 +50,13 @@ def run_side_by_side(
     other_inputs: tf.Tensor,
     other_layers: dict[str, keras.layers.Layer],
     hook: Hook,
+    before: Before | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Execute ``model`` on both streams; returns both outputs. Single-input models only."""
+    """Execute ``model`` on both streams; returns both outputs. Single-input models only.
+
+    ``before``, when given, sees each weighted layer's input in both streams before the layer runs
+    (it may change the stand-in's weights: the second stream then goes on with them).
+    """
     if len(model.inputs) != 1:
         raise ValueError("run_side_by_side supports single-input models")
     ref: dict[int, tf.Tensor] = {id(model.inputs[0]): tf.convert_to_tensor(reference_inputs)}
@@ -67,6 +73,8 @@ def run_side_by_side(
         args_o, kwargs_o = node.arguments.fill_in(oth)
         stand_in = other_layers.get(layer.name, layer)
         if isinstance(layer, WEIGHTED_TYPES):
+            if before is not None:
+                before(layer.name, args_r[0], args_o[0])
             pre_r, act = _call_pre_activation(layer, args_r, kwargs_r, twins)
             pre_o, _ = _call_pre_activation(stand_in, args_o, kwargs_o, twins)
             shift = hook(layer.name, pre_r, pre_o)

@@ -57,3 +57,24 @@ def channel_clip(name: str, upper: np.ndarray) -> tuple[keras.layers.Layer, list
 
 def channel_affine(name: str, scale: np.ndarray, shift: np.ndarray) -> tuple[keras.layers.Layer, list[np.ndarray]]:
     return ChannelAffine(len(scale), name=name), [np.asarray(scale, np.float32), np.asarray(shift, np.float32)]
+
+
+def pre_activation(layer: keras.layers.Layer, x, kernel):
+    """A Conv2D / DepthwiseConv2D / Dense layer's output before its activation, with ``kernel`` in place of its own.
+
+    Channels-last only; the layer's own bias is added. Used where a kernel is a tensor being optimized or
+    fake-quantized (AdaRound, the TFLite conversion graph) rather than the layer's variable.
+    """
+    import tensorflow as tf
+
+    if isinstance(layer, keras.layers.Dense):
+        y = tf.tensordot(x, kernel, axes=1)
+    elif isinstance(layer, keras.layers.DepthwiseConv2D):
+        y = tf.nn.depthwise_conv2d(x, kernel, strides=(1, *layer.strides, 1), padding=layer.padding.upper(), dilations=layer.dilation_rate)
+    elif isinstance(layer, keras.layers.Conv2D):
+        y = tf.nn.conv2d(x, kernel, strides=layer.strides, padding=layer.padding.upper(), dilations=layer.dilation_rate)
+    else:
+        raise TypeError(f"layer {layer.name!r} ({type(layer).__name__}) is not a Conv2D, DepthwiseConv2D or Dense layer")
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise ValueError(f"layer {layer.name!r}: only channels_last layers are supported here")
+    return y + layer.bias if layer.use_bias else y

@@ -151,9 +151,17 @@ class QuantizationSimModel:
             self.layers_by_name[name].kernel.assign(pq.quantized_kernel(self.settings.rounding, self._rng))
 
     # ----------------------------------------------------------------- encodings
-    def compute_param_encodings(self) -> None:
+    def compute_param_encodings(self, frozen: dict[str, Encoding] | None = None) -> None:
+        """Weight encodings from the kernels (the param scheme); names in ``frozen`` keep the given grid."""
         s = self.settings
-        for pq in self.param_quantizers.values():
+        frozen = frozen or {}
+        unknown = set(frozen) - set(self.param_quantizers)
+        if unknown:
+            raise ValueError(f"frozen param encodings for layers the sim does not quantize: {sorted(unknown)}")
+        for name, pq in self.param_quantizers.items():
+            if name in frozen:
+                pq.encoding = frozen[name]
+                continue
             pq.encoding = compute_tensor_encoding(
                 pq.channel_view(),
                 s.param_scheme,
@@ -166,14 +174,20 @@ class QuantizationSimModel:
             )
         self._apply_param_quantization()
 
-    def compute_encodings(self, forward_pass_callback: Callable[[keras.Model, Any], Any], forward_pass_args: Any = None) -> None:
-        """Param encodings from the kernels, then activation encodings from a calibration pass.
+    def compute_encodings(
+        self,
+        forward_pass_callback: Callable[[keras.Model, Any], Any],
+        forward_pass_args: Any = None,
+        param_encodings: dict[str, Encoding] | None = None,
+    ) -> None:
+        """Param encodings from the kernels (or ``param_encodings``, frozen, e.g. AdaRound's), then
+        activation encodings from a calibration pass.
 
         During the pass the weights are already quantized and every activation quantizer
         passes its input through while its analyzer collects statistics.
         """
         s = self.settings
-        self.compute_param_encodings()
+        self.compute_param_encodings(param_encodings)
         for q in self.output_quantizers.values():
             q.start_calibration(
                 EncodingAnalyzer(

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from workbench.evaluation.accuracy import Predictions
+from workbench.graph.layers import pre_activation
 from workbench.graph.rewrite import clone_layer
 from workbench.quantsim.sim import QuantizationSimModel, insert_quantizers
 
@@ -59,17 +60,8 @@ class PerTensorKernel(keras.layers.Layer):
         self.inner.build(input_shape)
 
     def call(self, x):
-        inner = self.inner
-        k = tf.quantization.fake_quant_with_min_max_args(inner.kernel, self.lo, self.hi, num_bits=8, narrow_range=self.narrow_range)
-        if isinstance(inner, keras.layers.Dense):
-            y = tf.tensordot(x, k, axes=1)
-        elif isinstance(inner, keras.layers.DepthwiseConv2D):
-            y = tf.nn.depthwise_conv2d(x, k, strides=(1, *inner.strides, 1), padding=inner.padding.upper(), dilations=inner.dilation_rate)
-        else:
-            y = tf.nn.conv2d(x, k, strides=inner.strides, padding=inner.padding.upper(), dilations=inner.dilation_rate)
-        if inner.use_bias:
-            y = y + inner.bias
-        return inner.activation(y)
+        k = tf.quantization.fake_quant_with_min_max_args(self.inner.kernel, self.lo, self.hi, num_bits=8, narrow_range=self.narrow_range)
+        return self.inner.activation(pre_activation(self.inner, x, k))
 
     def compute_output_shape(self, input_shape):
         return self.inner.compute_output_shape(input_shape)

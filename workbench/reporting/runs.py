@@ -18,12 +18,19 @@ from mlflow.tracking import MlflowClient
 
 from workbench import keys
 
-STAGE_ORDER = ["baseline", "bn_fold", "cle", "bc", "qat"]
+STAGE_ORDER = ["baseline", "bn_fold", "cle", "bc", "adaround", "qat"]
 # params that say where and how a run was recorded, not what it computed
 BOOKKEEPING = ("paths.", "tracking.", "pipeline.", "stage.", "export_dir")
 # each stage's technique options; other stages' options do not apply to it
-TECHNIQUE_GROUPS = ("baseline.", "cle.", "bc.", "qat.")
-STAGE_GROUPS = {"baseline": ("baseline.",), "bn_fold": (), "cle": ("cle.",), "bc": ("cle.", "bc."), "qat": ("cle.", "qat.")}
+TECHNIQUE_GROUPS = ("baseline.", "cle.", "bc.", "qat.", "adaround.")
+STAGE_GROUPS = {
+    "baseline": ("baseline.",),
+    "bn_fold": (),
+    "cle": ("cle.",),
+    "bc": ("cle.", "bc."),
+    "qat": ("cle.", "qat."),
+    "adaround": ("cle.", "adaround."),
+}
 # the parts of a setting shown first, compactly (W4A8 pc)
 BITWIDTH_KEYS = ("quant.param_bw", "quant.output_bw", "quant.per_channel")
 PARAM = "param:"

@@ -9,6 +9,7 @@ _STAGES = {
     "cle": ("workbench.stages.cle", "run_cle"),
     "bc": ("workbench.stages.bc", "run_bc"),
     "qat": ("workbench.stages.qat", "run_qat"),
+    "adaround": ("workbench.stages.adaround", "run_adaround"),
 }
 STAGE_NAMES = tuple(_STAGES)
 

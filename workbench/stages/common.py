@@ -12,6 +12,7 @@ from workbench import keys
 from workbench.evaluation.accuracy import Predictions, predict_classes
 from workbench.evaluation.statistics import wilson_interval
 from workbench.quantsim.diagnostics import layer_output_sqnr, layer_table
+from workbench.quantsim.encodings import Encoding
 from workbench.quantsim.export import encodings_json
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.results import StageResult
@@ -45,13 +46,16 @@ def evaluate_fp32(ctx: StageContext, result: StageResult) -> float:
     return record_accuracy(result, "fp32", predictions)
 
 
-def calibrated_sim(ctx: StageContext, model: keras.Model, result: StageResult) -> QuantizationSimModel:
-    """The sim of ``model`` with encodings from the calibration samples."""
+def calibrated_sim(
+    ctx: StageContext, model: keras.Model, result: StageResult, param_encodings: dict[str, Encoding] | None = None
+) -> QuantizationSimModel:
+    """The sim of ``model`` with encodings from the calibration samples (weight grids ``param_encodings`` kept)."""
     with result.timed("sim_build"):
         sim = QuantizationSimModel(model, ctx.settings)
     counter = [0]
     with result.timed("calibration"):
-        sim.compute_encodings(forward_pass_over(ctx.data.calibration_batches(ctx.calibration_samples, ctx.seed), counter))
+        batches = ctx.data.calibration_batches(ctx.calibration_samples, ctx.seed)
+        sim.compute_encodings(forward_pass_over(batches, counter), param_encodings=param_encodings)
     used = counter[0]
     result.metrics[keys.CALIBRATION_SAMPLES] = used  # the effective count, not the requested one
     if used < ctx.calibration_samples:

@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 
 import keras
 
-from workbench.config.schema import BaselineConfig, BiasCorrectionConfig, CLEConfig, QATConfig, QuantConfig, TrackingConfig
+from workbench.config.schema import (
+    AdaroundConfig,
+    BaselineConfig,
+    BiasCorrectionConfig,
+    CLEConfig,
+    QATConfig,
+    QuantConfig,
+    TrackingConfig,
+)
 from workbench.data.images import ImageData
 from workbench.options import QuantSettings
 
@@ -26,3 +34,4 @@ class StageContext:
     cle: CLEConfig = field(default_factory=CLEConfig)
     bc: BiasCorrectionConfig = field(default_factory=BiasCorrectionConfig)
     qat: QATConfig = field(default_factory=QATConfig)
+    adaround: AdaroundConfig = field(default_factory=AdaroundConfig)

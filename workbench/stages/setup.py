@@ -89,4 +89,5 @@ def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> Stage
         cle=OmegaConf.to_object(cfg.cle),
         bc=OmegaConf.to_object(cfg.bc),
         qat=OmegaConf.to_object(cfg.qat),
+        adaround=OmegaConf.to_object(cfg.adaround),
     )

@@ -1,0 +1,68 @@
+"""Stage ``adaround``: BN fold (+ CLE) + AdaRound, then quantsim with the frozen weight grids."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pandas as pd
+
+from workbench import keys
+from workbench.data.dataset import as_array
+from workbench.options import AdaroundParameters
+from workbench.quantsim.export import export_model
+from workbench.results import StageResult
+from workbench.stages.bn_fold import folded_model
+from workbench.stages.cle import equalized_model
+from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim
+from workbench.stages.context import StageContext
+from workbench.stages.qat import check_tflite
+from workbench.techniques.adaround import apply_adaround
+
+log = logging.getLogger(__name__)
+
+
+def adaround_parameters(ctx: StageContext) -> AdaroundParameters:
+    a = ctx.adaround
+    return AdaroundParameters(
+        num_batches=a.num_batches,
+        num_iterations=a.num_iterations,
+        default_reg_param=a.default_reg_param,
+        default_beta_range=tuple(a.default_beta_range),
+        default_warm_start=a.default_warm_start,
+        learning_rate=a.learning_rate,
+        batch_size=a.batch_size,
+        quantized_input=a.quantized_input,
+        seed=ctx.seed,
+    )
+
+
+def run_adaround(ctx: StageContext, result: StageResult) -> None:
+    evaluate_fp32(ctx, result)
+    params = adaround_parameters(ctx)
+    model = equalized_model(ctx, result)[0] if ctx.adaround.cle else folded_model(ctx, result)
+    samples = as_array(ctx.data.calibration_batches(params.num_batches * params.batch_size, ctx.seed, params.batch_size))
+    with result.timed("adaround"):
+        rounded, encodings, report = apply_adaround(model, ctx.settings, samples, params)
+    table = pd.DataFrame(report.layers)
+    result.tables[keys.ARTIFACT_ADAROUND] = table
+    result.metrics[keys.ADAROUND_FLIPS] = report.mean_flip_fraction
+    result.metrics[keys.ADAROUND_LOSS_NEAREST] = float(table["loss_nearest"].mean())
+    result.metrics[keys.ADAROUND_LOSS] = float(table["loss_adaround"].mean())
+    log.info(
+        "AdaRound: %d layers in %.1f s, %.1f %% of weights rounded the other way; mean reconstruction loss %.4g -> %.4g",
+        len(table),
+        report.seconds,
+        100 * report.mean_flip_fraction,
+        result.metrics[keys.ADAROUND_LOSS_NEAREST],
+        result.metrics[keys.ADAROUND_LOSS],
+    )
+    sim = calibrated_sim(ctx, rounded, result, param_encodings=encodings)
+    evaluate_sim(ctx, sim, result)
+    export_dir = os.path.join(ctx.export_dir, f"adaround-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    with result.timed("export"):
+        export_model(sim, export_dir, "model")
+    result.directories[keys.ARTIFACT_EXPORT] = export_dir
+    if ctx.adaround.export_tflite and ctx.settings.param_bw == 8 and ctx.settings.output_bw == 8:
+        check_tflite(ctx, sim, export_dir, result)
