@@ -32,7 +32,7 @@ from workbench.reporting.report import build_report, to_markdown  # noqa: E402
 MODELS = ("mnist_mobilenet", "mnist_mobilenet_v2")
 GRID = ["quant.param_bw=4,8", "quant.per_channel=false,true"]
 SWEEPS = {
-    "stages": {m: ["+stage=baseline,cle,bc,qat", f"model={m}", *GRID] for m in MODELS},
+    "stages": {m: ["+stage=baseline,cle,bc,adaround,qat", f"model={m}", *GRID] for m in MODELS},
     "schemes": {
         m: [
             "+stage=baseline,cle",
