@@ -69,6 +69,9 @@ def test_default_is_the_embedded_setting():
         ("quant.percentile=40", r"quant.percentile=40.0 is not allowed: use a value in \[50, 100\]"),
         ("quant.target=tflite", r"quant.target=tflite simulates TFLite's int8 grids and needs strict_symmetric=true .*use quant=tflite"),
         ("quant=tflite quant.param_bw=4", r"quant.target=tflite .* needs param_bw=8"),
+        ("adaround.num_iterations=0", r"adaround.num_iterations=0 is not allowed"),
+        ("adaround.default_warm_start=1.0", r"adaround.default_warm_start=1.0 is not allowed: use a value in \[0, 1\)"),
+        ("adaround.default_beta_range=[20]", r"adaround.default_beta_range=\[20.0\] is not allowed: two values > 0"),
         ("dataset.batch_size=0", r"dataset.batch_size=0 is not allowed"),
         ("dataset=imagenet", r"dataset.path is missing"),
         ("dataset=imagenet dataset.path=/nonexistent", r"dataset.path='/nonexistent' is not a folder"),
@@ -174,3 +177,9 @@ def test_datasets_and_models_are_built_from_their_targets(tmp_path):
     assert (data.num_train, data.num_val, data.num_classes) == (8, 4, 3)
     model = build_model(cfg, data)
     assert model.name == "tiny" and model.output_shape[-1] == 3 and model.get_layer("conv").filters == 5
+
+
+def test_adaround_steps_must_be_consistent():
+    with pytest.raises(ConfigError, match=r"adaround.cle=true needs adaround.fold_batch_norms=true"):
+        validate(_compose("+stage=adaround", "adaround.fold_batch_norms=false"), STAGE_NAMES)
+    validate(_compose("+stage=adaround", "adaround.fold_batch_norms=false", "adaround.cle=false"), STAGE_NAMES)

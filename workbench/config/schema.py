@@ -232,7 +232,8 @@ class AdaroundConfig:
     batch_size: int = AdaroundParameters.batch_size
     # each layer's input from the model whose earlier layers are already rounded (AIMET's default) or FP32
     quantized_input: bool = AdaroundParameters.quantized_input
-    # BN fold always; cross-layer equalization first (adaround.cle=false: fold only)
+    # the steps before AdaRound: BN fold, then cross-layer equalization (cle needs the fold)
+    fold_batch_norms: bool = True
     cle: bool = True
     # convert the result to a fully integer TFLite model and measure tflite/top1 (8-bit weights only)
     export_tflite: bool = True

@@ -129,6 +129,10 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     )
     _require(a.default_reg_param >= 0, f"adaround.default_reg_param={a.default_reg_param!r} is not allowed: use a value >= 0")
     _require(a.learning_rate > 0, f"adaround.learning_rate={a.learning_rate!r} is not allowed: use a value > 0")
+    _require(
+        a.fold_batch_norms or not a.cle,
+        "adaround.cle=true needs adaround.fold_batch_norms=true (CLE folds first): set adaround.cle=false too",
+    )
     beta = list(a.default_beta_range)
     _require(
         len(beta) == 2 and min(beta) > 0,

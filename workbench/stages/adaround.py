@@ -41,7 +41,13 @@ def adaround_parameters(ctx: StageContext) -> AdaroundParameters:
 def run_adaround(ctx: StageContext, result: StageResult) -> None:
     evaluate_fp32(ctx, result)
     params = adaround_parameters(ctx)
-    model = equalized_model(ctx, result)[0] if ctx.adaround.cle else folded_model(ctx, result)
+    if ctx.adaround.cle:
+        model = equalized_model(ctx, result)[0]
+    elif ctx.adaround.fold_batch_norms:
+        model = folded_model(ctx, result)
+    else:
+        model = ctx.model  # BNs kept in float: not what a device runs
+        result.tags[keys.TAG_DEPLOYABLE] = "false"
     samples = as_array(ctx.data.calibration_batches(params.num_batches * params.batch_size, ctx.seed, params.batch_size))
     with result.timed("adaround"):
         rounded, encodings, report = apply_adaround(model, ctx.settings, samples, params)
