@@ -70,6 +70,7 @@ def test_default_is_the_embedded_setting():
         ("quant.target=tflite", r"quant.target=tflite simulates TFLite's int8 grids and needs strict_symmetric=true .*use quant=tflite"),
         ("quant=tflite quant.param_bw=4", r"quant.target=tflite .* needs param_bw=8"),
         ("adaround.num_iterations=0", r"adaround.num_iterations=0 is not allowed"),
+        ("quant.overrides=/nonexistent.yaml", r"quant.overrides='/nonexistent.yaml' is not a file"),
         ("adaround.default_warm_start=1.0", r"adaround.default_warm_start=1.0 is not allowed: use a value in \[0, 1\)"),
         ("adaround.default_beta_range=[20]", r"adaround.default_beta_range=\[20.0\] is not allowed: two values > 0"),
         ("dataset.batch_size=0", r"dataset.batch_size=0 is not allowed"),

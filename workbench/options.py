@@ -6,6 +6,7 @@ simulator takes, so it can be used as a plain Python library.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -72,6 +73,54 @@ class BiasCorrectionMode(str, Enum):
 
 
 @dataclass(frozen=True)
+class LayerOverride:
+    """Per-layer settings: layers whose name fully matches ``pattern`` (a regular expression; a plain
+    name matches itself) use these bitwidths; ``enabled=False`` leaves their weights and output float."""
+
+    pattern: str
+    param_bw: int | None = None
+    output_bw: int | None = None
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.pattern)
+        except re.error as err:
+            raise ValueError(f"override pattern {self.pattern!r} is not a regular expression: {err}") from None
+        for key in ("param_bw", "output_bw"):
+            bw = getattr(self, key)
+            if bw is not None and (not isinstance(bw, int) or isinstance(bw, bool) or not MIN_BITWIDTH <= bw <= MAX_BITWIDTH):
+                allowed = f"use an integer in {MIN_BITWIDTH}..{MAX_BITWIDTH}"
+                raise ValueError(f"override {self.pattern!r}: {key}={bw!r} is not allowed: {allowed}")
+
+    def matches(self, layer_name: str) -> bool:
+        return re.fullmatch(self.pattern, layer_name) is not None
+
+
+OVERRIDE_KEYS = ("param_bw", "output_bw", "enabled")
+
+
+def parse_overrides(mapping: object) -> tuple[LayerOverride, ...]:
+    """``{pattern: {param_bw, output_bw, enabled}}`` (as read from YAML/JSON) to overrides, in order."""
+    if not isinstance(mapping, dict):
+        raise ValueError("overrides must map layer names (or regular expressions) to {param_bw, output_bw, enabled}")
+    out = []
+    for pattern, options in mapping.items():
+        if not isinstance(options, dict) or not set(options) <= set(OVERRIDE_KEYS):
+            raise ValueError(f"override {pattern!r}: use a mapping with keys among {', '.join(OVERRIDE_KEYS)}, got {options!r}")
+        out.append(LayerOverride(str(pattern), **options))
+    return tuple(out)
+
+
+def load_overrides(path: str) -> tuple[LayerOverride, ...]:
+    """Read an overrides file (YAML or JSON: JSON is YAML)."""
+    import yaml
+
+    with open(path) as f:
+        return parse_overrides(yaml.safe_load(f) or {})
+
+
+@dataclass(frozen=True)
 class QuantSettings:
     """Quantization simulator settings (AIMET's quantsim arguments and config flags).
 
@@ -94,6 +143,8 @@ class QuantSettings:
     rounding: Rounding = Rounding.nearest
     percentile: float = 99.99
     target: Target = Target.aimet
+    # per-layer bitwidths / float layers, first match wins (quant.overrides=<file>)
+    overrides: tuple[LayerOverride, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -111,6 +162,21 @@ class QuantSettings:
         problem = target_conflict(self)
         if problem:
             raise ValueError(problem)
+
+    def override_for(self, layer_name: str) -> LayerOverride | None:
+        return next((o for o in self.overrides if o.matches(layer_name)), None)
+
+    def param_bw_for(self, layer_name: str) -> int:
+        o = self.override_for(layer_name)
+        return o.param_bw if o is not None and o.param_bw is not None else self.param_bw
+
+    def output_bw_for(self, layer_name: str) -> int:
+        o = self.override_for(layer_name)
+        return o.output_bw if o is not None and o.output_bw is not None else self.output_bw
+
+    def quantized(self, layer_name: str) -> bool:
+        o = self.override_for(layer_name)
+        return o is None or o.enabled
 
     def with_range_learning(self) -> QuantSettings:
         """The same settings with both schemes switched to their range-learning variants, strict weight grids."""

@@ -56,6 +56,8 @@ class QuantConfig:
     percentile: float = QuantSettings.percentile
     # aimet: AIMET's default config; tflite: what the TFLite int8 runtime computes (conf/quant/tflite.yaml)
     target: Target = QuantSettings.target
+    # a YAML/JSON file: {layer name or regex: {param_bw, output_bw, enabled}}, first match wins
+    overrides: Optional[str] = None
     calibration_samples: int = 1000
 
 

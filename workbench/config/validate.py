@@ -10,9 +10,10 @@ import json
 import os
 import zipfile
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, target_conflict
+from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, load_overrides, target_conflict
 
 KERAS_SUFFIXES = (".keras", ".h5")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -114,6 +115,14 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     _require(50.0 <= float(q.percentile) <= 100.0, f"quant.percentile={q.percentile!r} is not allowed: use a value in [50, 100]")
     conflict = target_conflict(q)
     _require(conflict is None, f"quant.{conflict}")
+    if q.overrides:
+        _require(os.path.isfile(q.overrides), f"quant.overrides={q.overrides!r} is not a file: give a YAML/JSON file of per-layer settings")
+        try:
+            load_overrides(q.overrides)
+        except (ValueError, TypeError, OSError) as err:
+            raise ConfigError(f"quant.overrides={q.overrides!r}: {err}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"quant.overrides={q.overrides!r} is not readable YAML/JSON: {str(err).splitlines()[0]}") from None
     _positive(cfg, "tracking.sqnr_samples", allow_zero=True)
     for key in ("num_quant_samples", "num_bias_correct_samples", "batch_size"):
         _positive(cfg, f"bc.{key}")

@@ -41,6 +41,7 @@ class ParamQuantizer:
     encoding: Encoding | None = None
     enabled: bool = True
     float_bias: np.ndarray | None = None
+    bitwidth: int = 8
 
     @property
     def tensor_name(self) -> str:
@@ -109,13 +110,20 @@ class QuantizationSimModel:
         unknown = self.excluded_layers - set(self.graph.order)
         if unknown:
             raise ValueError(f"excluded layers not in the model: {sorted(unknown)}")
-        self.plan: QuantizerPlan = plan_quantizers(self.graph, self.excluded_layers)
+        # layers that quant.overrides leaves float are excluded like any other
+        for override in self.settings.overrides:
+            if not any(override.matches(n) for n in self.graph.order):
+                raise ValueError(f"quant.overrides: {override.pattern!r} matches no layer of the model")
+        disabled = {n for n in self.graph.order if not self.settings.quantized(n)}
+        self.plan: QuantizerPlan = plan_quantizers(self.graph, self.excluded_layers | disabled)
+        for name in disabled & set(self.plan.skipped):
+            self.plan.skipped[name] = "left float by quant.overrides"
         self._rng = np.random.default_rng(self.settings.seed)
         s = self.settings
         self.output_quantizers: dict[str, FakeQuant] = {}
         for i, name in enumerate(self.plan.inputs + self.plan.outputs):
             self.output_quantizers[name] = FakeQuant(
-                s.output_bw, s.output_symmetric, s.rounding.value, s.seed + i, name=f"{name}{QUANTIZER_SUFFIX}"
+                s.output_bw_for(name), s.output_symmetric, s.rounding.value, s.seed + i, name=f"{name}{QUANTIZER_SUFFIX}"
             )
         self.model = self._build()
         # the sim model's layers by name (original names; quantizers carry a suffix)
@@ -129,6 +137,7 @@ class QuantizationSimModel:
                 np.asarray(layer.kernel.numpy(), dtype=F32),
                 isinstance(layer, keras.layers.DepthwiseConv2D),
                 float_bias=None if bias is None else np.asarray(bias.numpy(), dtype=F32),
+                bitwidth=s.param_bw_for(name),
             )
 
     # ----------------------------------------------------------------- building
@@ -165,7 +174,7 @@ class QuantizationSimModel:
             pq.encoding = compute_tensor_encoding(
                 pq.channel_view(),
                 s.param_scheme,
-                s.param_bw,
+                pq.bitwidth,
                 s.param_symmetric,
                 channel_axis=-1 if s.per_channel else None,
                 strict=s.strict_symmetric,
@@ -190,9 +199,7 @@ class QuantizationSimModel:
         self.compute_param_encodings(param_encodings)
         for q in self.output_quantizers.values():
             q.start_calibration(
-                EncodingAnalyzer(
-                    s.output_scheme, s.output_bw, s.output_symmetric, 1, s.strict_symmetric, s.unsigned_symmetric, s.percentile
-                )
+                EncodingAnalyzer(s.output_scheme, q.bitwidth, s.output_symmetric, 1, s.strict_symmetric, s.unsigned_symmetric, s.percentile)
             )
         self._set_mode(CALIBRATE)
         try:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from workbench.data.images import ImageData
 from workbench.graph.functional import FunctionalGraph
-from workbench.options import QuantSettings
+from workbench.options import QuantSettings, load_overrides
 from workbench.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,8 @@ def quant_settings(cfg: DictConfig) -> QuantSettings:
     """The typed simulator settings of ``cfg.quant`` (calibration size is the stage's business)."""
     options = dataclasses.asdict(OmegaConf.to_object(cfg.quant))
     options.pop("calibration_samples")
-    return QuantSettings(**options, seed=int(cfg.seed))
+    path = options.pop("overrides")
+    return QuantSettings(**options, overrides=load_overrides(path) if path else (), seed=int(cfg.seed))
 
 
 def _instantiate(node: DictConfig, **kwargs):
