@@ -68,3 +68,36 @@ def layer_sqnr_figure(sqnr, setting: str):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def sensitivity_figure(table, fp32_top1: float, quantized_top1: float):
+    """Per quantized layer, in network order: the top-1 drop with only it quantized, and the top-1 won back
+    with all but it quantized."""
+    fig, ax = plt.subplots(figsize=(max(8, 0.18 * len(table)), 4.5))
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, 100 * table["drop_alone"].to_numpy(float), width=0.4, color="tab:red", label="drop with only this layer quantized")
+    ax.bar(x + 0.2, 100 * table["gain_if_float"].to_numpy(float), width=0.4, color="tab:blue", label="gain with this layer left float")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xticks(x)
+    ax.set_xticklabels(table["layer"], rotation=90, fontsize=6)
+    ax.set_ylabel("top-1 points")
+    ax.set_title(f"per-layer sensitivity (FP32 {100 * fp32_top1:.1f} %, all quantized {100 * quantized_top1:.1f} %), network order")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def range_histograms_figure(observed: dict, encodings: dict, layers: list[str]):
+    """Histograms of what the named layers output, with each output encoding's range drawn."""
+    fig, axes = plt.subplots(len(layers), 1, figsize=(8, 2.2 * max(1, len(layers))), squeeze=False)
+    for ax, name in zip(axes[:, 0], layers):
+        values = np.asarray(observed[name]).ravel()
+        ax.hist(values, bins=128, color="tab:grey", log=True)
+        if name in encodings:
+            enc = encodings[name]
+            for edge in (float(enc.min[0]), float(enc.max[0])):
+                ax.axvline(edge, color="tab:red", linestyle="--")
+        ax.set_title(f"{name} output (dashed: encoding range)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -26,6 +26,11 @@ BC_LAYERS_CORRECTED = "bc/layers_corrected"
 ADAROUND_FLIPS = "adaround/mean_flip_fraction"  # share of weights rounded the other way than nearest
 ADAROUND_LOSS_NEAREST = "adaround/mean_loss_nearest"  # mean per-layer reconstruction loss, round-to-nearest
 ADAROUND_LOSS = "adaround/mean_loss"  # the same with the AdaRounded kernels
+ANALYZE_WORST_DROP = "analyze/worst_layer_drop"  # largest top-1 drop with only one layer quantized
+ANALYZE_BEST_GAIN = "analyze/best_float_gain"  # largest top-1 won back by leaving one layer float
+ANALYZE_QUANTIZED_TOP1 = "analyze/quantized_top1"  # everything quantized, on the analysis images
+ANALYZE_EVAL_SAMPLES = "analyze/eval_samples"
+TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the MLflow UI (Markdown)
 QAT_LOSS = "qat/loss"  # per epoch (step = epoch)
 QAT_TOP1 = "qat/top1"  # per epoch, the QAT model on the validation split
 QAT_SIM_BEFORE = "qat/sim_top1_before"  # the calibrated sim before fine-tuning
@@ -65,6 +70,10 @@ ARTIFACT_CHANNEL_RANGES_PNG = "channel_ranges.png"
 ARTIFACT_TRANSFORM_REPORT = "transform_report.json"
 ARTIFACT_BIAS_CORRECTION = "bias_correction.csv"
 ARTIFACT_ADAROUND = "adaround_layers.csv"
+ARTIFACT_SENSITIVITY = "sensitivity.csv"
+ARTIFACT_SENSITIVITY_PNG = "sensitivity.png"
+ARTIFACT_RANGES = "ranges.csv"
+ARTIFACT_RANGE_HISTOGRAMS_PNG = "worst_layer_histograms.png"
 ARTIFACT_EXPORT = "export"
 
 

@@ -22,6 +22,7 @@ class StageName(str, Enum):
     bc = "bc"
     qat = "qat"
     adaround = "adaround"
+    analyze = "analyze"
 
 
 class ChannelOrder(str, Enum):
@@ -242,6 +243,16 @@ class AdaroundConfig:
 
 
 @dataclass
+class AnalyzeConfig:
+    # validation images every per-layer configuration is evaluated on (6 evaluations per quantized layer)
+    eval_samples: int = 500
+    # BN fold always; cross-layer equalization first (analyze.cle=false: fold only)
+    cle: bool = True
+    # how many of the most harmful layers the run description and the histogram figure name
+    top_k: int = 5
+
+
+@dataclass
 class PipelineConfig:
     # the stages `python -m workbench` runs (no +stage), each a child run of one parent run; bn_fold is
     # left out: the deployable baseline already quantizes the folded model (bn_fold adds its diagnostics)
@@ -265,6 +276,7 @@ class Config:
     bc: BiasCorrectionConfig = field(default_factory=BiasCorrectionConfig)
     qat: QATConfig = field(default_factory=QATConfig)
     adaround: AdaroundConfig = field(default_factory=AdaroundConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # absent unless +stage=NAME is given
     stage: Optional[StageConfig] = None

@@ -132,6 +132,8 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     _require(cfg.qat.learning_rate > 0, f"qat.learning_rate={cfg.qat.learning_rate!r} is not allowed: use a value > 0")
     for key in ("num_batches", "num_iterations", "batch_size"):
         _positive(cfg, f"adaround.{key}")
+    _positive(cfg, "analyze.eval_samples")
+    _positive(cfg, "analyze.top_k")
     a = cfg.adaround
     _require(
         0.0 <= a.default_warm_start < 1.0, f"adaround.default_warm_start={a.default_warm_start!r} is not allowed: use a value in [0, 1)"

@@ -16,6 +16,8 @@ from workbench.quantsim.analyzers import EncodingAnalyzer
 from workbench.quantsim.encodings import F32, Encoding
 
 QUANTIZE, CALIBRATE, PASSTHROUGH = "quantize", "calibrate", "passthrough"
+# quantize or pass through as a boolean variable says, without retracing (per-layer analysis)
+SWITCHABLE = "switchable"
 
 
 @keras.saving.register_keras_serializable(package="workbench")
@@ -30,11 +32,12 @@ class FakeQuant(keras.layers.Layer):
         self.symmetric = bool(symmetric)
         self.rounding = Rounding(rounding)
         self.seed = int(seed)
-        if mode not in (QUANTIZE, CALIBRATE, PASSTHROUGH):
-            raise ValueError(f"mode={mode!r} is not allowed: {QUANTIZE}, {CALIBRATE} or {PASSTHROUGH}")
+        if mode not in (QUANTIZE, CALIBRATE, PASSTHROUGH, SWITCHABLE):
+            raise ValueError(f"mode={mode!r} is not allowed: {QUANTIZE}, {CALIBRATE}, {PASSTHROUGH} or {SWITCHABLE}")
         # a saved sim reloads quantizing (its grid lives in the scale/q_min/q_max weights); calibration
-        # needs an analyzer, which is never saved
-        self.mode = PASSTHROUGH if mode == CALIBRATE else mode
+        # needs an analyzer and switching a variable, neither of which is saved
+        self.mode = {CALIBRATE: PASSTHROUGH, SWITCHABLE: QUANTIZE}.get(mode, mode)
+        self.switch: tf.Variable | None = None
         self.analyzer: EncodingAnalyzer | None = None
         self._seed_gen = keras.random.SeedGenerator(self.seed) if self.rounding is Rounding.stochastic else None
 
@@ -75,6 +78,13 @@ class FakeQuant(keras.layers.Layer):
         if self.mode == CALIBRATE:
             self._observe(inputs)
             return inputs
+        if self.mode == SWITCHABLE:
+            if self.switch is None:
+                raise RuntimeError(f"{self.name}: switchable mode needs its switch variable (QuantizationSimModel.switchable sets it)")
+            return tf.cond(self.switch, lambda: self._quantize(inputs), lambda: tf.identity(inputs))
+        return self._quantize(inputs)
+
+    def _quantize(self, inputs):
         scaled = inputs / self.scale.value
         if self._seed_gen is None:
             rounded = tf.math.rint(scaled)  # round half to even

@@ -8,7 +8,8 @@ quantize-dequantized values, computed once when encodings change (not per batch)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from workbench.options import QuantSettings, Rounding, Target
 from workbench.quantsim.analyzers import EncodingAnalyzer, compute_tensor_encoding
 from workbench.quantsim.encodings import F32, Encoding, quantize_dequantize
 from workbench.quantsim.placement import QuantizerPlan, plan_quantizers
-from workbench.quantsim.quantizer import CALIBRATE, PASSTHROUGH, QUANTIZE, FakeQuant
+from workbench.quantsim.quantizer import CALIBRATE, PASSTHROUGH, QUANTIZE, SWITCHABLE, FakeQuant
 
 QUANTIZER_SUFFIX = "_quant"
 # TFLite int8 kernels with a fixed output grid: activation → (scale, offset), real = scale·(q + offset), q ∈ [0, 255]
@@ -271,6 +272,32 @@ class QuantizationSimModel:
         if self.settings.target is Target.tflite:
             self._apply_bias_quantization()
         self._set_mode(QUANTIZE)
+
+    @contextlib.contextmanager
+    def switchable(self) -> Iterator[Callable[[set[str], set[str]], None]]:
+        """Within the block, ``enable(params, outputs)`` turns on exactly the named weight and output
+        quantizers, without retracing the model (output quantizers read a boolean variable, kernels are
+        reassigned). Afterwards every quantizer is on again."""
+        for q in self.output_quantizers.values():
+            q.switch = tf.Variable(True, trainable=False)
+        self._set_mode(SWITCHABLE)
+        quantized = {name: self.layers_by_name[name].kernel.numpy() for name in self.param_quantizers}
+
+        def enable(params: set[str], outputs: set[str]) -> None:
+            for name, pq in self.param_quantizers.items():
+                self.layers_by_name[name].kernel.assign(quantized[name] if name in params else pq.float_kernel)
+            for name, q in self.output_quantizers.items():
+                assert q.switch is not None
+                q.switch.assign(name in outputs)
+
+        try:
+            yield enable
+        finally:
+            for name, kernel in quantized.items():
+                self.layers_by_name[name].kernel.assign(kernel)
+            self._set_mode(QUANTIZE)
+            for q in self.output_quantizers.values():
+                q.switch = None
 
     def param_encodings(self) -> dict[str, Encoding]:
         return {n: pq.encoding for n, pq in self.param_quantizers.items() if pq.encoding is not None}

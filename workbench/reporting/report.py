@@ -125,11 +125,16 @@ def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame
     return table[columns]
 
 
+DIAGNOSTIC_STAGES = ("bn_fold", "analyze")
+
+
 def best_by_setting(table: pd.DataFrame) -> pd.DataFrame:
     """Per setting, the technique with the highest sim/top1 and whether it beats the deployable baseline."""
     rows = []
     for setting, group in table.groupby("setting", sort=False):
-        techniques = group[~group["stage"].str.startswith("baseline")].dropna(subset=[keys.SIM_TOP1])
+        # baselines are references and analyze/bn_fold are diagnostics (their sim is the baseline's or cle's)
+        techniques = group[~group["stage"].str.startswith("baseline") & ~group["stage"].isin(DIAGNOSTIC_STAGES)]
+        techniques = techniques.dropna(subset=[keys.SIM_TOP1])
         if techniques.empty:
             continue
         top = techniques.loc[techniques[keys.SIM_TOP1].idxmax()]

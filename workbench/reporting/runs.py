@@ -18,11 +18,11 @@ from mlflow.tracking import MlflowClient
 
 from workbench import keys
 
-STAGE_ORDER = ["baseline", "bn_fold", "cle", "bc", "adaround", "qat"]
+STAGE_ORDER = ["baseline", "bn_fold", "cle", "bc", "adaround", "qat", "analyze"]
 # params that say where and how a run was recorded, not what it computed
 BOOKKEEPING = ("paths.", "tracking.", "pipeline.", "stage.", "export_dir")
 # each stage's technique options; other stages' options do not apply to it
-TECHNIQUE_GROUPS = ("baseline.", "cle.", "bc.", "qat.", "adaround.")
+TECHNIQUE_GROUPS = ("baseline.", "cle.", "bc.", "qat.", "adaround.", "analyze.")
 STAGE_GROUPS = {
     "baseline": ("baseline.",),
     "bn_fold": (),
@@ -30,6 +30,7 @@ STAGE_GROUPS = {
     "bc": ("cle.", "bc."),
     "qat": ("cle.", "qat."),
     "adaround": ("cle.", "adaround."),
+    "analyze": ("cle.", "analyze."),
 }
 # the parts of a setting shown first, compactly (W4A8 pc)
 BITWIDTH_KEYS = ("quant.param_bw", "quant.output_bw", "quant.per_channel")

@@ -10,6 +10,7 @@ _STAGES = {
     "bc": ("workbench.stages.bc", "run_bc"),
     "qat": ("workbench.stages.qat", "run_qat"),
     "adaround": ("workbench.stages.adaround", "run_adaround"),
+    "analyze": ("workbench.stages.analyze", "run_analyze"),
 }
 STAGE_NAMES = tuple(_STAGES)
 

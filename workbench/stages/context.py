@@ -8,6 +8,7 @@ import keras
 
 from workbench.config.schema import (
     AdaroundConfig,
+    AnalyzeConfig,
     BaselineConfig,
     BiasCorrectionConfig,
     CLEConfig,
@@ -35,3 +36,4 @@ class StageContext:
     bc: BiasCorrectionConfig = field(default_factory=BiasCorrectionConfig)
     qat: QATConfig = field(default_factory=QATConfig)
     adaround: AdaroundConfig = field(default_factory=AdaroundConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)

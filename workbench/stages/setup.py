@@ -91,4 +91,5 @@ def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> Stage
         bc=OmegaConf.to_object(cfg.bc),
         qat=OmegaConf.to_object(cfg.qat),
         adaround=OmegaConf.to_object(cfg.adaround),
+        analyze=OmegaConf.to_object(cfg.analyze),
     )
