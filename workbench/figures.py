@@ -101,3 +101,19 @@ def range_histograms_figure(observed: dict, encodings: dict, layers: list[str]):
         ax.set_title(f"{name} output (dashed: encoding range)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def pareto_front_figure(front, chosen_step: int, fp32_top1: float, allowed_drop: float):
+    """Accuracy against relative BitOps along AMP's greedy front, the chosen point ringed."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(100 * front["relative_bitops"], 100 * front["top1"], marker=".", color="tab:blue", label="greedy front")
+    pick = front[front["step"] == chosen_step].iloc[0]
+    ax.scatter([100 * pick["relative_bitops"]], [100 * pick["top1"]], s=120, facecolors="none", edgecolors="tab:red", label="chosen")
+    ax.axhline(100 * (fp32_top1 - allowed_drop), color="grey", linestyle="--", label=f"FP32 − {100 * allowed_drop:.1f} pt")
+    ax.set_xlabel("BitOps relative to W8A8 (%)")
+    ax.set_ylabel("top-1 on the search images (%)")
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

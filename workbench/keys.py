@@ -31,6 +31,9 @@ ANALYZE_BEST_GAIN = "analyze/best_float_gain"  # largest top-1 won back by leavi
 ANALYZE_QUANTIZED_TOP1 = "analyze/quantized_top1"  # everything quantized, on the analysis images
 ANALYZE_EVAL_SAMPLES = "analyze/eval_samples"
 TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the MLflow UI (Markdown)
+AMP_RELATIVE_BITOPS = "amp/relative_bitops"  # the chosen configuration's BitOps over W8A8's
+AMP_SEARCH_TOP1 = "amp/search_top1"  # its top-1 on the search subset
+AMP_LAYERS_LOWERED = "amp/groups_lowered"  # quantizer groups below the highest candidate
 QAT_LOSS = "qat/loss"  # per epoch (step = epoch)
 QAT_TOP1 = "qat/top1"  # per epoch, the QAT model on the validation split
 QAT_SIM_BEFORE = "qat/sim_top1_before"  # the calibrated sim before fine-tuning
@@ -70,6 +73,10 @@ ARTIFACT_CHANNEL_RANGES_PNG = "channel_ranges.png"
 ARTIFACT_TRANSFORM_REPORT = "transform_report.json"
 ARTIFACT_BIAS_CORRECTION = "bias_correction.csv"
 ARTIFACT_ADAROUND = "adaround_layers.csv"
+ARTIFACT_AMP_FRONT = "amp_pareto_front.csv"
+ARTIFACT_AMP_FRONT_PNG = "amp_pareto_front.png"
+ARTIFACT_AMP_SENSITIVITY = "amp_sensitivity.csv"
+ARTIFACT_AMP_OVERRIDES = "mixed_precision_overrides.json"  # loadable with quant.overrides=<file>
 ARTIFACT_SENSITIVITY = "sensitivity.csv"
 ARTIFACT_SENSITIVITY_PNG = "sensitivity.png"
 ARTIFACT_RANGES = "ranges.csv"

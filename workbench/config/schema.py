@@ -23,6 +23,7 @@ class StageName(str, Enum):
     qat = "qat"
     adaround = "adaround"
     analyze = "analyze"
+    mixed_precision = "mixed_precision"
 
 
 class ChannelOrder(str, Enum):
@@ -253,6 +254,18 @@ class AnalyzeConfig:
 
 
 @dataclass
+class AmpConfig:
+    # candidate [weight bits, activation bits] per quantizer group (a layer's weights and output)
+    candidates: List[List[int]] = field(default_factory=lambda: [[8, 8], [4, 8]])
+    # the cheapest configuration whose top-1 is within this of FP32 (0.01 = 1 point) on the eval subset
+    allowed_accuracy_drop: float = 0.01
+    # validation images the search evaluates on (the chosen configuration is then evaluated on all)
+    eval_samples: int = 500
+    # BN fold always; cross-layer equalization first (amp.cle=false: fold only)
+    cle: bool = True
+
+
+@dataclass
 class PipelineConfig:
     # the stages `python -m workbench` runs (no +stage), each a child run of one parent run; bn_fold is
     # left out: the deployable baseline already quantizes the folded model (bn_fold adds its diagnostics)
@@ -277,6 +290,7 @@ class Config:
     qat: QATConfig = field(default_factory=QATConfig)
     adaround: AdaroundConfig = field(default_factory=AdaroundConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    amp: AmpConfig = field(default_factory=AmpConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # absent unless +stage=NAME is given
     stage: Optional[StageConfig] = None

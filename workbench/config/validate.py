@@ -133,6 +133,16 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     for key in ("num_batches", "num_iterations", "batch_size"):
         _positive(cfg, f"adaround.{key}")
     _positive(cfg, "analyze.eval_samples")
+    _positive(cfg, "amp.eval_samples")
+    candidates = [list(c) for c in cfg.amp.candidates]
+    _require(
+        len(candidates) >= 2
+        and all(len(c) == 2 and all(isinstance(b, int) and MIN_BITWIDTH <= b <= MAX_BITWIDTH for b in c) for c in candidates),
+        f"amp.candidates={candidates!r} is not allowed: two or more [weight bits, activation bits] pairs in "
+        f"{MIN_BITWIDTH}..{MAX_BITWIDTH}, e.g. [[8,8],[4,8]]",
+    )
+    drop = cfg.amp.allowed_accuracy_drop
+    _require(0.0 <= drop <= 1.0, f"amp.allowed_accuracy_drop={drop!r} is not allowed: a fraction in [0, 1] (0.01 = 1 point)")
     _positive(cfg, "analyze.top_k")
     a = cfg.adaround
     _require(

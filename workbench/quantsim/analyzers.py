@@ -348,7 +348,15 @@ class EncodingAnalyzer:
     def update(self, x) -> None:
         self.observer.update(x)
 
-    def compute_encoding(self) -> Encoding:
+    def compute_encoding(self, bitwidth: int | None = None) -> Encoding:
+        """The encoding of the statistics gathered so far (at ``bitwidth`` when given: statistics do not
+        depend on it, so one calibration serves every candidate bitwidth)."""
+        if bitwidth is not None and bitwidth != self.bitwidth:
+            saved, self.bitwidth = self.bitwidth, bitwidth
+            try:
+                return self.compute_encoding()
+            finally:
+                self.bitwidth = saved
         if isinstance(self.observer, MinMaxObserver):
             lo, hi = self.observer.range()
         elif self.scheme is QuantScheme.tf_enhanced:

@@ -59,12 +59,17 @@ class FakeQuant(keras.layers.Layer):
         return analyzer
 
     def set_encoding(self, enc: Encoding) -> None:
-        """Load an encoding; q_min/q_max are the integer grid limits o and o + steps."""
+        """Load an encoding and quantize from now on."""
+        self.load_grid(enc)
+        self.mode = QUANTIZE
+
+    def load_grid(self, enc: Encoding) -> None:
+        """Load an encoding into the grid variables only (q_min/q_max: the integer limits o and o + steps):
+        a traced model picks it up without retracing."""
         self.encoding = enc
         self.scale.assign(F32(enc.scale[0]))
         self.q_min.assign(F32(enc.offset[0]))
         self.q_max.assign(F32(enc.offset[0] + enc.steps))
-        self.mode = QUANTIZE
 
     def _observe(self, x) -> None:
         if self.analyzer is None:

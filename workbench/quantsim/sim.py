@@ -53,10 +53,12 @@ class ParamQuantizer:
         k = self.float_kernel
         return k.reshape(*k.shape[:-2], -1) if self.depthwise else k
 
-    def quantized_kernel(self, rounding: Rounding, rng: np.random.Generator) -> np.ndarray:
-        if self.encoding is None or not self.enabled:
+    def quantized_kernel(self, rounding: Rounding, rng: np.random.Generator, encoding: Encoding | None = None) -> np.ndarray:
+        """The kernel on its grid (``encoding`` instead of its own when given)."""
+        encoding = encoding if encoding is not None else self.encoding
+        if encoding is None or not self.enabled:
             return self.float_kernel
-        q = quantize_dequantize(self.channel_view(), self.encoding, -1, rounding is Rounding.stochastic, rng)
+        q = quantize_dequantize(self.channel_view(), encoding, -1, rounding is Rounding.stochastic, rng)
         return q.reshape(self.float_kernel.shape)
 
 
@@ -127,6 +129,7 @@ class QuantizationSimModel:
                 s.output_bw_for(name), s.output_symmetric, s.rounding.value, s.seed + i, name=f"{name}{QUANTIZER_SUFFIX}"
             )
         self.model = self._build()
+        self.analyzers: dict[str, EncodingAnalyzer] = {}  # the last calibration's statistics, by layer
         # the sim model's layers by name (original names; quantizers carry a suffix)
         self.layers_by_name = {layer.name: layer for layer in self.model.layers}
         self.param_quantizers: dict[str, ParamQuantizer] = {}
@@ -161,9 +164,22 @@ class QuantizationSimModel:
             self.layers_by_name[name].kernel.assign(pq.quantized_kernel(self.settings.rounding, self._rng))
 
     # ----------------------------------------------------------------- encodings
+    def param_encoding_at(self, name: str, bitwidth: int) -> Encoding:
+        """The weight encoding ``name`` would have at ``bitwidth`` (the param scheme on its float kernel)."""
+        s = self.settings
+        return compute_tensor_encoding(
+            self.param_quantizers[name].channel_view(),
+            s.param_scheme,
+            bitwidth,
+            s.param_symmetric,
+            channel_axis=-1 if s.per_channel else None,
+            strict=s.strict_symmetric,
+            unsigned=s.unsigned_symmetric,
+            percentile=s.percentile,
+        )
+
     def compute_param_encodings(self, frozen: dict[str, Encoding] | None = None) -> None:
         """Weight encodings from the kernels (the param scheme); names in ``frozen`` keep the given grid."""
-        s = self.settings
         frozen = frozen or {}
         unknown = set(frozen) - set(self.param_quantizers)
         if unknown:
@@ -172,16 +188,7 @@ class QuantizationSimModel:
             if name in frozen:
                 pq.encoding = frozen[name]
                 continue
-            pq.encoding = compute_tensor_encoding(
-                pq.channel_view(),
-                s.param_scheme,
-                pq.bitwidth,
-                s.param_symmetric,
-                channel_axis=-1 if s.per_channel else None,
-                strict=s.strict_symmetric,
-                unsigned=s.unsigned_symmetric,
-                percentile=s.percentile,
-            )
+            pq.encoding = self.param_encoding_at(name, pq.bitwidth)
         self._apply_param_quantization()
 
     def compute_encodings(
@@ -208,6 +215,8 @@ class QuantizationSimModel:
         finally:
             self._set_mode(PASSTHROUGH)
             analyzers = {name: q.finish_calibration() for name, q in self.output_quantizers.items()}
+        # kept: encodings at other bitwidths come from the same statistics (mixed precision)
+        self.analyzers = analyzers
         for name, q in self.output_quantizers.items():
             try:
                 q.set_encoding(analyzers[name].compute_encoding())
@@ -218,18 +227,22 @@ class QuantizationSimModel:
         self._set_mode(QUANTIZE)
 
     # ----------------------------------------------------------------- TFLite target
-    def input_encoding(self, layer_name: str) -> Encoding | None:
-        """The encoding of the tensor that ``layer_name`` reads (through ops that only move data)."""
+    def input_quantizer(self, layer_name: str) -> str | None:
+        """The layer whose output quantizer feeds ``layer_name`` (through ops that only move data), or None."""
         parents = self.graph.producers.get(layer_name, [])
         while len(parents) == 1:
             parent = parents[0]
-            quantizer = self.output_quantizers.get(parent)
-            if quantizer is not None:
-                return getattr(quantizer, "encoding", None)
+            if parent in self.output_quantizers:
+                return parent
             if not isinstance(self.graph.layer(parent), PASSTHROUGH_TYPES):
                 return None
             parents = self.graph.producers.get(parent, [])
         return None
+
+    def input_encoding(self, layer_name: str) -> Encoding | None:
+        """The encoding of the tensor that ``layer_name`` reads (through ops that only move data)."""
+        source = self.input_quantizer(layer_name)
+        return None if source is None else getattr(self.output_quantizers[source], "encoding", None)
 
     def _apply_runtime_rules(self) -> None:
         """What the TFLite int8 runtime imposes on top of calibrated encodings (``target=tflite``).

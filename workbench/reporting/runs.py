@@ -18,11 +18,11 @@ from mlflow.tracking import MlflowClient
 
 from workbench import keys
 
-STAGE_ORDER = ["baseline", "bn_fold", "cle", "bc", "adaround", "qat", "analyze"]
+STAGE_ORDER = ["baseline", "bn_fold", "cle", "bc", "adaround", "qat", "mixed_precision", "analyze"]
 # params that say where and how a run was recorded, not what it computed
 BOOKKEEPING = ("paths.", "tracking.", "pipeline.", "stage.", "export_dir")
 # each stage's technique options; other stages' options do not apply to it
-TECHNIQUE_GROUPS = ("baseline.", "cle.", "bc.", "qat.", "adaround.", "analyze.")
+TECHNIQUE_GROUPS = ("baseline.", "cle.", "bc.", "qat.", "adaround.", "analyze.", "amp.")
 STAGE_GROUPS = {
     "baseline": ("baseline.",),
     "bn_fold": (),
@@ -31,6 +31,7 @@ STAGE_GROUPS = {
     "qat": ("cle.", "qat."),
     "adaround": ("cle.", "adaround."),
     "analyze": ("cle.", "analyze."),
+    "mixed_precision": ("cle.", "amp."),
 }
 # the parts of a setting shown first, compactly (W4A8 pc)
 BITWIDTH_KEYS = ("quant.param_bw", "quant.output_bw", "quant.per_channel")

@@ -11,6 +11,7 @@ _STAGES = {
     "qat": ("workbench.stages.qat", "run_qat"),
     "adaround": ("workbench.stages.adaround", "run_adaround"),
     "analyze": ("workbench.stages.analyze", "run_analyze"),
+    "mixed_precision": ("workbench.stages.mixed_precision", "run_mixed_precision"),
 }
 STAGE_NAMES = tuple(_STAGES)
 

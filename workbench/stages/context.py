@@ -8,6 +8,7 @@ import keras
 
 from workbench.config.schema import (
     AdaroundConfig,
+    AmpConfig,
     AnalyzeConfig,
     BaselineConfig,
     BiasCorrectionConfig,
@@ -37,3 +38,4 @@ class StageContext:
     qat: QATConfig = field(default_factory=QATConfig)
     adaround: AdaroundConfig = field(default_factory=AdaroundConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    amp: AmpConfig = field(default_factory=AmpConfig)

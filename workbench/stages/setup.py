@@ -92,4 +92,5 @@ def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> Stage
         qat=OmegaConf.to_object(cfg.qat),
         adaround=OmegaConf.to_object(cfg.adaround),
         analyze=OmegaConf.to_object(cfg.analyze),
+        amp=OmegaConf.to_object(cfg.amp),
     )

@@ -1,0 +1,84 @@
+"""Mixed precision: BitOps by hand, a monotone front, the hard layer kept high, the stage end to end."""
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import small_convnet
+from workbench import keys
+from workbench.config.schema import AmpConfig
+from workbench.data.synthetic import make_synthetic
+from workbench.options import QuantSettings, parse_overrides
+from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
+from workbench.results import StageResult
+from workbench.stages.context import StageContext
+from workbench.stages.mixed_precision import run_mixed_precision
+from workbench.techniques.mixed_precision import bitops, choose_mixed_precision, layer_macs
+
+F32 = np.float32
+
+
+def test_bitops_by_hand_on_two_layers():
+    i = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, name="conv")(i)  # 4×4 positions × (3·3·2·4) = 16 × 72 = 1152 MACs
+    out = keras.layers.Dense(5, name="dense")(keras.layers.Flatten()(x))  # 64 × 5 = 320 MACs
+    macs = layer_macs(keras.Model(i, out))
+    assert macs == {"conv": 1152, "dense": 320}
+    # conv W4 on A8 input, dense W8 on A16 input: 1152·4·8 + 320·8·16 = 36864 + 40960
+    assert bitops(macs, {"conv": 4, "dense": 8}, {"conv": 8, "dense": 16}) == 77824.0
+
+
+@pytest.fixture(scope="module")
+def hard_layer_sim():
+    rng = np.random.default_rng(0)
+    i = keras.Input((16,))
+    x = keras.layers.Dense(32, activation="relu", name="first")(i)
+    x = keras.layers.Dense(32, activation="relu", name="hard")(x)
+    model = keras.Model(i, keras.layers.Dense(4, name="last")(x))
+    for name in ("first", "hard", "last"):
+        layer = model.get_layer(name)
+        kernel = rng.normal(0, 0.4, layer.kernel.shape).astype(F32)
+        if name == "hard":
+            kernel[0, 0] = 8.0  # its 4-bit grid (step 8/7) zeroes every other weight; its 8-bit one does not
+        layer.set_weights([kernel, np.full(layer.bias.shape, 0.1, F32)])
+    images = rng.normal(0, 1, (400, 16)).astype(F32)
+    labels = model.predict(images, verbose=0).argmax(-1)
+    sim = QuantizationSimModel(model, QuantSettings(param_bw=8, output_bw=8))
+    sim.compute_encodings(forward_pass_over([images[:200]]))
+    return sim, images, labels
+
+
+def test_front_is_monotone_and_the_hard_layer_stays_at_8_bit(hard_layer_sim):
+    sim, images, labels = hard_layer_sim
+    before = sim.model.predict(images, verbose=0)
+    found = choose_mixed_precision(sim, images, labels, [(8, 8), (4, 8)], allowed_accuracy_drop=0.05)
+    costs = found.front["relative_bitops"].to_numpy()
+    assert costs[0] == 1.0 and np.all(np.diff(costs) < 0) and costs[-1] == pytest.approx(0.5)
+    assert found.chosen["hard"] == (8, 8) and found.chosen["first"] == (4, 8) and found.chosen["last"] == (4, 8)
+    assert found.top1 >= found.fp32_top1 - 0.05 and found.relative_bitops < 1.0
+    # the hard layer is the last one lowered on the front
+    assert found.front["group"].iloc[-1] == "hard"
+    np.testing.assert_array_equal(sim.model.predict(images, verbose=0), before)  # the sim is left at the highest candidate
+    # the chosen bitwidths load back as overrides
+    assert {o.pattern: o.param_bw for o in parse_overrides(found.overrides())}["hard"] == 8
+
+
+def test_mixed_precision_stage_logs_the_front_and_reusable_overrides(tmp_path):
+    data = make_synthetic(num_train=64, num_val=48, num_classes=4, image_shape=(8, 8, 3), seed=0, batch_size=16)
+    ctx = StageContext(
+        model=small_convnet(),
+        data=data,
+        settings=QuantSettings(),
+        calibration_samples=32,
+        sqnr_samples=0,
+        cache_dir=str(tmp_path / "cache"),
+        export_dir=str(tmp_path / "exports"),
+        amp=AmpConfig(eval_samples=48),
+    )
+    result = StageResult()
+    run_mixed_precision(ctx, result)
+    front = result.tables[keys.ARTIFACT_AMP_FRONT]
+    assert front["relative_bitops"].is_monotonic_decreasing
+    assert 0.5 <= result.metrics[keys.AMP_RELATIVE_BITOPS] <= 1.0 and keys.SIM_TOP1 in result.metrics
+    overrides = parse_overrides(result.documents[keys.ARTIFACT_AMP_OVERRIDES])
+    assert {o.param_bw for o in overrides} <= {4, 8} and keys.ARTIFACT_AMP_FRONT_PNG in result.figures
