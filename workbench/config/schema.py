@@ -263,6 +263,8 @@ class AmpConfig:
     eval_samples: int = 500
     # BN fold always; cross-layer equalization first (amp.cle=false: fold only)
     cle: bool = True
+    # the lower weight candidates are AdaRounded (adaround.* options) rather than rounded to nearest
+    adaround: bool = True
 
 
 @dataclass

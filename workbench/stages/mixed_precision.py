@@ -13,16 +13,34 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from workbench import keys
+from workbench.data.dataset import as_array
 from workbench.figures import pareto_front_figure
+from workbench.graph.rewrite import GraphEdit, apply_edit
 from workbench.options import parse_overrides
 from workbench.results import StageResult
+from workbench.stages.adaround import adaround_parameters
 from workbench.stages.bn_fold import folded_model
 from workbench.stages.cle import equalized_model
-from workbench.stages.common import calibrated_sim, evaluate_fp32, quantize_and_evaluate
+from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim
 from workbench.stages.context import StageContext
-from workbench.techniques.mixed_precision import choose_mixed_precision
+from workbench.techniques.adaround import apply_adaround
+from workbench.techniques.mixed_precision import RoundedKernels, choose_mixed_precision
 
 log = logging.getLogger(__name__)
+
+
+def adarounded_candidates(ctx: StageContext, model, candidates, highest, result: StageResult) -> RoundedKernels:
+    """AdaRound of every layer at each lower weight candidate (activations at the highest candidate's bits)."""
+    params = adaround_parameters(ctx)
+    samples = as_array(ctx.data.calibration_batches(params.num_batches * params.batch_size, ctx.seed, params.batch_size))
+    rounded: RoundedKernels = {}
+    for bits in sorted({w for w, _ in candidates if w < highest[0]}):
+        settings = dataclasses.replace(ctx.settings, param_bw=bits, output_bw=highest[1])
+        with result.timed(f"amp_adaround_w{bits}"):
+            adarounded, encodings, _ = apply_adaround(model, settings, samples, params)
+        for name, enc in encodings.items():
+            rounded[(name, bits)] = (adarounded.get_layer(name).kernel.numpy(), enc)
+    return rounded
 
 
 def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
@@ -33,10 +51,13 @@ def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
     highest = max(candidates, key=lambda c: (c[0] * c[1], c))
     search_ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, param_bw=highest[0], output_bw=highest[1]))
     sim = calibrated_sim(search_ctx, model, result)
+    rounded = adarounded_candidates(ctx, model, candidates, highest, result) if amp.adaround else {}
     xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in ctx.data.val_batches(limit=amp.eval_samples)))
     images, labels = np.concatenate(xs), np.concatenate(ys)
     with result.timed("amp_search"), tqdm(desc="mixed precision search", unit="eval", disable=None) as bar:
-        found = choose_mixed_precision(sim, images, labels, candidates, amp.allowed_accuracy_drop, progress=lambda _: bar.update())
+        found = choose_mixed_precision(
+            sim, images, labels, candidates, amp.allowed_accuracy_drop, progress=lambda _: bar.update(), rounded=rounded
+        )
     overrides = found.overrides()
     result.tables[keys.ARTIFACT_AMP_FRONT] = found.front
     result.tables[keys.ARTIFACT_AMP_SENSITIVITY] = found.sensitivity
@@ -67,6 +88,9 @@ def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
     )
     # the chosen configuration as any user would run it: per-layer overrides, calibrated afresh, every image
     final = dataclasses.replace(search_ctx, settings=dataclasses.replace(search_ctx.settings, overrides=parse_overrides(overrides)))
-    quantize_and_evaluate(final, model, result)
+    kept = {n: rounded[(n, c[0])] for n, c in found.chosen.items() if (n, c[0]) in rounded and c != highest}
+    if kept:  # the AdaRounded kernels of the lowered layers, on their frozen grids
+        model = apply_edit(model, GraphEdit(kernels={n: k for n, (k, _) in kept.items()}))
+    evaluate_sim(final, calibrated_sim(final, model, result, param_encodings={n: e for n, (_, e) in kept.items()}), result)
     if any(c[0] < 8 or c[1] < 8 for c in found.chosen.values()):
         result.tags["tflite"] = "not converted: TFLite int8 kernels cannot run weights or activations below 8 bits"

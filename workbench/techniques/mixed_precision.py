@@ -28,6 +28,8 @@ from workbench.quantsim.encodings import Encoding
 from workbench.quantsim.sim import QuantizationSimModel
 
 Candidate = tuple[int, int]  # (weight bits, activation bits)
+# (layer, weight bits) -> a kernel already on its grid and that grid (e.g. AdaRound's), used instead of round-to-nearest
+RoundedKernels = dict[tuple[str, int], tuple[np.ndarray, Encoding]]
 REFERENCE: Candidate = (8, 8)
 
 
@@ -64,7 +66,7 @@ class MixedPrecisionResult:
 class _Switchboard:
     """Sets any group's bitwidths on a calibrated sim without retracing it."""
 
-    def __init__(self, sim: QuantizationSimModel, candidates: list[Candidate]):
+    def __init__(self, sim: QuantizationSimModel, candidates: list[Candidate], rounded: RoundedKernels | None = None):
         self.sim = sim
         s = sim.settings
         rng = np.random.default_rng(s.seed)
@@ -74,8 +76,11 @@ class _Switchboard:
         output_bits = sorted({c[1] for c in candidates})
         for name, pq in sim.param_quantizers.items():
             for bw in weight_bits:
-                enc = sim.param_encoding_at(name, bw)
-                self.kernels[(name, bw)] = pq.quantized_kernel(Rounding(s.rounding), rng, enc)
+                if rounded is not None and (name, bw) in rounded:
+                    self.kernels[(name, bw)], enc = rounded[(name, bw)]
+                else:
+                    enc = sim.param_encoding_at(name, bw)
+                    self.kernels[(name, bw)] = pq.quantized_kernel(Rounding(s.rounding), rng, enc)
                 self.encodings[("param", name, bw)] = enc
         for name, analyzer in sim.analyzers.items():
             for bw in output_bits:
@@ -98,12 +103,14 @@ def choose_mixed_precision(
     allowed_accuracy_drop: float,
     batch_size: int = 256,
     progress: Callable[[str], None] | None = None,
+    rounded: RoundedKernels | None = None,
 ) -> MixedPrecisionResult:
-    """AMP on a sim calibrated at the highest candidate (its analyzers kept)."""
+    """AMP on a sim calibrated at the highest candidate (its analyzers kept); ``rounded`` supplies kernels
+    for some (layer, weight bits) candidates, e.g. AdaRounded ones."""
     candidates = sorted({(int(w), int(a)) for w, a in candidates}, key=lambda c: (c[0] * c[1], c), reverse=True)
     highest = candidates[0]
     groups = [n for n in sim.graph.order if n in sim.param_quantizers or n in sim.output_quantizers]
-    board = _Switchboard(sim, candidates)
+    board = _Switchboard(sim, candidates, rounded)
     step = tf.function(lambda x: sim.model(x, training=False), reduce_retracing=True)
     labels = np.asarray(labels)
     macs = layer_macs(sim.fp_model)
