@@ -44,6 +44,8 @@ SWEEPS = {
         ]
         for m in MODELS
     },
+    # AMP over AdaRounded candidates next to the W8A8 deployable baseline, and where the error comes from
+    "amp": {"mnist_mobilenet_v2": ["+stage=baseline,mixed_precision,analyze", "model=mnist_mobilenet_v2"]},
     # the seed notebook's scheme on the model where techniques separate (issue "trustworthy answers")
     "seed": {
         "mnist_mobilenet_v2": [
@@ -116,6 +118,32 @@ def _section(client: MlflowClient, outputs: Path, group: str, model: str) -> str
     return "\n".join(lines)
 
 
+def _stage_run(client: MlflowClient, group: str, model: str, stage: str):
+    """The run of ``stage`` under the latest sweep of ``group``/``model`` (None if there is none)."""
+    parent = latest_parent(client, _experiment(group, model))
+    if parent is None:
+        return None
+    exp = client.get_experiment_by_name(_experiment(group, model))
+    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}' and tags.stage = '{stage}'")
+    return runs[0] if runs else None
+
+
+def _amp_cost(client: MlflowClient) -> str:
+    amp = _stage_run(client, "amp", "mnist_mobilenet_v2", "mixed_precision")
+    if amp is None:
+        return ""
+    m = amp.data.metrics
+    analyze = _stage_run(client, "amp", "mnist_mobilenet_v2", "analyze")
+    worst = analyze.data.tags.get("analyze.worst_layers", "n/a") if analyze is not None else "n/a"
+    return (
+        f"Chosen configuration: {100 * m.get('amp/relative_bitops', float('nan')):.1f} % of W8A8 BitOps, "
+        f"{m.get('amp/groups_lowered', float('nan')):.0f} quantizer groups lowered; "
+        f"search {m.get('time/amp_search_s', float('nan')):.0f} s "
+        f"after AdaRound of the 4-bit candidates {m.get('time/amp_adaround_w4_s', float('nan')):.0f} s. "
+        f"Most sensitive layers (`analyze`, W8A8): {worst}."
+    )
+
+
 def write_documents(outputs: Path) -> None:
     client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
     stamp = f"Written by `python bench/results.py` on {time.strftime('%Y-%m-%d')} ({_versions()}; CPU, {os.cpu_count()} cores)."
@@ -148,6 +176,16 @@ def write_documents(outputs: Path) -> None:
         "The AIMET notebook's scheme at W4A8 per-tensor on `mnist_mobilenet_v2`, where CLE and bias correction have the most to win back.",
         "",
         _section(client, outputs, "seed", "mnist_mobilenet_v2"),
+        "",
+        "## Mixed precision (AMP) and per-layer analysis",
+        "",
+        "`mixed_precision` searches per-layer W4/W8 weights (A8) over AdaRounded 4-bit candidates within 1 point of FP32 "
+        "on 500 search images, then evaluates the chosen configuration on every image; `analyze` (a diagnostic) "
+        "quantizes the same model at W8A8. The chosen configuration's cost is in the run's `amp/relative_bitops`:",
+        "",
+        _section(client, outputs, "amp", "mnist_mobilenet_v2"),
+        "",
+        _amp_cost(client),
         "",
     ]
     (ROOT / "docs" / "results.md").write_text("\n".join(doc))
