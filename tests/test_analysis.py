@@ -61,6 +61,9 @@ def test_switching_leaves_the_sim_as_it_was(hard_layer_sim):
     hard = ranges.set_index("layer").loc["hard"]
     assert hard["weight_max"] == pytest.approx(80.0) and hard["weight_channel_range_ratio"] > 10
     assert set(observed) == set(sim.output_quantizers)
+    table = ranges.set_index("layer")
+    assert table.loc["hard", "output_sqnr_db"] < table.loc["first", "output_sqnr_db"]  # where the error enters
+    assert 0.0 < table.loc["first", "output_cosine"] <= 1.0 + 1e-9
 
 
 def test_analyze_stage_writes_tables_figures_and_description(tmp_path):

@@ -74,15 +74,20 @@ def layer_sensitivity(
 
 
 def layer_ranges(sim: QuantizationSimModel, images: np.ndarray) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Per quantized layer, in network order: weight and output ranges next to their encoding ranges;
-    also the output values seen (what a quantizer's input held on ``images``), by layer."""
+    """Per quantized layer, in network order: weight and output ranges next to their encoding ranges, and
+    the MSE, SQNR and cosine similarity of its quantized output against the FP32 model's; also the output
+    values seen (what a quantizer's input held on ``images``), by layer."""
     import keras
 
     names = [n for n in quantized_layers(sim) if n in sim.output_quantizers]
-    taps = keras.Model(sim.model.inputs, [sim.output_quantizers[n].input for n in names])
+    taps = keras.Model(sim.model.inputs, [sim.output_quantizers[n].input for n in names] + [sim.output_quantizers[n].output for n in names])
     values = taps.predict(images, verbose=0, batch_size=256)
     values = values if isinstance(values, list) else [values]
-    observed = dict(zip(names, values))
+    observed = dict(zip(names, values[: len(names)]))
+    quantized = dict(zip(names, values[len(names) :]))
+    fp_taps = keras.Model(sim.fp_model.inputs, [sim.fp_model.get_layer(n).output for n in names])
+    reference = fp_taps.predict(images, verbose=0, batch_size=256)
+    reference = dict(zip(names, reference if isinstance(reference, list) else [reference]))
     params, outputs = sim.param_encodings(), sim.output_encodings()
     rows = []
     for name in quantized_layers(sim):
@@ -103,5 +108,13 @@ def layer_ranges(sim: QuantizationSimModel, images: np.ndarray) -> tuple[pd.Data
             row.update(output_min=float(v.min()), output_max=float(v.max()))
             if name in outputs:
                 row.update(output_encoding_min=float(outputs[name].min[0]), output_encoding_max=float(outputs[name].max[0]))
+            # the sim's (quantized) output against the FP32 model's output of the same layer
+            ref, got = reference[name].astype(np.float64).ravel(), quantized[name].astype(np.float64).ravel()
+            norm = float(np.linalg.norm(ref) * np.linalg.norm(got))
+            row.update(
+                output_mse=float(np.mean((ref - got) ** 2)),
+                output_sqnr_db=sqnr_db(ref, got),
+                output_cosine=float(ref @ got / norm) if norm > 0 else float("nan"),
+            )
         rows.append(row)
     return pd.DataFrame(rows), observed
