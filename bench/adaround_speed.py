@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from doc_blocks import rewrite_block  # noqa: E402
+from doc_blocks import markdown_table, rewrite_block  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from workbench.config.schema import register_configs  # noqa: E402
@@ -91,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
                 print(rows[-1], flush=True)
-    head = list(rows[0])
-    table = "\n".join(
-        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
-    )
+    table = markdown_table(rows)
     text = (
         f"`python bench/adaround_speed.py --write` on {time.strftime('%Y-%m-%d')} (`mnist_mobilenet_v2`, BN fold + CLE, "
         f"{defaults.num_batches}×{defaults.batch_size} samples, CPU, {os.cpu_count()} cores; time = the AdaRound optimisation "

@@ -18,3 +18,10 @@ def rewrite_block(path: Path, name: str, text: str) -> None:
     if not pattern.search(document):
         raise SystemExit(f"{path.name} has no {begin} ... {end} block to rewrite")
     path.write_text(pattern.sub(lambda _: f"{begin}\n\n{text.strip()}\n\n{end}", document))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows of equal keys as a Markdown table (the keys of the first row are the header)."""
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows])

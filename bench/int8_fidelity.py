@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from doc_blocks import rewrite_block  # noqa: E402
+from doc_blocks import markdown_table, rewrite_block  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from workbench.config.schema import register_configs  # noqa: E402
@@ -92,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                     label = f"{name}, {'per-channel' if per_channel else 'per-tensor'}, target {target}"
                     rows.append(compare(cfg, label, args.tensors and target == "tflite"))
                     print(rows[-1], flush=True)
-    head = list(rows[0])
-    table = "\n".join(
-        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
-    )
+    table = markdown_table(rows)
     text = (
         f"`python bench/int8_fidelity.py --write` on {time.strftime('%Y-%m-%d')} (`quant.scheme` default, BN folded; "
         f"target aimet: AIMET's default config; target tflite: `quant=tflite`; LiteRT interpreter; 1,000 validation digits):\n\n{table}"

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from doc_blocks import rewrite_block  # noqa: E402
+from doc_blocks import markdown_table, rewrite_block  # noqa: E402
 
 from workbench.models.mnist_mobilenet import build_mnist_mobilenet  # noqa: E402
 from workbench.options import QuantSettings  # noqa: E402
@@ -113,10 +113,7 @@ def main() -> None:
     )
     embedded, _ = fold_batch_norms(build_mnist_mobilenet())
     rows.append(measure("mnist_mobilenet 28 (batch 256)", embedded, (28, 28, 1), args.batches * 8, 256, args.repeats))
-    head = list(rows[0])
-    table = "\n".join(
-        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
-    )
+    table = markdown_table(rows)
     text = (
         f"`python bench/quantsim_overhead.py --repeats {args.repeats} --write` on {time.strftime('%Y-%m-%d')} "
         f"({'GPU' if 'GPU' in devices else f'CPU, {os.cpu_count()} cores'}, TensorFlow {tf.__version__}; median, range over "

@@ -85,3 +85,40 @@ def tiny_model(name: str, context, *, filters: int = 4) -> keras.Model:
     x = keras.layers.Conv2D(filters, 3, name="conv")(i)
     out = keras.layers.Dense(context.data.num_classes)(keras.layers.GlobalAveragePooling2D()(x))
     return keras.Model(i, out, name=name)
+
+
+def hard_layer_model(width: int, outlier: float, seed: int = 0) -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    """Dense "first" → Dense "hard" → Dense "last"; "hard" carries one weight ``outlier`` (others ~N(0, 0.4)),
+    so a coarse per-tensor grid zeroes its other weights. Returns the model, 400 inputs and the FP32 labels."""
+    rng = np.random.default_rng(seed)
+    i = keras.Input((16,))
+    x = keras.layers.Dense(width, activation="relu", name="first")(i)
+    x = keras.layers.Dense(width, activation="relu", name="hard")(x)
+    model = keras.Model(i, keras.layers.Dense(4, name="last")(x))
+    for name in ("first", "hard", "last"):
+        layer = model.get_layer(name)
+        kernel = rng.normal(0, 0.4, layer.kernel.shape).astype(np.float32)
+        if name == "hard":
+            kernel[0, 0] = outlier
+        layer.set_weights([kernel, np.full(layer.bias.shape, 0.1, np.float32)])
+    images = rng.normal(0, 1, (400, 16)).astype(np.float32)
+    return model, images, model.predict(images, verbose=0).argmax(-1)  # FP32 is right by construction
+
+
+def stage_context(tmp_path, settings, **options):
+    """A StageContext on 8×8×3 synthetic data and ``small_convnet``, with technique options (e.g. amp=AmpConfig(...))."""
+    from workbench.data.synthetic import make_synthetic
+    from workbench.stages.context import StageContext
+
+    data = make_synthetic(num_train=128, num_val=48, num_classes=4, image_shape=(8, 8, 3), seed=0, batch_size=16)
+    return StageContext(
+        model=small_convnet(),
+        data=data,
+        settings=settings,
+        calibration_samples=32,
+        sqnr_samples=0,
+        seed=0,
+        cache_dir=str(tmp_path / "cache"),
+        export_dir=str(tmp_path / "exports"),
+        **options,
+    )

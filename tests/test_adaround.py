@@ -6,16 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import small_convnet
+from helpers import stage_context
 from workbench import keys
 from workbench.config.schema import AdaroundConfig
-from workbench.data.synthetic import make_synthetic
 from workbench.options import AdaroundParameters, QuantSettings
 from workbench.quantsim.encodings import quantize_dequantize
 from workbench.quantsim.sim import QuantizationSimModel
 from workbench.results import StageResult
 from workbench.stages.adaround import run_adaround
-from workbench.stages.context import StageContext
 from workbench.techniques.adaround import apply_adaround, beta_at, initial_v, rectified_sigmoid, rounding_regularizer
 
 F32 = np.float32
@@ -77,18 +75,7 @@ def test_adaround_beats_round_to_nearest_on_a_dense_layer(rng, per_channel):
 
 
 def test_adaround_stage_logs_flips_and_keeps_the_frozen_grids(tmp_path):
-    data = make_synthetic(num_train=128, num_val=48, num_classes=4, image_shape=(8, 8, 3), seed=0, batch_size=16)
-    ctx = StageContext(
-        model=small_convnet(),
-        data=data,
-        settings=W4,
-        calibration_samples=32,
-        sqnr_samples=0,
-        seed=0,
-        cache_dir=str(tmp_path / "cache"),
-        export_dir=str(tmp_path / "exports"),
-        adaround=AdaroundConfig(num_iterations=30, num_batches=2, batch_size=16),
-    )
+    ctx = stage_context(tmp_path, W4, adaround=AdaroundConfig(num_iterations=30, num_batches=2, batch_size=16))
     result = StageResult()
     run_adaround(ctx, result)
     table = result.tables[keys.ARTIFACT_ADAROUND]

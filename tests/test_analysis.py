@@ -1,40 +1,25 @@
 """Per-layer analysis: the deliberately hard layer is found first, the switch leaves the sim as it was,
 and the analyze stage writes its tables, figures and description."""
 
-import keras
 import numpy as np
 import pytest
 
-from helpers import small_convnet
+from helpers import hard_layer_model, stage_context
 from workbench import keys
 from workbench.config.schema import AnalyzeConfig
-from workbench.data.synthetic import make_synthetic
 from workbench.options import QuantSettings
 from workbench.quantsim.analysis import layer_ranges, layer_sensitivity
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.results import StageResult
 from workbench.stages.analyze import run_analyze
-from workbench.stages.context import StageContext
 
 F32 = np.float32
 
 
 @pytest.fixture(scope="module")
 def hard_layer_sim():
-    """Three dense layers; the middle one carries a weight 200× the others, so its 4-bit grid zeroes the rest."""
-    rng = np.random.default_rng(0)
-    i = keras.Input((16,))
-    x = keras.layers.Dense(16, activation="relu", name="first")(i)
-    x = keras.layers.Dense(16, activation="relu", name="hard")(x)
-    model = keras.Model(i, keras.layers.Dense(4, name="last")(x))
-    for name in ("first", "hard", "last"):
-        layer = model.get_layer(name)
-        kernel = rng.normal(0, 0.4, layer.kernel.shape).astype(F32)
-        if name == "hard":
-            kernel[0, 0] = 80.0
-        layer.set_weights([kernel, np.full(layer.bias.shape, 0.1, F32)])
-    images = rng.normal(0, 1, (400, 16)).astype(F32)
-    labels = model.predict(images, verbose=0).argmax(-1)  # FP32 is right by construction
+    """The middle layer's weight 200× the others: its 4-bit grid zeroes the rest."""
+    model, images, labels = hard_layer_model(16, 80.0)
     sim = QuantizationSimModel(model, QuantSettings(param_bw=4, output_bw=8))
     sim.compute_encodings(forward_pass_over([images[:200]]))
     return sim, images, labels
@@ -67,16 +52,7 @@ def test_switching_leaves_the_sim_as_it_was(hard_layer_sim):
 
 
 def test_analyze_stage_writes_tables_figures_and_description(tmp_path):
-    data = make_synthetic(num_train=64, num_val=48, num_classes=4, image_shape=(8, 8, 3), seed=0, batch_size=16)
-    ctx = StageContext(
-        model=small_convnet(),
-        data=data,
-        settings=QuantSettings(param_bw=4),
-        calibration_samples=32,
-        sqnr_samples=0,
-        cache_dir=str(tmp_path),
-        analyze=AnalyzeConfig(eval_samples=40, top_k=3),
-    )
+    ctx = stage_context(tmp_path, QuantSettings(param_bw=4), analyze=AnalyzeConfig(eval_samples=40, top_k=3))
     result = StageResult()
     run_analyze(ctx, result)
     table = result.tables[keys.ARTIFACT_SENSITIVITY]

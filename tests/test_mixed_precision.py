@@ -4,14 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import small_convnet
+from helpers import hard_layer_model, stage_context
 from workbench import keys
 from workbench.config.schema import AmpConfig
-from workbench.data.synthetic import make_synthetic
 from workbench.options import QuantSettings, parse_overrides
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.results import StageResult
-from workbench.stages.context import StageContext
 from workbench.stages.mixed_precision import run_mixed_precision
 from workbench.techniques.mixed_precision import bitops, choose_mixed_precision, layer_macs
 
@@ -30,19 +28,8 @@ def test_bitops_by_hand_on_two_layers():
 
 @pytest.fixture(scope="module")
 def hard_layer_sim():
-    rng = np.random.default_rng(0)
-    i = keras.Input((16,))
-    x = keras.layers.Dense(32, activation="relu", name="first")(i)
-    x = keras.layers.Dense(32, activation="relu", name="hard")(x)
-    model = keras.Model(i, keras.layers.Dense(4, name="last")(x))
-    for name in ("first", "hard", "last"):
-        layer = model.get_layer(name)
-        kernel = rng.normal(0, 0.4, layer.kernel.shape).astype(F32)
-        if name == "hard":
-            kernel[0, 0] = 8.0  # its 4-bit grid (step 8/7) zeroes every other weight; its 8-bit one does not
-        layer.set_weights([kernel, np.full(layer.bias.shape, 0.1, F32)])
-    images = rng.normal(0, 1, (400, 16)).astype(F32)
-    labels = model.predict(images, verbose=0).argmax(-1)
+    """The middle layer's 4-bit grid (step 8/7) zeroes its other weights; its 8-bit one does not."""
+    model, images, labels = hard_layer_model(32, 8.0)
     sim = QuantizationSimModel(model, QuantSettings(param_bw=8, output_bw=8))
     sim.compute_encodings(forward_pass_over([images[:200]]))
     return sim, images, labels
@@ -64,17 +51,7 @@ def test_front_is_monotone_and_the_hard_layer_stays_at_8_bit(hard_layer_sim):
 
 
 def test_mixed_precision_stage_logs_the_front_and_reusable_overrides(tmp_path):
-    data = make_synthetic(num_train=64, num_val=48, num_classes=4, image_shape=(8, 8, 3), seed=0, batch_size=16)
-    ctx = StageContext(
-        model=small_convnet(),
-        data=data,
-        settings=QuantSettings(),
-        calibration_samples=32,
-        sqnr_samples=0,
-        cache_dir=str(tmp_path / "cache"),
-        export_dir=str(tmp_path / "exports"),
-        amp=AmpConfig(eval_samples=48),
-    )
+    ctx = stage_context(tmp_path, QuantSettings(), amp=AmpConfig(eval_samples=48))
     result = StageResult()
     run_mixed_precision(ctx, result)
     front = result.tables[keys.ARTIFACT_AMP_FRONT]
