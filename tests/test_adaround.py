@@ -74,6 +74,7 @@ def test_adaround_beats_round_to_nearest_on_a_dense_layer(rng, per_channel):
     assert row["loss_adaround"] < row["loss_nearest"] and 0 < row["flip_fraction"] < 0.5
 
 
+@pytest.mark.slow
 def test_adaround_stage_logs_flips_and_keeps_the_frozen_grids(tmp_path):
     ctx = stage_context(tmp_path, W4, adaround=AdaroundConfig(num_iterations=30, num_batches=2, batch_size=16))
     result = StageResult()

@@ -51,6 +51,7 @@ def test_switching_leaves_the_sim_as_it_was(hard_layer_sim):
     assert 0.0 < table.loc["first", "output_cosine"] <= 1.0 + 1e-9
 
 
+@pytest.mark.slow
 def test_analyze_stage_writes_tables_figures_and_description(tmp_path):
     ctx = stage_context(tmp_path, QuantSettings(param_bw=4), analyze=AnalyzeConfig(eval_samples=40, top_k=3))
     result = StageResult()

@@ -50,6 +50,7 @@ def test_front_is_monotone_and_the_hard_layer_stays_at_8_bit(hard_layer_sim):
     assert {o.pattern: o.param_bw for o in parse_overrides(found.overrides())}["hard"] == 8
 
 
+@pytest.mark.slow
 def test_mixed_precision_stage_logs_the_front_and_reusable_overrides(tmp_path):
     ctx = stage_context(tmp_path, QuantSettings(), amp=AmpConfig(eval_samples=48))
     result = StageResult()

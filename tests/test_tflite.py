@@ -77,6 +77,7 @@ def _agreement(sim, blob, images):
     return np.abs(runtime - simulated) / float(runner.lsb), runtime, simulated
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_tflite_target_predicts_the_int8_runtime_logit_by_logit(trained, per_channel):
     """With target=tflite the sim's logits are the runtime's (to the LSB here); the AIMET-config sim's are further off."""
