@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
@@ -144,7 +145,9 @@ def choose_mixed_precision(
         if progress is not None:
             progress("sensitivity")
     # phase 2: greedy front, highest to lowest
-    front = [{"step": 0, "group": "", "param_bw": highest[0], "output_bw": highest[1], "relative_bitops": cost(config), "top1": base}]
+    front: list[dict[str, Any]] = [
+        {"step": 0, "group": "", "param_bw": highest[0], "output_bw": highest[1], "relative_bitops": cost(config), "top1": base}
+    ]
     level = dict.fromkeys(groups, 0)
     while True:
         options = []
