@@ -61,6 +61,7 @@ def test_a_record_that_does_not_decode_is_named_before_any_pipeline(tmp_path):
     assert message.startswith(f"{tmp_path}/valid-0 is not a TFRecord file of image/encoded") and "{{" not in message
 
 
+@pytest.mark.slow  # several seconds: kept out of the fast loop
 def test_mnist_split_is_seeded_and_disjoint():
     a, b = load_mnist(seed=0), load_mnist(seed=0)
     xa, ya = a.train_arrays

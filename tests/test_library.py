@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 import workbench
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -24,6 +26,7 @@ def test_root_api_covers_the_documented_names():
         assert name in workbench.__all__ and getattr(workbench, name) is not None
 
 
+@pytest.mark.slow  # several seconds: kept out of the fast loop
 def test_readme_library_example_runs(tmp_path, monkeypatch):
     text = README.read_text()
     code = re.search(r"<!-- library-example -->\n```python\n(.*?)```", text, re.S).group(1)

@@ -57,6 +57,7 @@ def test_qat_model_starts_as_the_sim(calibrated):
     assert sqnr_db(sim.model(x).numpy(), qat(x).numpy()) > 40
 
 
+@pytest.mark.slow  # several seconds: kept out of the fast loop
 def test_ranges_and_loss_move_with_training(calibrated):
     sim, _ = calibrated
     data = make_synthetic(num_train=256, num_val=64, num_classes=4, image_shape=(8, 8, 3), batch_size=32, noise=0.3)
@@ -87,6 +88,7 @@ def test_exported_model_and_encodings_reproduce_the_sim(calibrated, tmp_path):
     assert all(e["offset"][0] == -7 for e in doc["param_encodings"])  # 4-bit strict symmetric grid
 
 
+@pytest.mark.slow  # several seconds: kept out of the fast loop
 def test_qat_stage_logs_per_epoch_series(tmp_path):
     keras.utils.set_random_seed(0)
     data = make_synthetic(num_train=128, num_val=64, num_classes=4, image_shape=(8, 8, 3), batch_size=32)
