@@ -23,6 +23,17 @@ def quantized_layers(sim: QuantizationSimModel) -> list[str]:
     return [n for n in sim.graph.order if n in sim.param_quantizers or n in sim.output_quantizers]
 
 
+def batched_logits(model, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+    """``run(images)``: the model's outputs over ``images`` in batches, through one traced step (no retracing
+    when the model's variables change between calls)."""
+    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return np.concatenate([step(tf.constant(images[i : i + batch_size])).numpy() for i in range(0, len(images), batch_size)])
+
+    return run
+
+
 def layer_sensitivity(
     sim: QuantizationSimModel, images: np.ndarray, labels: np.ndarray, batch_size: int = 256, progress: Callable | None = None
 ) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -32,7 +43,7 @@ def layer_sensitivity(
     this layer's weights, output, both) as top-1 and ``*_sqnr_db`` of the logits vs FP32; the returned dict has
     the references: ``fp32`` (nothing quantized) and ``quantized`` (everything).
     """
-    step = tf.function(lambda x: sim.model(x, training=False), reduce_retracing=True)
+    predict = batched_logits(sim.model, batch_size)
     labels = np.asarray(labels)
     layers = quantized_layers(sim)
     params, outputs = set(sim.param_quantizers), set(sim.output_quantizers)
@@ -41,7 +52,7 @@ def layer_sensitivity(
 
         def run(p: set[str], o: set[str]) -> tuple[float, np.ndarray]:
             enable(p, o)
-            logits = np.concatenate([step(tf.constant(images[i : i + batch_size])).numpy() for i in range(0, len(images), batch_size)])
+            logits = predict(images)
             return float(np.mean(logits.argmax(-1) == labels)), logits
 
         fp32_top1, fp32_logits = run(set(), set())

@@ -62,8 +62,7 @@ def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
     result.tables[keys.ARTIFACT_AMP_FRONT] = found.front
     result.tables[keys.ARTIFACT_AMP_SENSITIVITY] = found.sensitivity
     result.documents[keys.ARTIFACT_AMP_OVERRIDES] = overrides
-    chosen_step = int(found.front.loc[found.front["relative_bitops"] == found.relative_bitops, "step"].min())
-    result.figures[keys.ARTIFACT_AMP_FRONT_PNG] = pareto_front_figure(found.front, chosen_step, found.fp32_top1, amp.allowed_accuracy_drop)
+    result.figures[keys.ARTIFACT_AMP_FRONT_PNG] = pareto_front_figure(found.front, found.step, found.fp32_top1, amp.allowed_accuracy_drop)
     lowered = [n for n, c in found.chosen.items() if c != highest]
     result.metrics[keys.AMP_RELATIVE_BITOPS] = found.relative_bitops
     result.metrics[keys.AMP_SEARCH_TOP1] = found.top1

@@ -21,10 +21,10 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from workbench.graph.functional import WEIGHTED_TYPES
 from workbench.options import Rounding
+from workbench.quantsim.analysis import batched_logits, quantized_layers
 from workbench.quantsim.encodings import Encoding
 from workbench.quantsim.sim import QuantizationSimModel
 
@@ -55,6 +55,7 @@ class MixedPrecisionResult:
     sensitivity: pd.DataFrame  # per group and lower candidate: top-1 with that group alone lowered
     front: pd.DataFrame  # step, group lowered, candidate, relative BitOps, top-1
     chosen: dict[str, Candidate] = field(default_factory=dict)
+    step: int = 0  # the chosen point's step on the front
     relative_bitops: float = 1.0
     top1: float = 0.0
     fp32_top1: float = 0.0
@@ -110,28 +111,24 @@ def choose_mixed_precision(
     for some (layer, weight bits) candidates, e.g. AdaRounded ones."""
     candidates = sorted({(int(w), int(a)) for w, a in candidates}, key=lambda c: (c[0] * c[1], c), reverse=True)
     highest = candidates[0]
-    groups = [n for n in sim.graph.order if n in sim.param_quantizers or n in sim.output_quantizers]
+    groups = quantized_layers(sim)
     board = _Switchboard(sim, candidates, rounded)
-    step = tf.function(lambda x: sim.model(x, training=False), reduce_retracing=True)
+    predict = batched_logits(sim.model, batch_size)
     labels = np.asarray(labels)
     macs = layer_macs(sim.fp_model)
     sources = {n: sim.input_quantizer(n) for n in macs}
+    reference = bitops(macs, dict.fromkeys(macs, REFERENCE[0]), dict.fromkeys(macs, REFERENCE[1]))
 
     def cost(config: dict[str, Candidate]) -> float:
         weight_bits = {n: config[n][0] if n in config and n in sim.param_quantizers else 32 for n in macs}
         input_bits = {n: config[s][1] if s in config else 32 for n, s in sources.items()}
-        reference = bitops(macs, dict.fromkeys(macs, REFERENCE[0]), dict.fromkeys(macs, REFERENCE[1]))
         return bitops(macs, weight_bits, input_bits) / reference
 
     def top1(config: dict[str, Candidate]) -> float:
         board.apply(config)
-        predicted = np.concatenate(
-            [step(tf.constant(images[i : i + batch_size])).numpy().argmax(-1) for i in range(0, len(images), batch_size)]
-        )
-        return float(np.mean(predicted == labels))
+        return float(np.mean(predict(images).argmax(-1) == labels))
 
-    predicted = [sim.fp_model.predict(images[i : i + batch_size], verbose=0).argmax(-1) for i in range(0, len(images), batch_size)]
-    fp32 = float(np.mean(np.concatenate(predicted) == labels))
+    fp32 = float(np.mean(batched_logits(sim.fp_model, batch_size)(images).argmax(-1) == labels))
     config = dict.fromkeys(groups, highest)
     base = top1(config)
     # phase 1: each group alone at each lower candidate
@@ -182,6 +179,7 @@ def choose_mixed_precision(
         sensitivity=pd.DataFrame(sens_rows),
         front=frame,
         chosen=chosen,
+        step=pick,
         relative_bitops=float(frame.loc[pick, "relative_bitops"]),
         top1=float(frame.loc[pick, "top1"]),
         fp32_top1=fp32,
