@@ -13,8 +13,7 @@ from workbench.data.dataset import as_array
 from workbench.options import AdaroundParameters
 from workbench.quantsim.export import export_model
 from workbench.results import StageResult
-from workbench.stages.bn_fold import folded_model
-from workbench.stages.cle import equalized_model
+from workbench.stages.cle import prepared_model
 from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim
 from workbench.stages.context import StageContext
 from workbench.stages.qat import check_tflite
@@ -41,10 +40,8 @@ def adaround_parameters(ctx: StageContext) -> AdaroundParameters:
 def run_adaround(ctx: StageContext, result: StageResult) -> None:
     evaluate_fp32(ctx, result)
     params = adaround_parameters(ctx)
-    if ctx.adaround.cle:
-        model = equalized_model(ctx, result)[0]
-    elif ctx.adaround.fold_batch_norms:
-        model = folded_model(ctx, result)
+    if ctx.adaround.fold_batch_norms:
+        model = prepared_model(ctx, result, ctx.adaround.cle)
     else:
         model = ctx.model  # BNs kept in float: not what a device runs
         result.tags[keys.TAG_DEPLOYABLE] = "false"

@@ -5,33 +5,25 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from workbench import keys
 from workbench.figures import range_histograms_figure, sensitivity_figure
 from workbench.quantsim.analysis import layer_ranges, layer_sensitivity, quantized_layers
 from workbench.results import StageResult
-from workbench.stages.bn_fold import folded_model
-from workbench.stages.cle import equalized_model
-from workbench.stages.common import evaluate_fp32, quantize_and_evaluate
+from workbench.stages.cle import prepared_model
+from workbench.stages.common import evaluate_fp32, quantize_and_evaluate, validation_arrays
 from workbench.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 RANGE_SAMPLES = 256
 
 
-def _arrays(batches) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in batches))
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 def run_analyze(ctx: StageContext, result: StageResult) -> None:
     evaluate_fp32(ctx, result)
     a = ctx.analyze
-    model = equalized_model(ctx, result)[0] if a.cle else folded_model(ctx, result)
-    sim = quantize_and_evaluate(ctx, model, result)
-    images, labels = _arrays(ctx.data.val_batches(limit=a.eval_samples))
+    sim = quantize_and_evaluate(ctx, prepared_model(ctx, result, a.cle), result)
+    images, labels = validation_arrays(ctx, a.eval_samples)
     layers = quantized_layers(sim)
     with result.timed("analyze"), tqdm(total=len(layers), desc="per-layer sensitivity", unit="layer", disable=None) as bar:
         table, refs = layer_sensitivity(sim, images, labels, progress=bar.update)

@@ -11,6 +11,7 @@ from workbench.graph.functional import FunctionalGraph
 from workbench.graph.rewrite import GraphEdit
 from workbench.options import ReLU6Mode
 from workbench.results import StageResult
+from workbench.stages.bn_fold import folded_model
 from workbench.stages.common import evaluate_fp32, quantize_and_evaluate
 from workbench.stages.context import StageContext
 from workbench.stages.transforms import cached_transform, check_transformed, record_ranges
@@ -54,6 +55,11 @@ def equalized_model(ctx: StageContext, result: StageResult):
     result.tags["cle.relu6_mode"] = options["relu6_mode"]
     record_ranges(folded_ranges(ctx.model), model, result, "per-channel weight ranges: BN-folded vs equalized")
     return model, summary
+
+
+def prepared_model(ctx: StageContext, result: StageResult, cle: bool) -> keras.Model:
+    """The BN-folded model, equalized too when ``cle`` (both cached transforms, with their diagnostics)."""
+    return equalized_model(ctx, result)[0] if cle else folded_model(ctx, result)
 
 
 def run_cle(ctx: StageContext, result: StageResult) -> None:

@@ -40,6 +40,12 @@ def record_accuracy(result: StageResult, column: str, predictions: Predictions) 
     return predictions.top1
 
 
+def validation_arrays(ctx: StageContext, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``limit`` validation images and labels as arrays (searches evaluate them many times)."""
+    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in ctx.data.val_batches(limit=limit)))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def evaluate_fp32(ctx: StageContext, result: StageResult) -> float:
     with result.timed("fp32_eval"):
         predictions = predict_classes(ctx.model, ctx.data.val_batches())

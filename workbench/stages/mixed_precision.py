@@ -9,7 +9,6 @@ import logging
 import os
 import time
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from workbench import keys
@@ -19,9 +18,8 @@ from workbench.graph.rewrite import GraphEdit, apply_edit
 from workbench.options import parse_overrides
 from workbench.results import StageResult
 from workbench.stages.adaround import adaround_parameters
-from workbench.stages.bn_fold import folded_model
-from workbench.stages.cle import equalized_model
-from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim
+from workbench.stages.cle import prepared_model
+from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, validation_arrays
 from workbench.stages.context import StageContext
 from workbench.techniques.adaround import apply_adaround
 from workbench.techniques.mixed_precision import RoundedKernels, choose_mixed_precision
@@ -46,14 +44,13 @@ def adarounded_candidates(ctx: StageContext, model, candidates, highest, result:
 def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
     evaluate_fp32(ctx, result)
     amp = ctx.amp
-    model = equalized_model(ctx, result)[0] if amp.cle else folded_model(ctx, result)
+    model = prepared_model(ctx, result, amp.cle)
     candidates = [(int(w), int(a)) for w, a in amp.candidates]
     highest = max(candidates, key=lambda c: (c[0] * c[1], c))
     search_ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, param_bw=highest[0], output_bw=highest[1]))
     sim = calibrated_sim(search_ctx, model, result)
     rounded = adarounded_candidates(ctx, model, candidates, highest, result) if amp.adaround else {}
-    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in ctx.data.val_batches(limit=amp.eval_samples)))
-    images, labels = np.concatenate(xs), np.concatenate(ys)
+    images, labels = validation_arrays(ctx, amp.eval_samples)
     with result.timed("amp_search"), tqdm(desc="mixed precision search", unit="eval", disable=None) as bar:
         found = choose_mixed_precision(
             sim, images, labels, candidates, amp.allowed_accuracy_drop, progress=lambda _: bar.update(), rounded=rounded
