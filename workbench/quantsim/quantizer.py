@@ -1,8 +1,9 @@
 """The activation quantizer: an ordinary, serialisable Keras layer.
 
 In ``quantize`` mode it computes Δ·clip(round(x/Δ), o, o + steps), which equals
-Δ·(clamp(round(x/Δ) − o, 0, steps) + o) and costs five element-wise ops (cheaper
-than TF's fake-quant op on CPU). In ``calibrate`` mode it passes x through and feeds
+Δ·(clamp(round(x/Δ) − o, 0, steps) + o): AIMET's grid and round-half-to-even, in four element-wise
+kernels (TF's fused fake-quant op is faster but rounds half up: bench/quantsim_overhead.py).
+In ``calibrate`` mode it passes x through and feeds
 an :class:`EncodingAnalyzer` (TensorFlow ops: statistics stay on the device); in ``passthrough`` mode it is the identity.
 """
 
