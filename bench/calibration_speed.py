@@ -4,6 +4,11 @@ ResNet50 at 224×224 (random weights, BN folded), W8A8, per scheme (`tf`, `tf_en
 ``compute_encodings`` over the calibration samples next to one FP32 forward pass over the same samples,
 measured side by side in one process. Prints the ratios (target of issue 12: <= 1.5x for tf_enhanced).
 
+Two floors, timed the same way, bound what any calibration can cost on the machine: every quantized tensor
+read once more (``floor: one reduction``: a max, the least a statistic needs), and every quantized tensor
+through TensorFlow's histogram kernel alone (``floor: bare bincount``: int bins of x, 512 of them, no range
+logic, no re-binning), the least a ``tf_enhanced`` histogram needs.
+
     python bench/calibration_speed.py [--samples 512] [--batch-size 32] [--model resnet50|mobilenet_v2] [--write]
 
 ``--write`` puts the figures into README's Performance section.
@@ -28,10 +33,26 @@ import tensorflow as tf  # noqa: E402
 from doc_blocks import rewrite_block  # noqa: E402
 
 from workbench.options import QuantSettings  # noqa: E402
+from workbench.quantsim.quantizer import FakeQuant  # noqa: E402
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over  # noqa: E402
 from workbench.techniques import fold_batch_norms  # noqa: E402
 
 MODELS = {"resnet50": keras.applications.ResNet50, "mobilenet_v2": keras.applications.MobileNetV2}
+EXACT = FakeQuant.call
+
+
+def _one_reduction(self, x):
+    self.q_max.assign(tf.reduce_max(x))
+    return x
+
+
+def _bare_bincount(self, x):
+    bins = tf.clip_by_value(tf.cast(tf.reshape(x, [-1]) * 64.0, tf.int32), 0, 511)
+    self.q_max.assign(tf.cast(tf.reduce_max(tf.math.bincount(bins, minlength=512, maxlength=512)), tf.float32))
+    return x
+
+
+FLOORS = {"floor: one reduction": _one_reduction, "floor: bare bincount": _bare_bincount}
 
 
 def main() -> None:
@@ -73,6 +94,24 @@ def main() -> None:
             f"  {scheme:12s} calibration {statistics.median(seconds):6.1f} s  ratio calibration/FP32 {statistics.median(ratios):5.2f}x "
             f"(runs {min(ratios):.2f}-{max(ratios):.2f}x, {quantizers} quantizers)"
         )
+        print(lines[-1], flush=True)
+    sim = QuantizationSimModel(model, QuantSettings())
+    sim.compute_encodings(forward_pass_over(batches[:1]))  # quantize mode: the floors replace the quantizer's call
+    for floor, call in FLOORS.items():
+        ratios = []
+        try:
+            FakeQuant.call = call
+            sim_step = tf.function(lambda x: sim.model(x, training=False))
+            sim_step(batches[0])
+            for _ in range(args.repeats):
+                fp32 = fp32_pass()
+                start = time.perf_counter()
+                for x in batches:
+                    sim_step(x).numpy()
+                ratios.append((time.perf_counter() - start) / fp32)
+        finally:
+            FakeQuant.call = EXACT
+        lines.append(f"  {floor:21s} ratio/FP32 {statistics.median(ratios):5.2f}x (runs {min(ratios):.2f}-{max(ratios):.2f}x)")
         print(lines[-1], flush=True)
     if args.write:
         command = f"python bench/calibration_speed.py --samples {args.samples} --model {args.model} --repeats {args.repeats} --write"

@@ -7,7 +7,12 @@ three formulations of the activation quantizer:
 - ``exact``: the project's `FakeQuant` (Δ·clip(rint(x/Δ), o, o + steps): AIMET's grid and rounding, 4 kernels);
 - ``tf_fake_quant_op``: TensorFlow's fused ``fake_quant_with_min_max_vars`` (1 kernel; rounds half up and
   multiplies by a recomputed inverse scale, so it leaves AIMET's grid by an ulp at times);
-- ``xla_quantizer``: the exact formula compiled by XLA (``jit_compile``) as its own cluster.
+- ``xla_quantizer``: the exact formula compiled by XLA (``jit_compile``) as its own cluster;
+- ``floor_one_kernel``: not a quantizer, one element-wise multiply per quantized tensor: the least that any
+  quantizer run as its own kernel after the layer costs (one more read and write of the tensor).
+
+Compiling the whole model with XLA would fuse the quantizer into the convolution, but XLA's CPU convolutions
+take 30-40x TensorFlow's (measured on both models), so it is not offered on CPU.
 
 Target of issue 12: <= 1.15x. ``--write`` puts the table into README's Performance section.
 
@@ -60,7 +65,18 @@ def _xla_quantizer(self, inputs):
     return _xla_qdq(inputs, self.scale.value, self.q_min.value, self.q_max.value)
 
 
-VARIANTS: dict[str, Callable] = {"exact": EXACT, "tf_fake_quant_op": _tf_fake_quant_op, "xla_quantizer": _xla_quantizer}
+def _floor_one_kernel(self, inputs):
+    if self.mode != QUANTIZE:
+        return EXACT(self, inputs)
+    return inputs * self.scale.value
+
+
+VARIANTS: dict[str, Callable] = {
+    "exact": EXACT,
+    "tf_fake_quant_op": _tf_fake_quant_op,
+    "xla_quantizer": _xla_quantizer,
+    "floor_one_kernel": _floor_one_kernel,
+}
 
 
 def _timed_pass(model: keras.Model, batches: list[tf.Tensor]) -> float:
