@@ -82,6 +82,17 @@ def test_baseline_run_is_recorded(tmp_path):
     assert table["sqnr_db"].notna().sum() > 5
     enc = client.download_artifacts(run.info.run_id, "encodings/model.encodings", str(tmp_path))
     assert '"version": "0.6.1"' in Path(enc).read_text()
+    # what the MLflow UI shows: a name that says what the run is, its datasets, a Markdown description
+    assert run.info.run_name == "baseline · mnist_mobilenet · W8A8 · tf/tf"
+    contexts = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(contexts) == {"validation", "calibration"}
+    assert contexts["validation"].digest == tags["eval.digest"] and "128 images" in contexts["validation"].name
+    assert "64 training images" in contexts["calibration"].name and "generated" in contexts["calibration"].source
+    description = tags["mlflow.note.content"]
+    assert f"| sim | {100 * m['sim/top1']:.1f} % | [{100 * m['sim/top1_ci_low']:.1f}, " in description
+    assert "against FP32 on the same images (exact McNemar p = " in description and "batch norms folded" in description
+    encodings = {a.path for a in client.list_artifacts(run.info.run_id, "encodings")}
+    assert "encodings/model.encodings.json" in encodings  # previewable in the UI
 
     # the trained model is cached: a CLE run loads it instead of training
     proc = _run(tmp_path, "+stage=cle", *TINY, "quant.param_bw=4")
@@ -114,7 +125,7 @@ def test_failed_run_is_recorded_with_traceback(tmp_path):
 
 
 def test_pipeline_is_a_parent_run_with_a_child_per_stage_and_a_report(tmp_path):
-    proc = _run(tmp_path, *TINY, "pipeline.stages=[baseline,cle,qat]", "qat.epochs=1")
+    proc = _run(tmp_path, *TINY, "pipeline.stages=[baseline,cle,qat]", "qat.epochs=1", "export.register_as=tiny_int8")
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, runs = _runs(tmp_path)
     parents = [r for r in runs if "stage" not in r.data.tags]
@@ -124,7 +135,27 @@ def test_pipeline_is_a_parent_run_with_a_child_per_stage_and_a_report(tmp_path):
     assert [c.data.tags["stage"] for c in children] == ["baseline", "cle", "qat"]
     assert all(c.data.tags["mlflow.parentRunId"] == parent and c.info.status == "FINISHED" for c in children)
     qat = children[2].data.metrics
-    assert "tflite/top1" in qat and "fidelity/gap" in qat and len(client.get_metric_history(children[2].info.run_id, "qat/loss")) == 1
+    history = client.get_metric_history(children[2].info.run_id, "qat/loss")
+    assert "tflite/top1" in qat and "fidelity/gap" in qat and [h.step for h in history] == [1]  # epoch 1, not step 0
+    # the QAT model is an MLflow model (Keras flavor) carrying the int8 TFLite file and the encodings, registered
+    qat_run = children[2]
+    assert [o.model_id for o in qat_run.outputs.model_outputs]
+    logged = client.get_logged_model(qat_run.outputs.model_outputs[0].model_id)
+    assert logged.source_run_id == qat_run.info.run_id
+    model_dir = Path(client.download_artifacts(qat_run.info.run_id, "export", str(tmp_path / "exp")))
+    assert {"model_int8.tflite", "model.encodings"} <= {p.name for p in model_dir.iterdir()}
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    local = Path(mlflow.artifacts.download_artifacts(logged.model_uri, dst_path=str(tmp_path / "logged")))
+    files = {p.name for p in local.rglob("*")}
+    assert {"MLmodel", "input_example.json", "model_int8.tflite", "model.encodings"} <= files, files
+    assert "signature" in (local / "MLmodel").read_text()
+    version = client.get_model_version("tiny_int8", "1")
+    assert version.run_id == qat_run.info.run_id and version.tags["stage"] == "qat" and version.tags["param_bw"] == "8"
+    assert float(version.tags["sim/top1"]) == pytest.approx(qat["sim/top1"], abs=1e-4) and "tflite/top1" in version.tags
+    assert "sim/top1 by stage and setting" in parents[0].data.tags["mlflow.note.content"]  # the parent's description: the report
+    assert parents[0].info.run_name.startswith("pipeline · mnist_mobilenet · W8A8")
     assert f"parent run: {parent}" in proc.stdout and "best technique at W8A8:" in proc.stdout
     report = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/comparison.csv", "report/sim_top1_by_stage.md", "report/accuracy_vs_bitwidth.png"} <= report

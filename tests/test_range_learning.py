@@ -104,7 +104,7 @@ def test_qat_stage_logs_per_epoch_series(tmp_path):
     )
     result = StageResult()
     run_qat(ctx, result)
-    assert len(result.series["qat/loss"]) == 2 and len(result.series["qat/top1"]) == 2
+    assert sorted(result.series["qat/loss"]) == [1, 2] and sorted(result.series["qat/top1"]) == [1, 2]  # real epoch numbers
     assert {"sim/top1", "qat/sim_top1_before", "qat/mean_range_change"} <= set(result.metrics)
     export = result.directories["export"]
     assert sorted(p.name for p in (tmp_path / "exports").iterdir()) and export.startswith(str(tmp_path))

@@ -60,6 +60,10 @@ def test_parallel_sweep_children_of_one_parent_with_a_failing_job(tmp_path):
     status = sorted((c.data.params["model.path"] == str(good), c.info.status) for c in children)
     assert status == [(False, "FAILED"), (False, "FAILED"), (True, "FINISHED"), (True, "FINISHED")]
     assert parents[0].info.status == "FINISHED"
+    # the parent is named after the sweep; a failed job's description says why
+    assert parents[0].info.run_name == f"sweep · +stage=baseline {' '.join(SMALL)} model.path={good},{broken} quant.param_bw=4,8"[:250]
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert failed.data.tags["mlflow.note.content"].splitlines()[2].startswith("Failed: `")
     # the sweep report agrees with the runs
     table = pd.read_csv(client.download_artifacts(parent, "report/comparison.csv", str(tmp_path)))
     finished = {c.data.tags["param_bw"]: c.data.metrics["sim/top1"] for c in children if c.info.status == "FINISHED"}

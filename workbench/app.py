@@ -98,21 +98,36 @@ def tracked_run(tracker, cfg: DictConfig, stage: str | None, parent_run_id: str 
     Params are the resolved config, ``config.yaml`` is logged first; whatever the block put into the
     ``StageResult`` is logged at the end, also when it raised (the run then ends FAILED or KILLED).
     """
+    from workbench.reporting.describe import run_name
     from workbench.results import StageResult
     from workbench.tracking.mlflow_run import flatten
 
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     if stage is not None:
         container["stage"] = {"name": stage}
-    run_name = f"{stage or 'pipeline'}-{cfg.model.name}-w{cfg.quant.param_bw}a{cfg.quant.output_bw}"
+    name = run_name(stage, str(cfg.model.name), container["quant"])
     result = StageResult()
-    with tracker.start(run_name, run_tags(cfg, stage), flatten(container), parent_run_id) as tracked:
+    with tracker.start(name, run_tags(cfg, stage), flatten(container), parent_run_id) as tracked:
         log.info("%s: MLflow run %s", stage or "pipeline", tracked.run_id)
         tracked.log_text(OmegaConf.to_yaml(container), keys.ARTIFACT_CONFIG)
+        error = None
         try:
             yield tracked, result
+        except BaseException as err:
+            error = f"{type(err).__name__}: {err}"
+            raise
         finally:
-            tracked.log_result(result)
+            describe(result, name, error)
+            tracked.log_result(result, register_as=cfg.export.register_as)
+
+
+def describe(result, name: str, error: str | None) -> None:
+    """The run's Markdown description (``mlflow.note.content``), before what the stage wrote there itself."""
+    from workbench.reporting.describe import run_description
+
+    text = run_description(name, result.metrics, result.tables.get(keys.ARTIFACT_PREDICTIONS), error)
+    own = result.tags.get(keys.TAG_DESCRIPTION)
+    result.tags[keys.TAG_DESCRIPTION] = (text + (f"\n{own}" if own else ""))[: keys.MAX_TAG_LENGTH]
 
 
 def _record_invalid_job(cfg: DictConfig, err: ConfigError, parent_run_id: str) -> None:
@@ -158,8 +173,11 @@ def run(cfg: DictConfig) -> float | None:
     return top1
 
 
-def report_and_summarise(tracker, experiment: str, out_dir: str, label: str, run_id: str, **selection) -> None:
-    """Write the comparison report and print the closing summary (a failure to report is only a warning)."""
+def report_and_summarise(tracker, experiment: str, out_dir: str, label: str, run_id: str, **selection) -> str | None:
+    """Write the comparison report and print the closing summary (a failure to report is only a warning).
+
+    Returns the report as Markdown (a parent run's description), None when there was nothing to report.
+    """
     from workbench.reporting.report import ReportError, build_report
     from workbench.reporting.summary import closing_summary
 
@@ -167,8 +185,9 @@ def report_and_summarise(tracker, experiment: str, out_dir: str, label: str, run
         report = build_report(tracker.client, experiment, out_dir, **selection)
     except ReportError as err:
         log.warning("no report: %s", err)
-        return
+        return None
     print(closing_summary(report, out_dir, label, run_id, tracker.uri), flush=True)
+    return report.markdown()
 
 
 def _build(cfg: DictConfig, result) -> tuple:
@@ -190,12 +209,16 @@ def run_stage(
     """
     from workbench.stages import get_stage
     from workbench.stages.setup import build_context, check_pairing
+    from workbench.tracking.datasets import dataset_inputs
 
     stage_fn = get_stage(stage)
     with tracked_run(tracker, cfg, stage, parent_run_id) as (tracked, result):
         data, model = built if built is not None else _build(cfg, result)
-        result.tags.update(check_pairing(model, data))
-        stage_fn(build_context(cfg, model, data), result)
+        try:
+            result.tags.update(check_pairing(model, data))
+            stage_fn(build_context(cfg, model, data), result)
+        finally:  # what the data was used for, also when the stage failed midway
+            tracked.log_inputs(dataset_inputs(str(cfg.dataset.name), data.source, stage, result.metrics, result.tags, int(cfg.seed)))
     return result.metrics.get(keys.SIM_TOP1), tracked.run_id
 
 
@@ -218,5 +241,7 @@ def run_pipeline(cfg: DictConfig, tracker) -> float | None:
         result.metrics[keys.PIPELINE_FAILED] = len(failed)
         out = os.path.join(cfg.paths.reports_dir, f"pipeline-{parent.run_id[:8]}")
         with result.timed("report"):
-            report_and_summarise(tracker, cfg.tracking.experiment, out, "parent run", parent.run_id, parent_run_id=parent.run_id)
+            text = report_and_summarise(tracker, cfg.tracking.experiment, out, "parent run", parent.run_id, parent_run_id=parent.run_id)
+        if text:
+            result.tags[keys.TAG_DESCRIPTION] = text
     return last

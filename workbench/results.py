@@ -18,16 +18,27 @@ from workbench.keys import timing_key
 
 
 @dataclass
+class ExportedModel:
+    """A stage's exported model, for tracking to log as an MLflow model (and register)."""
+
+    model: Any  # the float Keras model the encodings apply to (BN folded, equalized, rounded...)
+    example: Any  # a few validation images: the input example and, with the outputs, the signature
+    directory: str  # the exported files (encodings, int8 TFLite) the MLflow model carries
+
+
+@dataclass
 class StageResult:
     metrics: dict[str, float] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # artifact file name -> table
     documents: dict[str, dict] = field(default_factory=dict)  # artifact file name -> JSON document
     figures: dict[str, Any] = field(default_factory=dict)  # artifact file name -> matplotlib figure
     tags: dict[str, str] = field(default_factory=dict)
-    # metric key -> values per step (e.g. per epoch), logged with their step
-    series: dict[str, list[float]] = field(default_factory=dict)
+    # metric key -> {step: value}, logged at their real step (epoch 1, 2, ... or iteration)
+    series: dict[str, dict[int, float]] = field(default_factory=dict)
     # artifact folder -> local directory whose files are logged under it
     directories: dict[str, str] = field(default_factory=dict)
+    # set by the exporting stages: logged as an MLflow model (Keras flavor) with the files beside it
+    exported: ExportedModel | None = None
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

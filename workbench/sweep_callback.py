@@ -30,6 +30,7 @@ class SweepParentRun(Callback):
         self.tracker = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from workbench.reporting.describe import sweep_name
         from workbench.tracking.mlflow_run import Tracker, process_tags
         from workbench.tracking.probe import TrackingUnavailable, check_tracking_uri, resolve_tracking_uri
 
@@ -41,8 +42,13 @@ class SweepParentRun(Callback):
             print(f"workbench: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         self.tracker = Tracker(uri, config.tracking.experiment, config.tracking.artifact_location or os.path.join(outputs, "mlartifacts"))
-        overrides = " ".join(config.hydra.overrides.task)
-        run = self.tracker.client.create_run(self.tracker.experiment_id, run_name="sweep", tags={"sweep": overrides, **process_tags()})
+        overrides = list(config.hydra.overrides.task)
+        tags = {
+            "sweep": " ".join(overrides),
+            keys.TAG_DESCRIPTION: f"Hydra sweep `python -m workbench -m {' '.join(overrides)}`.",
+            **process_tags(),
+        }
+        run = self.tracker.client.create_run(self.tracker.experiment_id, run_name=sweep_name(overrides), tags=tags)
         self.run_id = run.info.run_id
         os.environ[PARENT_ENV] = self.run_id
         sweep_dir = config.hydra.sweep.dir
@@ -61,7 +67,12 @@ class SweepParentRun(Callback):
         try:
             status = self._final_status()
             out = os.path.join(config.paths.reports_dir, f"sweep-{self.run_id[:8]}")
-            report_and_summarise(self.tracker, config.tracking.experiment, out, "sweep parent run", self.run_id, parent_run_id=self.run_id)
+            text = report_and_summarise(
+                self.tracker, config.tracking.experiment, out, "sweep parent run", self.run_id, parent_run_id=self.run_id
+            )
+            if text:
+                description = self.tracker.client.get_run(self.run_id).data.tags.get(keys.TAG_DESCRIPTION, "")
+                self.tracker.client.set_tag(self.run_id, keys.TAG_DESCRIPTION, f"{description}\n\n{text}"[: keys.MAX_TAG_LENGTH])
         finally:
             self.tracker.client.set_terminated(self.run_id, status)
             os.environ.pop(PARENT_ENV, None)

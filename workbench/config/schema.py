@@ -268,6 +268,13 @@ class AmpConfig:
 
 
 @dataclass
+class ExportConfig:
+    # the exporting stages (qat, adaround) log their model as an MLflow model (Keras flavor, with the int8
+    # TFLite file and encodings beside it); a name here also registers it in the Model Registry
+    register_as: Optional[str] = None
+
+
+@dataclass
 class PipelineConfig:
     # the stages `python -m workbench` runs (no +stage), each a child run of one parent run; bn_fold is
     # left out: the deployable baseline already quantizes the folded model (bn_fold adds its diagnostics)
@@ -293,6 +300,7 @@ class Config:
     adaround: AdaroundConfig = field(default_factory=AdaroundConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     amp: AmpConfig = field(default_factory=AmpConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # absent unless +stage=NAME is given
     stage: Optional[StageConfig] = None

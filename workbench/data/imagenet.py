@@ -116,4 +116,5 @@ def load_imagenet(
         batch_size=batch_size,
         eval_samples=eval_samples,
         shuffle_buffer=shuffle_buffer,
+        source=os.path.abspath(path),
     )

@@ -46,6 +46,8 @@ class ImageData:
     # in-memory splits pick calibration samples by index; streams shuffle with a buffer
     train_arrays: tuple[np.ndarray, np.ndarray] | None = None
     shuffle_buffer: int = 2048
+    # where the images come from (a path, or how they were generated): the runs' logged datasets say it
+    source: str | None = None
 
     def for_model(self, input_shape: Sequence[int]) -> ImageData:
         """The same data, images adapted to ``input_shape`` (H, W, C)."""
@@ -93,6 +95,7 @@ def from_arrays(
     num_classes: int,
     batch_size: int,
     eval_samples: int | None = None,
+    source: str | None = None,
 ) -> ImageData:
     """In-memory splits (float32 images ``(N, H, W, C)``, int labels)."""
     x_train, x_val = x_train.astype(np.float32), x_val.astype(np.float32)
@@ -106,4 +109,5 @@ def from_arrays(
         num_val=len(x_val),
         eval_samples=eval_samples,
         train_arrays=(x_train, y_train),
+        source=source,
     )

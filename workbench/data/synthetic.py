@@ -32,4 +32,5 @@ def make_synthetic(
 
     x_train, y_train = split(num_train)
     x_val, y_val = split(num_val)
-    return from_arrays(x_train, y_train, x_val, y_val, num_classes, batch_size, eval_samples)
+    source = f"generated: {num_classes} class patterns {tuple(image_shape)} + {noise}·N(0, 1), seed {seed}"
+    return from_arrays(x_train, y_train, x_val, y_val, num_classes, batch_size, eval_samples, source=source)

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
 
 import pandas as pd
 
 from workbench import keys
 from workbench.data.dataset import as_array
 from workbench.options import AdaroundParameters
-from workbench.quantsim.export import export_model
 from workbench.results import StageResult
 from workbench.stages.cle import prepared_model
-from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim
+from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, export_sim
 from workbench.stages.context import StageContext
 from workbench.stages.qat import check_tflite
 from workbench.techniques.adaround import apply_adaround
@@ -63,9 +60,6 @@ def run_adaround(ctx: StageContext, result: StageResult) -> None:
     )
     sim = calibrated_sim(ctx, rounded, result, param_encodings=encodings)
     evaluate_sim(ctx, sim, result)
-    export_dir = os.path.join(ctx.export_dir, f"adaround-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    with result.timed("export"):
-        export_model(sim, export_dir, "model")
-    result.directories[keys.ARTIFACT_EXPORT] = export_dir
+    export_dir = export_sim(ctx, sim, "adaround", result)
     if ctx.adaround.export_tflite and ctx.settings.param_bw == 8 and ctx.settings.output_bw == 8:
         check_tflite(ctx, sim, export_dir, result)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 
 import keras
 import numpy as np
@@ -13,9 +15,9 @@ from workbench.evaluation.accuracy import Predictions, predict_classes
 from workbench.evaluation.statistics import wilson_interval
 from workbench.quantsim.diagnostics import layer_output_sqnr, layer_table
 from workbench.quantsim.encodings import Encoding
-from workbench.quantsim.export import encodings_json
+from workbench.quantsim.export import encodings_json, export_model
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
-from workbench.results import StageResult
+from workbench.results import ExportedModel, StageResult
 from workbench.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -100,3 +102,19 @@ def quantize_and_evaluate(ctx: StageContext, model: keras.Model, result: StageRe
     sim = calibrated_sim(ctx, model, result)
     evaluate_sim(ctx, sim, result)
     return sim
+
+
+EXAMPLE_IMAGES = 2  # the logged model's input example
+
+
+def export_sim(ctx: StageContext, sim: QuantizationSimModel, stage: str, result: StageResult) -> str:
+    """Export the sim (float model + encodings) under ``<export_dir>/<stage>-<time>-<pid>/``; the run logs
+    the folder under ``export/`` and the model as an MLflow model carrying it. Returns the folder."""
+    export_dir = os.path.join(ctx.export_dir, f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    with result.timed("export"):
+        export_model(sim, export_dir, "model")
+    result.directories[keys.ARTIFACT_EXPORT] = export_dir
+    example = next(iter(ctx.data.val_batches(limit=EXAMPLE_IMAGES)))[0].numpy()
+    result.exported = ExportedModel(sim.fp_model, example, export_dir)
+    log.info("exported the model and its encodings to %s", export_dir)
+    return export_dir

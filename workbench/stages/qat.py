@@ -10,18 +10,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 
 import numpy as np
 
 from workbench import keys
 from workbench.evaluation.accuracy import evaluate_top1
-from workbench.quantsim.export import export_model
 from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, integer_report, predict_tflite_classes
 from workbench.results import StageResult
 from workbench.stages.bc import bias_corrected_model
 from workbench.stages.cle import equalized_model
-from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, record_accuracy
+from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, export_sim, record_accuracy
 from workbench.stages.context import StageContext
 from workbench.techniques.range_learning import simulate_trained, train_qat
 
@@ -40,11 +38,11 @@ def run_qat(ctx: StageContext, result: StageResult) -> None:
     result.tags["qat.scheme"] = f"{ctx.settings.param_scheme.value}/{ctx.settings.output_scheme.value}"
     sim = calibrated_sim(ctx, model, result)
     result.metrics[keys.QAT_SIM_BEFORE] = evaluate_top1(sim.model, ctx.data.val_batches())
-    losses, top1s = result.series.setdefault(keys.QAT_LOSS, []), result.series.setdefault(keys.QAT_TOP1, [])
+    losses, top1s = result.series.setdefault(keys.QAT_LOSS, {}), result.series.setdefault(keys.QAT_TOP1, {})
 
-    def on_epoch(epoch: int, logs: dict) -> None:
-        losses.append(float(logs.get("loss", np.nan)))
-        top1s.append(float(logs.get("val_accuracy", np.nan)))
+    def on_epoch(epoch: int, logs: dict) -> None:  # Keras counts epochs from 0, people (and the step axis) from 1
+        losses[epoch + 1] = float(logs.get("loss", np.nan))
+        top1s[epoch + 1] = float(logs.get("val_accuracy", np.nan))
 
     with result.timed("qat"):
         trained = train_qat(
@@ -66,12 +64,7 @@ def run_qat(ctx: StageContext, result: StageResult) -> None:
     result.metrics[keys.QAT_RANGE_MOVE] = float(np.mean(moves)) if moves else 0.0
     final = simulate_trained(trained, ctx.settings)
     evaluate_sim(ctx, final, result)
-    stamp = f"qat-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    export_dir = os.path.join(ctx.export_dir, stamp)
-    with result.timed("export"):
-        export_model(final, export_dir, "model")
-    result.directories[keys.ARTIFACT_EXPORT] = export_dir
-    log.info("exported the trained model and its encodings to %s", export_dir)
+    export_dir = export_sim(ctx, final, "qat", result)
     if q.export_tflite:
         check_tflite(ctx, final, export_dir, result)
 

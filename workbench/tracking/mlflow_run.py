@@ -109,7 +109,7 @@ class Tracker:
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
-        tracked = TrackedRun(self.client, run.info.run_id)
+        tracked = TrackedRun(self.client, run.info.run_id, self.uri)
         tracked.log_params(params)
         return tracked
 
@@ -117,9 +117,10 @@ class Tracker:
 class TrackedRun:
     """A started run; as a context manager it ends FINISHED, FAILED or KILLED."""
 
-    def __init__(self, client: MlflowClient, run_id: str):
+    def __init__(self, client: MlflowClient, run_id: str, uri: str | None = None):
         self.client = client
         self.run_id = run_id
+        self.uri = uri or client.tracking_uri
 
     def __enter__(self) -> TrackedRun:
         return self
@@ -154,17 +155,27 @@ class TrackedRun:
         if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def log_inputs(self, datasets: list) -> None:
+        """The run's datasets (MLflow ``DatasetInput``s); a store that cannot take them is only a warning."""
+        if not datasets:
+            return
+        try:
+            self.client.log_inputs(self.run_id, datasets=datasets)
+        except MlflowException as err:
+            log.warning("datasets not logged: %s", err)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_file(self, path: str, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, path, artifact_path)
 
-    def log_result(self, result: StageResult) -> None:
-        """Write everything a stage produced: metrics, tags, tables (CSV), JSON, figures (PNG)."""
+    def log_result(self, result: StageResult, register_as: str | None = None) -> None:
+        """Write everything a stage produced: metrics, tags, tables (CSV), JSON, figures (PNG), and the
+        exported model as an MLflow model (registered as ``register_as`` when given)."""
         self.log_metrics(result.metrics)
         for key, values in result.series.items():
-            for step, value in enumerate(values):
+            for step, value in values.items():
                 self.log_metrics({key: value}, step=step)
         self.set_tags(result.tags)
         for artifact_path, local in result.directories.items():
@@ -175,6 +186,14 @@ class TrackedRun:
                 table.to_csv(path, index=False)
                 self.log_file(path, os.path.dirname(name) or None)
             for name, doc in result.documents.items():
-                self.client.log_text(self.run_id, json.dumps(doc, indent=2), name)
+                text = json.dumps(doc, indent=2)
+                self.client.log_text(self.run_id, text, name)
+                if not name.endswith(".json"):  # the MLflow UI previews .json files only
+                    self.client.log_text(self.run_id, text, name + ".json")
             for name, fig in result.figures.items():
                 self.client.log_figure(self.run_id, fig, name)
+        if result.exported is not None:
+            from workbench.tracking.models import log_exported_model
+
+            tags = self.client.get_run(self.run_id).data.tags
+            log_exported_model(self.uri, self.run_id, result.exported, tags, result.metrics, register_as)
