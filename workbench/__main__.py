@@ -10,10 +10,14 @@ import logging
 import os
 import sys
 
-import hydra
-from omegaconf import DictConfig
+from workbench.console import quiet_environment
 
-from workbench.config.schema import register_configs
+quiet_environment()  # before MLflow is imported
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from workbench.config.schema import register_configs  # noqa: E402
 
 register_configs()
 log = logging.getLogger("workbench")
@@ -34,10 +38,12 @@ def _one_line(err: BaseException) -> str:
 def main(cfg: DictConfig) -> float | None:
     from workbench.app import Terminated, run
     from workbench.config.validate import ConfigError
+    from workbench.console import quiet_console
     from workbench.tracking.probe import TrackingUnavailable
 
     try:
-        return run(cfg)
+        with quiet_console(int(cfg.verbosity)):
+            return run(cfg)
     except Terminated as stop:  # the run is already KILLED
         sys.exit(stop.exit_code)
     except (ConfigError, TrackingUnavailable) as err:

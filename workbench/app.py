@@ -108,7 +108,7 @@ def tracked_run(tracker, cfg: DictConfig, stage: str | None, parent_run_id: str 
     name = run_name(stage, str(cfg.model.name), container["quant"])
     result = StageResult()
     with tracker.start(name, run_tags(cfg, stage), flatten(container), parent_run_id) as tracked:
-        log.info("%s: MLflow run %s", stage or "pipeline", tracked.run_id)
+        log.log(logging.INFO if stage else logging.DEBUG, "%s: MLflow run %s", name, tracked.run_id)
         tracked.log_text(OmegaConf.to_yaml(container), keys.ARTIFACT_CONFIG)
         error = None
         try:
@@ -163,7 +163,7 @@ def run(cfg: DictConfig) -> float | None:
 
     keras.backend.clear_session()  # launcher workers (joblib/loky) are reused across jobs
     seed_everything(cfg.seed, cfg.deterministic)
-    log.info("MLflow tracking at %s, experiment %r", tracker.uri, cfg.tracking.experiment)
+    log.debug("MLflow tracking at %s, experiment %r", tracker.uri, cfg.tracking.experiment)
     if cfg.get("stage") is None:
         return run_pipeline(cfg, tracker)
     top1, run_id = run_stage(cfg, tracker, _text(cfg.stage.name), parent)
@@ -227,11 +227,11 @@ def run_pipeline(cfg: DictConfig, tracker) -> float | None:
     stages = [_text(s) for s in cfg.pipeline.stages]
     last = None
     with tracked_run(tracker, cfg, None) as (parent, result):
-        log.info("pipeline %s", " -> ".join(stages))
+        log.info("pipeline %s: MLflow parent run %s", " → ".join(stages), parent.run_id)
         built = _build(cfg, result)
         failed = []
         for i, stage in enumerate(stages, 1):
-            log.info("pipeline stage %d/%d: %s", i, len(stages), stage)
+            log.debug("pipeline stage %d/%d: %s", i, len(stages), stage)
             try:
                 top1, _ = run_stage(cfg, tracker, stage, parent.run_id, built)
                 last = top1 if top1 is not None else last

@@ -306,6 +306,8 @@ class Config:
     stage: Optional[StageConfig] = None
     seed: int = 0
     deterministic: bool = True
+    # 0: warnings and the closing summary; 1: progress lines (default); 2: TensorFlow's own logs too
+    verbosity: int = 1
 
 
 def register_configs() -> None:

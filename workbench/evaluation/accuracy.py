@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def predict_classes(model: keras.Model, batches: tf.data.Dataset) -> Predictions
         return tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
 
     predicted, labels = [], []
-    for x, y in batches:
+    for x, y in tqdm(batches, desc="evaluation", unit="batch", disable=None, leave=False):
         predicted.append(step(x).numpy())
         labels.append(np.asarray(y).astype(np.int32))
     if not labels:

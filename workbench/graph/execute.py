@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import keras
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 from workbench.graph.functional import WEIGHTED_TYPES, nodes_in_order
 
@@ -51,11 +52,13 @@ def run_side_by_side(
     other_layers: dict[str, keras.layers.Layer],
     hook: Hook,
     before: Before | None = None,
+    progress: str | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Execute ``model`` on both streams; returns both outputs. Single-input models only.
 
     ``before``, when given, sees each weighted layer's input in both streams before the layer runs
-    (it may change the stand-in's weights: the second stream then goes on with them).
+    (it may change the stand-in's weights: the second stream then goes on with them). ``progress``: the
+    label of a progress bar over the weighted layers (shown on a terminal only).
     """
     if len(model.inputs) != 1:
         raise ValueError("run_side_by_side supports single-input models")
@@ -65,6 +68,8 @@ def run_side_by_side(
     twins: dict[int, keras.layers.Layer] = {}
     uses = Counter(id(t) for n in nodes if n.operation and not n.is_input for t in n.input_tensors)
     keep = {id(t) for t in model.outputs}
+    weighted = sum(isinstance(n.operation, WEIGHTED_TYPES) for n in nodes if n.operation and not n.is_input)
+    bar = tqdm(total=weighted, desc=progress, unit="layer", disable=None if progress else True, leave=False)
     for node in nodes:
         if not node.operation or node.is_input:
             continue
@@ -81,6 +86,7 @@ def run_side_by_side(
             if shift is not None:
                 pre_o = pre_o - shift
             out_r, out_o = act(pre_r), act(pre_o)
+            bar.update(1)
         else:
             out_r, out_o = layer(*args_r, **kwargs_r), stand_in(*args_o, **kwargs_o)
         for x, a, b in zip(node.outputs, keras.tree.flatten(out_r), keras.tree.flatten(out_o)):
@@ -90,4 +96,5 @@ def run_side_by_side(
             if uses[id(t)] == 0 and id(t) not in keep:
                 ref.pop(id(t), None)
                 oth.pop(id(t), None)
+    bar.close()
     return ref[id(model.outputs[0])], oth[id(model.outputs[0])]

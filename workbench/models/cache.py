@@ -64,7 +64,7 @@ def _load(path: str, sidecar: str) -> tuple[keras.Model, dict] | None:
     except Exception as err:  # any unreadable entry is rebuilt
         log.warning("cached model %s is unusable (%s): rebuilding it", path, str(err).splitlines()[0] if str(err) else type(err).__name__)
         return None
-    log.info("loading cached model %s", path)
+    log.debug("loading cached model %s", path)
     return model, meta.get("extra") or {}
 
 
@@ -107,7 +107,7 @@ def cached_model(cache_dir: str, name: str, spec: dict, build: Callable[[], tupl
     try:
         os.makedirs(cache_dir, exist_ok=True)
         _store(cache_dir, path, sidecar, spec, model, extra)
-        log.info("cached model at %s", path)
+        log.debug("cached model at %s", path)
     except OSError as err:
         log.warning("could not cache the model in %s (%s): continuing without the cache", cache_dir, err.strerror or err)
     return model, extra, False

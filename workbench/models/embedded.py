@@ -53,7 +53,11 @@ def _trained(name: str, context: BuildContext, options: dict, build: Callable[[]
         )
         return model, {}
 
-    model, _, _ = cached_model(os.path.join(context.cache_dir, "models"), name, spec, train)
+    model, _, hit = cached_model(os.path.join(context.cache_dir, "models"), name, spec, train)
+    if hit:
+        log.info("loading cached model %s (trained on first use)", name)
+    else:
+        log.info("trained %s, cached in %s", name, os.path.join(context.cache_dir, "models"))
     return model
 
 

@@ -30,7 +30,9 @@ class _EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        log.info(
+        shown = {1, self.epochs} | {round(self.epochs * k / 4) for k in (1, 2, 3)}
+        log.log(
+            logging.INFO if epoch + 1 in shown else logging.DEBUG,
             "training epoch %d/%d: loss %.4f, top1 %.4f, val top1 %.4f (%.0f s)",
             epoch + 1,
             self.epochs,

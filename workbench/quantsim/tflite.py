@@ -10,6 +10,9 @@ checked against a real integer model.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import re
 
 import keras
@@ -20,6 +23,8 @@ from workbench.evaluation.accuracy import Predictions
 from workbench.graph.layers import pre_activation
 from workbench.graph.rewrite import clone_layer
 from workbench.quantsim.sim import QuantizationSimModel, insert_quantizers
+
+log = logging.getLogger(__name__)
 
 
 class TFLiteConversionError(RuntimeError):
@@ -121,8 +126,10 @@ def convert_to_int8_tflite(sim: QuantizationSimModel) -> bytes:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
+    chatter = io.StringIO()
     try:
-        return converter.convert()
+        with contextlib.redirect_stdout(chatter):  # Keras' export prints every captured tensor's spec
+            return converter.convert()
     except Exception as err:  # the converter raises several types, all with the MLIR diagnostics as text
         text = str(err)
         names = {layer.name for layer in sim.fp_model.layers if not isinstance(layer, keras.layers.InputLayer)}
@@ -133,6 +140,9 @@ def convert_to_int8_tflite(sim: QuantizationSimModel) -> bytes:
         )
         where = f"layer {layer!r}" if layer else "an unidentified layer"
         raise TFLiteConversionError(f"TFLite int8 conversion failed at {where}: {first[:500]}") from err
+    finally:
+        if chatter.getvalue():
+            log.debug("TFLite converter output:\n%s", chatter.getvalue())
 
 
 def _interpreter(blob: bytes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 
 import keras
 import numpy as np
@@ -23,7 +24,7 @@ from workbench.stages.context import StageContext
 log = logging.getLogger(__name__)
 
 
-def record_accuracy(result: StageResult, column: str, predictions: Predictions) -> float:
+def record_accuracy(result: StageResult, column: str, predictions: Predictions, level: int = logging.INFO) -> float:
     """``<column>/top1`` with its Wilson interval, and the per-image predictions for paired tests."""
     metric = keys.PREDICTION_COLUMNS[column]
     correct, total = int(predictions.correct.sum()), len(predictions.labels)
@@ -38,7 +39,7 @@ def record_accuracy(result: StageResult, column: str, predictions: Predictions) 
         raise ValueError(f"{column} was evaluated on other images than the run's other models")
     table[column] = predictions.predicted
     result.tables[keys.ARTIFACT_PREDICTIONS] = table
-    log.info("%s top-1: %.4f (95%% CI %.4f–%.4f, %d images)", column, predictions.top1, low, high, total)
+    log.log(level, "%s top-1: %.4f (95%% CI %.4f–%.4f, %d images)", column, predictions.top1, low, high, total)
     return predictions.top1
 
 
@@ -48,10 +49,15 @@ def validation_arrays(ctx: StageContext, limit: int) -> tuple[np.ndarray, np.nda
     return np.concatenate(xs), np.concatenate(ys)
 
 
+_FP32_SHOWN: weakref.WeakSet = weakref.WeakSet()  # models whose FP32 accuracy the console has shown
+
+
 def evaluate_fp32(ctx: StageContext, result: StageResult) -> float:
     with result.timed("fp32_eval"):
         predictions = predict_classes(ctx.model, ctx.data.val_batches())
-    return record_accuracy(result, "fp32", predictions)
+    level = logging.DEBUG if ctx.model in _FP32_SHOWN else logging.INFO  # a pipeline's stages share the model
+    _FP32_SHOWN.add(ctx.model)
+    return record_accuracy(result, "fp32", predictions, level)
 
 
 def calibrated_sim(
@@ -82,7 +88,7 @@ def evaluate_sim(ctx: StageContext, sim: QuantizationSimModel, result: StageResu
     with result.timed("sim_eval"):
         predictions = predict_classes(sim.model, ctx.data.val_batches())
     s = sim.settings
-    log.info("quantsim W%dA%d %s/%s:", s.param_bw, s.output_bw, s.param_scheme.value, s.output_scheme.value)
+    log.debug("quantsim W%dA%d %s/%s:", s.param_bw, s.output_bw, s.param_scheme.value, s.output_scheme.value)
     top1 = record_accuracy(result, "sim", predictions)
     if keys.FP32_TOP1 in result.metrics:
         result.metrics[keys.SIM_DROP] = result.metrics[keys.FP32_TOP1] - top1
@@ -116,5 +122,5 @@ def export_sim(ctx: StageContext, sim: QuantizationSimModel, stage: str, result:
     result.directories[keys.ARTIFACT_EXPORT] = export_dir
     example = next(iter(ctx.data.val_batches(limit=EXAMPLE_IMAGES)))[0].numpy()
     result.exported = ExportedModel(sim.fp_model, example, export_dir)
-    log.info("exported the model and its encodings to %s", export_dir)
+    log.debug("exported the model and its encodings to %s", export_dir)
     return export_dir

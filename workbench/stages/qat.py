@@ -90,4 +90,4 @@ def check_tflite(ctx: StageContext, sim, export_dir: str, result: StageResult) -
         result.tags["tflite.float_tensors"] = ", ".join(report["float_tensors"])[:5000]
     top1 = record_accuracy(result, "tflite", predictions)
     result.metrics[keys.FIDELITY_GAP] = result.metrics[keys.SIM_TOP1] - top1
-    log.info("int8 TFLite top-1 %.4f (sim %.4f)", top1, result.metrics[keys.SIM_TOP1])
+    log.debug("int8 TFLite top-1 %.4f (sim %.4f)", top1, result.metrics[keys.SIM_TOP1])

@@ -168,7 +168,7 @@ def apply_adaround(
     level = logger.level
     logger.setLevel("ERROR")  # one traced optimisation per layer is by design: TF's retracing warning is noise here
     try:
-        run_side_by_side(model, samples, samples, sim.layers_by_name, lambda *_: None, before=before)
+        run_side_by_side(model, samples, samples, sim.layers_by_name, lambda *_: None, before=before, progress="AdaRound")
     finally:
         logger.setLevel(level)
     return apply_edit(model, GraphEdit(kernels=kernels)), sim.param_encodings(), report

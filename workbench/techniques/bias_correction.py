@@ -221,7 +221,7 @@ def measure_shifts(
         applied[name] = shift
         return tf.constant(shift)
 
-    run_side_by_side(model, samples, quantize_dequantize(samples, input_encoding), sim.layers_by_name, hook)
+    run_side_by_side(model, samples, quantize_dequantize(samples, input_encoding), sim.layers_by_name, hook, progress="bias correction")
     return applied
 
 
@@ -262,5 +262,5 @@ def correct_bias(
         report.layers.append(
             {"layer": name, "method": method, "mean_abs_correction": float(np.mean(np.abs(shift))) if shift is not None else 0.0}
         )
-    log.info("bias correction (%s): %d layers corrected", mode.value, len(applied))
+    log.debug("bias correction (%s): %d layers corrected", mode.value, len(applied))
     return apply_edit(model, edit), report

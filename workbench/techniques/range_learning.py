@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm.keras import TqdmCallback
 
 from workbench.data.dataset import Dataset
 from workbench.graph.functional import WEIGHTED_TYPES
@@ -201,7 +202,14 @@ def train_qat(
             if on_epoch is not None:
                 on_epoch(epoch, logs)
 
-    history = qat.fit(train_batches, epochs=epochs, validation_data=val_batches, verbose=0, shuffle=False, callbacks=[_Report()])
+    history = qat.fit(
+        train_batches,
+        epochs=epochs,
+        validation_data=val_batches,
+        verbose=0,
+        shuffle=False,
+        callbacks=[_Report(), TqdmCallback(epochs, verbose=0, desc="QAT", disable=None, leave=False)],
+    )
     layers = {layer.name: layer for layer in qat.layers}
     edit = GraphEdit()
     params: dict[str, Encoding] = {}

@@ -42,7 +42,7 @@ def log_exported_model(
             pip_requirements=[f"tensorflow=={tf.__version__}"],
             extra_files=files,
         )
-    log.info("logged the MLflow model %s (%d files beside it)", info.model_uri, len(files))
+    log.debug("logged the MLflow model %s (%d files beside it)", info.model_uri, len(files))
     if register_as:
         register(uri, info.model_uri, register_as, tags, metrics)
     return info.model_uri
