@@ -184,3 +184,18 @@ def test_adaround_steps_must_be_consistent():
     with pytest.raises(ConfigError, match=r"adaround.cle=true needs adaround.fold_batch_norms=true"):
         validate(_compose("+stage=adaround", "adaround.fold_batch_norms=false"), STAGE_NAMES)
     validate(_compose("+stage=adaround", "adaround.fold_batch_norms=false", "adaround.cle=false"), STAGE_NAMES)
+
+
+def test_help_is_the_apps_own():
+    proc = subprocess.run([sys.executable, "-m", "workbench", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert text.startswith("workbench: ") and "powered by Hydra" not in text
+    groups = text.split("Config groups (GROUP=OPTION):")[1].split("Main overrides:")[0]
+    assert "base_" not in groups  # the schema nodes are internal
+    for yaml_file in CONF.glob("*/*.yaml"):
+        if yaml_file.parent.name != "hydra":
+            assert yaml_file.stem in groups, yaml_file
+    stages = text.split("Stages (+stage=NAME):")[1].split("Config groups")[0]
+    assert sorted(line.split()[0] for line in stages.strip().splitlines()) == sorted(STAGE_NAMES)
+    assert "python -m workbench -m +stage=bc quant.param_bw=4,6,8" in text and "mnist_mobilenet" in text.split("== Config")[1]

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from workbench.config.help import help_template
 from workbench.options import AdaroundParameters, BiasCorrectionMode, QuantScheme, QuantSettings, ReLU6Mode, Rounding, Target
 
 
@@ -314,6 +315,7 @@ def register_configs() -> None:
     """Register the schemas; YAML options name them in their defaults lists."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
+    cs.store(group="hydra/help", name="workbench", node={"app_name": "workbench", "header": "", "footer": "", "template": help_template()})
     cs.store(group="quant", name="base_quant", node=QuantConfig)
     cs.store(group="tracking", name="base_tracking", node=TrackingConfig)
     cs.store(group="paths", name="base_paths", node=PathsConfig)
