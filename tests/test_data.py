@@ -89,3 +89,64 @@ def test_eval_samples_limit_and_adapt_to_model_input():
     x, _ = next(iter(rgb.val_batches()))
     assert x.shape[1:] == (32, 32, 3)
     assert adapt_images(tf.zeros((2, 28, 28, 1)), (28, 28, 1)).shape == (2, 28, 28, 1)
+
+
+def _write_image_folder(root, per_class=4, classes=("cat", "dog", "eel"), size=(30, 40)):
+    """Class subfolders of PNG, JPEG and BMP files, each image a flat colour that names its class."""
+    colours = {name: 60 * (i + 1) for i, name in enumerate(classes)}
+    encoders = {".png": tf.io.encode_png, ".jpg": lambda x: tf.io.encode_jpeg(x, quality=100)}
+    for name in classes:
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            image = np.full((*size, 3), colours[name], np.uint8)
+            if i % 3 == 2:  # BMP through matplotlib's Pillow (TensorFlow decodes BMP but does not write it)
+                from PIL import Image
+
+                Image.fromarray(image).save(folder / f"img{i}.BMP")
+                continue
+            ext = ".png" if i % 3 == 0 else ".jpg"
+            (folder / f"img{i}{ext}").write_bytes(encoders[ext](tf.constant(image)).numpy())
+    (root / "cat" / "notes.txt").write_text("not an image: skipped by extension")
+    return colours
+
+
+def test_image_folder_reads_class_subfolders_with_a_seeded_split(tmp_path):
+    from workbench.data.image_folder import load_image_folder
+
+    colours = _write_image_folder(tmp_path / "train")
+    data = load_image_folder(
+        str(tmp_path / "train"), validation_split=0.25, image_size=16, resize_size=20, mean=[0, 0, 0], std=[1, 1, 1], batch_size=5, seed=3
+    )
+    assert (data.num_classes, data.num_train, data.num_val) == (3, 9, 3)
+    val = [(x.numpy(), y.numpy()) for x, y in data.val_batches()]
+    images, labels = np.concatenate([v[0] for v in val]), np.concatenate([v[1] for v in val])
+    assert images.shape == (3, 16, 16, 3)
+    expected = np.array([colours[["cat", "dog", "eel"][label]] for label in labels], np.float32)
+    assert np.allclose(images.mean(axis=(1, 2, 3)), expected, atol=1.0)  # labels = sorted folder names
+    train_labels = np.concatenate([y.numpy() for _, y in data.train_batches(shuffle=False)])
+    assert np.bincount(np.concatenate([train_labels, labels]), minlength=3).tolist() == [4, 4, 4]
+    again = load_image_folder(str(tmp_path / "train"), validation_split=0.25, image_size=16, resize_size=20, seed=3)
+    assert np.array_equal(np.concatenate([y.numpy() for _, y in again.val_batches()]), labels)  # the seed fixes the split
+
+    _write_image_folder(tmp_path / "val", per_class=2)
+    separate = load_image_folder(str(tmp_path / "train"), validation_path=str(tmp_path / "val"), image_size=16, resize_size=20)
+    assert (separate.num_train, separate.num_val) == (12, 6)
+
+
+def test_image_folder_errors_name_the_setting(tmp_path):
+    from workbench.data.image_folder import load_image_folder
+
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    (tmp_path / "empty" / "b").mkdir()
+    with pytest.raises(ValueError, match=r"^dataset.path='.*empty' holds 2 class subfolder\(s\) and 0 JPEG/PNG/BMP images"):
+        load_image_folder(str(tmp_path / "empty"))
+    for name in ("a", "b"):
+        (tmp_path / "broken" / name).mkdir(parents=True)
+        (tmp_path / "broken" / name / "x.jpg").write_text("not a jpeg")
+    with pytest.raises(ValueError, match=r"^dataset.path: .*x.jpg is not a readable JPEG/PNG/BMP image"):
+        load_image_folder(str(tmp_path / "broken"), validation_split=0.5)
+    _write_image_folder(tmp_path / "train")
+    _write_image_folder(tmp_path / "other", classes=("cat", "dog"))
+    with pytest.raises(ValueError, match="both need the same class subfolders"):
+        load_image_folder(str(tmp_path / "train"), validation_path=str(tmp_path / "other"))

@@ -122,6 +122,25 @@ class ImagenetDatasetConfig(DatasetConfig):
 
 
 @dataclass
+class ImageFolderDatasetConfig(DatasetConfig):
+    # a folder of class subfolders of JPEG/PNG/BMP images (Keras' image_dataset_from_directory layout)
+    _target_: str = "workbench.data.image_folder.load_image_folder"
+    name: str = "image_folder"
+    batch_size: int = 32
+    path: str = MISSING
+    # a separate folder with the same class subfolders; null: the last validation_split of path's
+    # images after a shuffle with the run's seed
+    validation_path: Optional[str] = None
+    validation_split: float = 0.2
+    # the imagenet transform: shorter side to resize_size, centre crop image_size, mean/std in 0..255
+    image_size: int = 224
+    resize_size: int = 256
+    channel_order: ChannelOrder = ChannelOrder.rgb
+    mean: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+    std: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+
+
+@dataclass
 class ModelConfig:
     # the builder Hydra's instantiate calls with every key below and a BuildContext (docs/extending.md)
     _target_: str = MISSING
@@ -322,6 +341,7 @@ def register_configs() -> None:
     cs.store(group="dataset", name="base_mnist", node=MnistDatasetConfig)
     cs.store(group="dataset", name="base_synthetic", node=SyntheticDatasetConfig)
     cs.store(group="dataset", name="base_imagenet", node=ImagenetDatasetConfig)
+    cs.store(group="dataset", name="base_image_folder", node=ImageFolderDatasetConfig)
     cs.store(group="model", name="base_mnist_mobilenet", node=MnistMobilenetConfig)
     cs.store(group="model", name="base_mnist_mobilenet_v2", node=MnistMobilenetV2Config)
     cs.store(group="model", name="base_keras_app", node=KerasAppConfig)

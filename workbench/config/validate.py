@@ -18,7 +18,7 @@ from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, load_overrides, target
 KERAS_SUFFIXES = (".keras", ".h5")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # channels of the images each dataset yields (synthetic: its image_shape)
-DATASET_CHANNELS = {"mnist": 1, "imagenet": 3}
+DATASET_CHANNELS = {"mnist": 1, "imagenet": 3, "image_folder": 3}
 
 
 TFRECORD_FEATURES = ("image/encoded", "image/class/label")
@@ -186,6 +186,16 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         for first in (valid[0], *sorted(glob.glob(os.path.join(d.path, d.train_pattern)))[:1]):
             problem = _tfrecord_problem(first)
             _require(problem is None, f"dataset.path: {first} {problem}")
+    elif d.name == "image_folder":
+        _require(not _missing(cfg, "dataset.path"), "dataset.path is missing: give a folder with one subfolder of images per class")
+        for key in ("path", "validation_path"):
+            folder = d.get(key)
+            _require(folder is None or os.path.isdir(folder), f"dataset.{key}={folder!r} is not a folder")
+        _require(
+            d.validation_path is not None or 0.0 < d.validation_split < 1.0,
+            f"dataset.validation_split={d.validation_split!r} is not allowed: a fraction in (0, 1), or give dataset.validation_path",
+        )
+    if d.name in ("imagenet", "image_folder"):
         _require(
             d.resize_size >= d.image_size >= 1,
             f"dataset.image_size={d.image_size} / dataset.resize_size={d.resize_size} are not allowed: need resize_size >= image_size >= 1",

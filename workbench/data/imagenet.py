@@ -52,7 +52,7 @@ def probe_tfrecord(path: str) -> None:
         ) from None
 
 
-def _preprocess(image: tf.Tensor, image_size: int, resize_size: int, bgr: bool, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
+def preprocess(image: tf.Tensor, image_size: int, resize_size: int, bgr: bool, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     ratio = float(resize_size) / tf.reduce_min(shape)
     new_hw = tf.cast(tf.round(shape * ratio), tf.int32)
@@ -104,7 +104,7 @@ def load_imagenet(
         ex = tf.io.parse_single_example(record, FEATURES)
         image = tf.io.decode_jpeg(ex["image/encoded"], channels=3)
         label = tf.cast(ex["image/class/label"], tf.int32) - label_offset
-        return _preprocess(image, image_size, resize_size, bgr, mean, std), label
+        return preprocess(image, image_size, resize_size, bgr, mean, std), label
 
     def make(files: list[str]):
         return lambda: tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
