@@ -57,6 +57,10 @@ def test_parallel_sweep_children_of_one_parent_with_a_failing_job(tmp_path):
     assert len(parents) == 1 and len(children) == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
     parent = parents[0].info.run_id
     assert all(c.data.tags["mlflow.parentRunId"] == parent for c in children)
+    # 4 jobs at once: each job's TensorFlow gets cores / 4 threads, not one pool per core
+    assert {c.data.tags.get("tf.threads") for c in children if c.info.status == "FINISHED"} == {
+        str(max(1, len(os.sched_getaffinity(0)) // 4))
+    }
     status = sorted((c.data.params["model.path"] == str(good), c.info.status) for c in children)
     assert status == [(False, "FAILED"), (False, "FAILED"), (True, "FINISHED"), (True, "FINISHED")]
     assert parents[0].info.status == "FINISHED"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -55,6 +56,8 @@ def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
         keys.TAG_OVERRIDES: overrides,
         **{f"choice.{k}": str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra")},
     }
+    if "tensorflow" in sys.modules:  # the thread pools this job's TensorFlow was given (0: its default)
+        tags[keys.TAG_THREADS] = str(sys.modules["tensorflow"].config.threading.get_intra_op_parallelism_threads())
     if stage is not None:
         tags[keys.TAG_STAGE] = stage
     else:
@@ -72,6 +75,56 @@ def _terminate_as_interrupt() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at once on this machine: the launcher's ``n_jobs`` (joblib; -1 = one
+    per core), the CPUs a Ray job is given divide the cores likewise, 1 otherwise."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        launcher = HydraConfig.get().launcher
+    except ValueError:  # not under Hydra
+        return 1
+    target = str(launcher.get("_target_", ""))
+    if "joblib" in target.lower():
+        n = int(launcher.get("n_jobs") or 1)
+        return _cores() if n < 0 else max(1, n)
+    if "ray" in target.lower():
+        cpus = (launcher.get("ray") or {}).get("remote", {}).get("num_cpus")
+        return max(1, _cores() // int(cpus)) if cpus else 1
+    return 1
+
+
+def thread_budget(threads: int | None) -> int | None:
+    """TensorFlow's thread pool size for this job: ``threads`` when set, else cores / parallel jobs when
+    several jobs share the machine (TensorFlow's own default, one pool per core per process, otherwise)."""
+    if threads is not None:
+        return int(threads)
+    jobs = parallel_jobs()
+    return max(1, _cores() // jobs) if jobs > 1 else None
+
+
+def configure_threads(threads: int | None) -> None:
+    """Size TensorFlow's intra- and inter-op pools (before its first op; a reused worker keeps its pools)."""
+    import tensorflow as tf
+
+    budget = thread_budget(threads)
+    if budget is None:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(budget)
+        tf.config.threading.set_inter_op_parallelism_threads(budget)
+        log.debug("TensorFlow thread pools: %d threads", budget)
+    except RuntimeError:  # already initialised by an earlier job in this worker process
+        pass
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -159,6 +212,7 @@ def run(cfg: DictConfig) -> float | None:
 
     _terminate_as_interrupt()
     tracker = _tracker(cfg)  # before TensorFlow: a store problem shows in seconds
+    configure_threads(cfg.get("threads"))
     import keras
 
     keras.backend.clear_session()  # launcher workers (joblib/loky) are reused across jobs
