@@ -136,12 +136,17 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _tracker(cfg: DictConfig):
+def tracker_for(cfg: DictConfig):
+    """The run's tracking store and experiment. A local store (SQLite, files) keeps artifacts under
+    ``<outputs>/mlartifacts``; a tracking server keeps them where it is configured to (its artifact proxy),
+    unless ``tracking.artifact_location`` says otherwise."""
     from workbench.tracking.mlflow_run import Tracker, resolve_tracking_uri
 
     outputs = cfg.paths.outputs_dir
     uri = resolve_tracking_uri(cfg.tracking.uri, outputs)
-    return Tracker(uri, cfg.tracking.experiment, cfg.tracking.artifact_location or os.path.join(outputs, "mlartifacts"))
+    local = not uri.startswith(("http://", "https://", "databricks"))
+    default = os.path.join(outputs, "mlartifacts") if local else None
+    return Tracker(uri, cfg.tracking.experiment, cfg.tracking.artifact_location or default)
 
 
 @contextmanager
@@ -187,10 +192,25 @@ def _record_invalid_job(cfg: DictConfig, err: ConfigError, parent_run_id: str) -
     """A sweep job with a value that is not allowed: a FAILED child run whose error is the one-line message."""
     stage = _text(cfg.stage.name) if cfg.get("stage") is not None else None
     try:  # raising inside the run ends it FAILED with the message as its error tag and traceback.txt
-        with tracked_run(_tracker(cfg), cfg, stage, parent_run_id):
+        with tracked_run(tracker_for(cfg), cfg, stage, parent_run_id):
             raise err
     except ConfigError:
         pass
+
+
+def _parent_from_sweep_dir() -> str | None:
+    """A sweep job whose process did not inherit the parent run id reads it from the sweep's folder."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return None
+        with open(os.path.join(hc.sweep.dir, keys.PARENT_RUN_FILE)) as f:
+            return f.read().strip() or None
+    except (ValueError, OSError):
+        return None
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -201,7 +221,7 @@ def run(cfg: DictConfig) -> float | None:
     """
     from workbench.tracking.probe import check_tracking_uri, resolve_tracking_uri
 
-    parent = os.environ.get(keys.ENV_PARENT_RUN_ID)
+    parent = os.environ.get(keys.ENV_PARENT_RUN_ID) or _parent_from_sweep_dir()
     try:
         validate(cfg, STAGE_NAMES)
     except ConfigError as err:
@@ -211,7 +231,7 @@ def run(cfg: DictConfig) -> float | None:
     check_tracking_uri(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs_dir))
 
     _terminate_as_interrupt()
-    tracker = _tracker(cfg)  # before TensorFlow: a store problem shows in seconds
+    tracker = tracker_for(cfg)  # before TensorFlow: a store problem shows in seconds
     configure_threads(cfg.get("threads"))
     import keras
 

@@ -31,6 +31,7 @@ ANALYZE_BEST_GAIN = "analyze/best_float_gain"  # largest top-1 won back by leavi
 ANALYZE_QUANTIZED_TOP1 = "analyze/quantized_top1"  # everything quantized, on the analysis images
 ANALYZE_EVAL_SAMPLES = "analyze/eval_samples"
 TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the MLflow UI (Markdown)
+PARENT_RUN_FILE = "parent_run_id"  # in a sweep's folder: the parent run id, for jobs that cannot inherit it
 TAG_THREADS = "tf.threads"  # TensorFlow's intra-op pool size in the job (0: TensorFlow's default, one per core)
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
 AMP_RELATIVE_BITOPS = "amp/relative_bitops"  # the chosen configuration's BitOps over W8A8's

@@ -16,12 +16,23 @@ import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from workbench import keys
 
 log = logging.getLogger(__name__)
 PARENT_ENV = keys.ENV_PARENT_RUN_ID
+
+
+def _hand_to_ray_workers(config: DictConfig, run_id: str) -> None:
+    """Ray's workers do not inherit the driver's environment: the parent run id travels in the job's
+    ``runtime_env`` (the Ray launcher passes ``hydra.launcher.ray.init`` to ``ray.init`` after this callback)."""
+    launcher = config.hydra.get("launcher")
+    if launcher is None or "ray" not in str(launcher.get("_target_", "")).lower():
+        return
+    with read_write(config), open_dict(config):
+        env_vars = {**(OmegaConf.select(config, "hydra.launcher.ray.init.runtime_env.env_vars") or {}), PARENT_ENV: run_id}
+        OmegaConf.update(config, "hydra.launcher.ray.init.runtime_env.env_vars", env_vars, merge=True, force_add=True)
 
 
 class SweepParentRun(Callback):
@@ -30,8 +41,9 @@ class SweepParentRun(Callback):
         self.tracker = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from workbench.app import tracker_for
         from workbench.reporting.describe import sweep_name
-        from workbench.tracking.mlflow_run import Tracker, process_tags
+        from workbench.tracking.mlflow_run import process_tags
         from workbench.tracking.probe import TrackingUnavailable, check_tracking_uri, resolve_tracking_uri
 
         outputs = config.paths.outputs_dir
@@ -41,7 +53,7 @@ class SweepParentRun(Callback):
         except TrackingUnavailable as err:
             print(f"workbench: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        self.tracker = Tracker(uri, config.tracking.experiment, config.tracking.artifact_location or os.path.join(outputs, "mlartifacts"))
+        self.tracker = tracker_for(config)
         overrides = list(config.hydra.overrides.task)
         tags = {
             "sweep": " ".join(overrides),
@@ -53,8 +65,9 @@ class SweepParentRun(Callback):
         os.environ[PARENT_ENV] = self.run_id
         sweep_dir = config.hydra.sweep.dir
         os.makedirs(sweep_dir, exist_ok=True)
-        with open(os.path.join(sweep_dir, "parent_run_id"), "w") as f:
+        with open(os.path.join(sweep_dir, keys.PARENT_RUN_FILE), "w") as f:
             f.write(self.run_id)
+        _hand_to_ray_workers(config, self.run_id)
         log.info("sweep parent MLflow run %s", self.run_id)
         atexit.register(self._end_if_open, "KILLED")  # a sweep stopped by SIGTERM/Ctrl-C still ends its parent
 
