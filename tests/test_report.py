@@ -53,7 +53,9 @@ def _log(client, exp, parent, stage, model, scheme, pc, wrong, status, tmp_path)
         client.log_metric(run, "sim/top1", 1 - wrong / N)
         pd.DataFrame({"label": LABELS, "sim": predicted}).to_csv(tmp_path / "predictions.csv", index=False)
         client.log_artifact(run, str(tmp_path / "predictions.csv"))
-    pd.DataFrame({"layer": ["conv", "dense"], "sqnr_db": [20.0, 10.0]}).to_csv(tmp_path / "layers.csv", index=False)
+    # network order, not alphabetical; the baseline (BN folded) lacks a layer the others have
+    layers = ["stem_conv", "block1", "head"] if stage == "baseline" else ["stem_conv", "block1", "block1_bn", "head"]
+    pd.DataFrame({"layer": layers, "sqnr_db": np.linspace(30, 10, len(layers))}).to_csv(tmp_path / "layers.csv", index=False)
     client.log_artifact(run, str(tmp_path / "layers.csv"))
     client.set_terminated(run, status)
     return run
@@ -96,7 +98,23 @@ def test_two_models_and_two_schemes_stay_apart_with_paired_verdicts(store):
     md = open(report.files["report.md"]).read()
     assert "missing" in md and "Runs left out" in md and "model.name" in md
     logged = {a.path for a in client.list_artifacts(parent, "report")}
-    assert {"report/comparison.csv", "report/excluded.csv", "report/accuracy_vs_bitwidth.png"} <= logged
+    assert {"report/comparison.csv", "report/excluded.csv", "report/accuracy_vs_bitwidth.png", "report/report.html"} <= logged
+    assert list(report.sqnr.index) == ["stem_conv", "block1", "block1_bn", "head"]  # network order
+
+
+def test_html_report_is_one_self_contained_file(store):
+    client, parent, tmp, _ = store
+    report = build_report(client, "exp", str(tmp / "reports"), parent, title="sweep 1234")
+    html = open(report.files["report.html"]).read()
+    assert html.startswith("<!DOCTYPE html>") and "<title>sweep 1234</title>" in html
+    assert "tensorflow " in html and "mlflow " in html and "Generated 20" in html  # versions and date
+    assert html.count('src="data:image/png;base64,') == 2  # both plots embedded
+    assert "http://" not in html and "https://" not in html and "<script" not in html and "<link" not in html  # nothing outside it
+    assert "python -m workbench +stage=cle" in html  # the commands that rerun each run
+    assert "model.name, quant.param_scheme, quant.per_channel" in html  # the settings that differ
+    assert "#dafbe1" in html and "#ffebe9" in html  # better / worse cells coloured by the Styler
+    assert html.index(">stem_conv<") < html.index(">block1<") < html.index(">block1_bn<") < html.index(">head<")
+    assert not [f for f in os.listdir(tmp / "reports") if f.endswith(".html") and f != "report.html"]  # one HTML file
 
 
 def ci_ok(table):

@@ -35,13 +35,17 @@ def accuracy_vs_bitwidth_figure(table):
     frame = table.dropna(subset=["param_bw"]).copy()
     frame["group"] = frame["setting"].str.replace(r"^W\d+", "", regex=True).str.strip()
     groups = list(frame.groupby(["stage", "variant", "group"], sort=False))
-    offsets = np.linspace(-0.15, 0.15, len(groups)) if len(groups) > 1 else [0.0]
-    for offset, ((stage, variant, group), rows) in zip(offsets, groups):
+    offsets = np.linspace(-0.2, 0.2, len(groups)) if len(groups) > 1 else [0.0]
+    markers = "osD^vP*Xh<>"
+    for i, (offset, ((stage, variant, group), rows)) in enumerate(zip(offsets, groups)):
         rows = rows.sort_values("param_bw")
         y = 100 * rows["sim/top1"].to_numpy(float)
         err = np.abs(100 * rows[["ci_low", "ci_high"]].to_numpy(float).T - y)
         label = " ".join(x for x in (stage, "" if variant == "-" else f"({variant})", group) if x)
-        ax.errorbar(rows["param_bw"] + offset, y, yerr=np.nan_to_num(err), marker="o", capsize=3, label=label)
+        # each line its own marker, drawn half transparent and spread sideways: coinciding points stay visible
+        ax.errorbar(
+            rows["param_bw"] + offset, y, yerr=np.nan_to_num(err), marker=markers[i % len(markers)], capsize=3, alpha=0.8, label=label
+        )
     fp32 = frame["fp32/top1"].dropna()
     if len(fp32) and fp32.nunique() == 1:
         ax.axhline(100 * fp32.iloc[0], color="grey", linestyle="--", label="FP32")

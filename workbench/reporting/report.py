@@ -189,8 +189,10 @@ def _row_name(stage: str, variant: str) -> str:
 
 
 def layer_sqnr(client: MlflowClient, table: pd.DataFrame, setting: str) -> pd.DataFrame:
-    """Per-layer output SQNR (dB) of each stage at one setting, from the runs' ``layers.csv``."""
-    columns = {}
+    """Per-layer output SQNR (dB) of each stage at one setting, from the runs' ``layers.csv``; layers in
+    network order (each run lists its layers in that order; a layer only some runs have keeps its place)."""
+    columns: dict[str, pd.Series] = {}
+    order: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for row in table[table["setting"] == setting].itertuples():
             try:
@@ -198,8 +200,19 @@ def layer_sqnr(client: MlflowClient, table: pd.DataFrame, setting: str) -> pd.Da
             except Exception:  # a run without the artifact (failed early) is simply absent
                 continue
             layers = pd.read_csv(path)
+            _merge_order(order, list(layers["layer"]))
             columns[_row_name(row.stage, row.variant)] = layers.set_index("layer")["sqnr_db"]
-    return pd.DataFrame(columns)
+    frame = pd.DataFrame(columns)
+    return frame.reindex(order) if not frame.empty else frame
+
+
+def _merge_order(order: list[str], layers: list[str]) -> None:
+    """Add the layers ``order`` lacks, each right after its predecessor in ``layers`` (network order)."""
+    previous = None
+    for layer in layers:
+        if layer not in order:
+            order.insert(order.index(previous) + 1 if previous is not None else 0, layer)
+        previous = layer
 
 
 PERCENT = [
@@ -275,14 +288,23 @@ class Report:
 
 
 def build_report(
-    client: MlflowClient, experiment: str, out_dir: str, parent_run_id: str | None = None, like_run: str | None = None
+    client: MlflowClient,
+    experiment: str,
+    out_dir: str,
+    parent_run_id: str | None = None,
+    like_run: str | None = None,
+    title: str | None = None,
 ) -> Report:
-    """Read the runs, compare them, write CSV/Markdown/HTML and PNG plots into ``out_dir``.
+    """Read the runs, compare them, write CSV and Markdown tables, PNG plots, ``report.md`` (for pull
+    requests) and ``report.html`` (one self-contained file) into ``out_dir``.
 
     ``parent_run_id``: only that sweep's or pipeline's runs (the report is logged to it); ``like_run``:
     only the runs at that run's setting (what a single ``+stage`` run is compared with).
     """
+    import matplotlib.pyplot as plt
+
     from workbench.figures import accuracy_vs_bitwidth_figure, layer_sqnr_figure
+    from workbench.reporting.html import render_html
 
     runs = load_runs(client, experiment, parent_run_id)
     compared = identify(same_setting(runs, like_run) if like_run else runs)
@@ -311,18 +333,26 @@ def build_report(
         shown = frame if index else readable(frame)
         with open(base + ".md", "w") as f:
             f.write(to_markdown(shown))
-        shown.to_html(base + ".html", na_rep=MISSING, index=index)
-        report.files.update({f"{name}.csv": base + ".csv", f"{name}.md": base + ".md", f"{name}.html": base + ".html"})
+        report.files.update({f"{name}.csv": base + ".csv", f"{name}.md": base + ".md"})
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write(report.markdown())
     report.files["report.md"] = os.path.join(out_dir, "report.md")
     figures = {"accuracy_vs_bitwidth.png": accuracy_vs_bitwidth_figure(table)}
     if not sqnr.empty:
         figures["layer_sqnr.png"] = layer_sqnr_figure(sqnr, common)
+    pngs = {}
     for name, fig in figures.items():
         path = os.path.join(out_dir, name)
         fig.savefig(path, dpi=110)
+        plt.close(fig)
+        with open(path, "rb") as f:
+            pngs[name] = f.read()
         report.files[name] = path
+    where = f"run {parent_run_id[:8]}" if parent_run_id else f"runs like {like_run[:8]}" if like_run else "all runs"
+    html = render_html(report, title or f"workbench report: experiment {experiment}, {where}", pngs)
+    report.files["report.html"] = os.path.join(out_dir, "report.html")
+    with open(report.files["report.html"], "w") as f:
+        f.write(html)
     if parent_run_id:
         for path in report.files.values():
             client.log_artifact(parent_run_id, path, "report")

@@ -79,6 +79,14 @@ def _search(client: MlflowClient, experiment_id: str, query: str) -> list:
             return runs
 
 
+def command_of(stage: str, overrides: str) -> str:
+    """The command line that reruns one stage run alone (a sweep job's overrides are its own values)."""
+    args = overrides.split()
+    if not any(a.startswith("+stage=") for a in args):  # a pipeline's child
+        args.insert(0, f"+stage={stage}")
+    return " ".join(["python -m workbench", *args])
+
+
 def load_runs(client: MlflowClient, experiment: str, parent_run_id: str | None = None) -> pd.DataFrame:
     """One row per stage run: ids, status, stage, tags, compared metrics (NaN if absent), applicable params."""
     exp = client.get_experiment_by_name(experiment)
@@ -98,6 +106,7 @@ def load_runs(client: MlflowClient, experiment: str, parent_run_id: str | None =
             "stage": stage,
             "deployable": tags.get(keys.TAG_DEPLOYABLE, "true" if stage != "baseline" else "unknown"),
             "eval_digest": tags.get(keys.TAG_EVAL_DIGEST),
+            "command": command_of(stage, tags.get(keys.TAG_OVERRIDES, "")),
         }
         row.update({m: run.data.metrics.get(m, math.nan) for m in METRICS})
         row.update({PARAM + k: v for k, v in params.items() if applies(stage, params, k)})

@@ -42,7 +42,7 @@ def closing_summary(report: Report, report_dir: str, run_label: str, run_id: str
     store = tracking_uri if tracking_uri.startswith(("sqlite:", "postgresql:", "mysql:", "file:")) else None
     lines += [
         "(top-1 on the validation split with 95 % Wilson intervals; verdicts from an exact McNemar test on the same images, p < 0.05)",
-        f"report: {report_dir}/report.md",
+        f"report: {report_dir}/report.html (Markdown for pull requests: report.md)",
         f"{run_label}: {run_id}",
         f"open: mlflow ui --backend-store-uri {store}" if store else f"open: {tracking_uri}",
     ]
