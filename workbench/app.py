@@ -256,7 +256,7 @@ def report_and_summarise(tracker, experiment: str, out_dir: str, label: str, run
     from workbench.reporting.summary import closing_summary
 
     try:
-        report = build_report(tracker.client, experiment, out_dir, **selection)
+        report = build_report(tracker.client, experiment, out_dir, title=f"workbench report: {label} {run_id[:8]}", **selection)
     except ReportError as err:
         log.warning("no report: %s", err)
         return None

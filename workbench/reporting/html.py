@@ -52,6 +52,7 @@ def _sqnr_table(sqnr: pd.DataFrame) -> str:
     styler = (
         finite.style.format("{:.1f}", na_rep="—")
         .background_gradient(cmap="RdYlGn", axis=None)
+        .highlight_null(color="#ffffff")  # a layer without an output quantizer: blank, not the gradient's dark
         .set_caption("output SQNR of each layer, FP32 against the sim (higher is better); layers in network order")
     )
     return styler.to_html()
