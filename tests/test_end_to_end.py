@@ -98,6 +98,8 @@ def test_baseline_run_is_recorded(tmp_path):
     description = tags["mlflow.note.content"]
     assert f"| sim | {100 * m['sim/top1']:.1f} % | [{100 * m['sim/top1_ci_low']:.1f}, " in description
     assert "against FP32 on the same images (exact McNemar p = " in description and "batch norms folded" in description
+    assert tags["mlflow.source.name"] == "python -m workbench" and tags["mlflow.user"]  # the UI's Source and Created by
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     encodings = {a.path for a in client.list_artifacts(run.info.run_id, "encodings")}
     assert "encodings/model.encodings.json" in encodings  # previewable in the UI
 

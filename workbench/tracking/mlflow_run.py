@@ -6,6 +6,7 @@ same in Hydra's parallel worker processes.
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import math
@@ -31,12 +32,51 @@ __all__ = ["Tracker", "TrackedRun", "flatten", "open_client", "process_tags", "r
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000
+SYSTEM_METRICS_INTERVAL_S = 10.0
+EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 BATCH = 100
 
 
 def process_tags() -> dict[str, str]:
-    """Where a run executes: ``workbench runs repair`` ends RUNNING runs whose process is gone."""
-    return {keys.TAG_HOST: socket.gethostname(), keys.TAG_PID: str(os.getpid())}
+    """Where a run executes (``workbench runs repair`` ends RUNNING runs whose process is gone), who ran
+    it and from what (the UI's *Created by* and *Source*)."""
+    tags = {
+        keys.TAG_HOST: socket.gethostname(),
+        keys.TAG_PID: str(os.getpid()),
+        "mlflow.user": _user(),
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": "python -m workbench",
+    }
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return str(os.getuid())
+
+
+def _git_commit() -> str | None:
+    """The project checkout's commit, read from .git (no git process), None outside a checkout."""
+    git = Path(__file__).resolve().parents[2] / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head or None
+        ref = head[5:]
+        path = git / ref
+        if path.exists():
+            return path.read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        return None
+    return None
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -95,8 +135,8 @@ class Tracker:
         if exp is not None:
             return exp.experiment_id
         location = Path(artifact_location).resolve().as_uri() if artifact_location and "://" not in artifact_location else artifact_location
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
+        try:  # a model-training experiment: the UI opens on its runs table, not on the GenAI views
+            return self.client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: TRAINING_KIND})
         except MlflowException:
             # another process created it first
             exp = self.client.get_experiment_by_name(name)
@@ -111,6 +151,7 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         tracked = TrackedRun(self.client, run.info.run_id, self.uri)
         tracked.log_params(params)
+        tracked.watch_system()
         return tracked
 
 
@@ -121,11 +162,25 @@ class TrackedRun:
         self.client = client
         self.run_id = run_id
         self.uri = uri or client.tracking_uri
+        self._monitor = None
 
     def __enter__(self) -> TrackedRun:
         return self
 
+    def watch_system(self, interval_s: float = SYSTEM_METRICS_INTERVAL_S) -> None:
+        """MLflow's system metrics (CPU, memory, GPU when present) every ``interval_s`` while the run lasts."""
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval_s, tracking_uri=self.uri)
+            self._monitor.start()
+        except Exception as err:  # psutil missing, or a store that refuses: the run goes on without them
+            log.debug("no system metrics: %s", err)
+            self._monitor = None
+
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._monitor is not None:
+            self._monitor.finish()
         if exc_type is None:
             self.client.set_terminated(self.run_id, "FINISHED")
             return False
