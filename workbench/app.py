@@ -107,7 +107,7 @@ def thread_budget(threads: int | None) -> int | None:
     """TensorFlow's thread pool size for this job: ``threads`` when set, else cores / parallel jobs when
     several jobs share the machine (TensorFlow's own default, one pool per core per process, otherwise)."""
     if threads is not None:
-        return int(threads)
+        return int(threads) or None  # 0: TensorFlow's default
     jobs = parallel_jobs()
     return max(1, _cores() // jobs) if jobs > 1 else None
 

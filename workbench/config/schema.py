@@ -329,7 +329,7 @@ class Config:
     # 0: warnings and the closing summary; 1: progress lines (default); 2: TensorFlow's own logs too
     verbosity: int = 1
     # TensorFlow's thread pools per job; null: cores / jobs running at once (joblib n_jobs, Ray num_cpus),
-    # TensorFlow's default when a job has the machine to itself
+    # TensorFlow's default when a job has the machine to itself; 0: TensorFlow's default always
     threads: Optional[int] = None
 
 

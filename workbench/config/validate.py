@@ -124,7 +124,7 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         except yaml.YAMLError as err:
             raise ConfigError(f"quant.overrides={q.overrides!r} is not readable YAML/JSON: {str(err).splitlines()[0]}") from None
     _positive(cfg, "tracking.sqnr_samples", allow_zero=True)
-    _positive(cfg, "threads", allow_none=True)
+    _positive(cfg, "threads", allow_zero=True, allow_none=True)
     _require(cfg.verbosity in (0, 1, 2), f"verbosity={cfg.verbosity!r} is not allowed: 0 (quiet), 1 (progress, default) or 2 (everything)")
     for key in ("num_quant_samples", "num_bias_correct_samples", "batch_size"):
         _positive(cfg, f"bc.{key}")
