@@ -4,10 +4,12 @@ The same 6-job sweep of the embedded default (``+stage=baseline quant.param_bw=4
 quant.output_bw=8,16``), each in a fresh outputs folder that holds the trained model's cache (so no job
 trains), run as a user runs it, one after the other in this process; each joblib sweep twice: with the
 thread pools sized to cores / jobs (the default) and with TensorFlow's own pools in every job
-(``threads=0``: one pool per core per process, what the workbench did before). Prints wall times and the
-ratio to the sequential sweep. ``--write`` puts the table into README's Performance section.
+(``threads=0``: one pool per core per process, what the workbench did before). Every variant runs
+``--repeats`` times, the variants alternated so that drift hits all alike; prints the median wall time,
+the range, and the ratio of medians to the sequential sweep. ``--write`` puts the table into README's
+Performance section.
 
-    python bench/sweep_speed.py [--write]
+    python bench/sweep_speed.py [--repeats 3] [--write]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,19 +59,28 @@ def run_sweep(extra: list[str], cache: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outputs-dir", default=str(ROOT / "outputs"), help="where the trained embedded model is cached")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="write the table into README.md")
     args = parser.parse_args()
     cache = Path(args.outputs_dir) / "cache" / "models"
     if not any(cache.glob("mnist_mobilenet-*.keras")):
         raise SystemExit(f"no cached embedded model under {cache}: run `python -m workbench +stage=baseline` once first")
-    rows, sequential = [], None
-    for label, extra in VARIANTS:
-        seconds = run_sweep(extra, cache)
-        sequential = sequential or seconds
-        rows.append({"launcher": label, "6 jobs (s)": f"{seconds:.0f}", "vs sequential": f"{seconds / sequential:.2f}×"})
-        print(rows[-1], flush=True)
+    times: dict[str, list[float]] = {label: [] for label, _ in VARIANTS}
+    for _ in range(args.repeats):
+        for label, extra in VARIANTS:
+            times[label].append(run_sweep(extra, cache))
+            print(label, f"{times[label][-1]:.0f} s", flush=True)
+    sequential = statistics.median(times[VARIANTS[0][0]])
+    rows = [
+        {
+            "launcher": label,
+            "6 jobs (s), median": f"{statistics.median(v):.0f} ({min(v):.0f}–{max(v):.0f})",
+            "vs sequential": f"{statistics.median(v) / sequential:.2f}×",
+        }
+        for label, v in times.items()
+    ]
     text = (
-        f"`python bench/sweep_speed.py --write` on {time.strftime('%Y-%m-%d')} (CPU, {os.cpu_count()} cores; "
+        f"`python bench/sweep_speed.py --repeats {args.repeats} --write` on {time.strftime('%Y-%m-%d')} (CPU, {os.cpu_count()} cores; "
         f"`python -m workbench -m {' '.join(SWEEP)}` on the embedded default, model cached):\n\n{markdown_table(rows)}"
     )
     print(text)
