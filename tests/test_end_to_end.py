@@ -150,7 +150,7 @@ def test_pipeline_is_a_parent_run_with_a_child_per_stage_and_a_report(tmp_path):
     qat_run = children[2]
     assert [o.model_id for o in qat_run.outputs.model_outputs]
     logged = client.get_logged_model(qat_run.outputs.model_outputs[0].model_id)
-    assert logged.source_run_id == qat_run.info.run_id
+    assert logged.source_run_id == qat_run.info.run_id and logged.experiment_id == qat_run.info.experiment_id  # shown on the run page
     model_dir = Path(client.download_artifacts(qat_run.info.run_id, "export", str(tmp_path / "exp")))
     assert {"model_int8.tflite", "model.encodings"} <= {p.name for p in model_dir.iterdir()}
     import mlflow

@@ -32,6 +32,8 @@ def log_exported_model(
     outputs = exported.model(exported.example, training=False)
     signature = infer_signature(exported.example, outputs.numpy())
     mlflow.set_tracking_uri(uri)  # Model.log writes through the fluent client
+    # the logged model belongs to the run's experiment (else the fluent default, experiment 0, gets it)
+    mlflow.set_experiment(experiment_id=mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id)
     with contextlib.redirect_stdout(io.StringIO()):  # MLflow checks the input example with Keras' progress bar
         info = mlflow.tensorflow.log_model(
             exported.model,
