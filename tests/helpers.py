@@ -6,6 +6,17 @@ import numpy as np
 from workbench.models.mnist_mobilenet import build_mnist_mobilenet
 
 # overrides of a fast `python -m workbench` on small generated 8×8×3 images (subprocess tests)
+# the embedded model, made tiny, on generated data: an end-to-end run in seconds
+TINY_EMBEDDED = [
+    "dataset=synthetic",
+    "dataset.num_train=256",
+    "dataset.num_val=128",
+    "model.epochs=2",
+    "model.width=8",
+    "quant.calibration_samples=64",
+    "tracking.sqnr_samples=64",
+]
+
 SMALL_SYNTHETIC = [
     "dataset=synthetic",
     "dataset.image_shape=[8,8,3]",

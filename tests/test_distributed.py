@@ -16,19 +16,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from services import mlflow_server, postgres_bin, postgres_cluster, ray_cluster
 
+from helpers import TINY_EMBEDDED
+
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "+stage=baseline",
-    "dataset=synthetic",
-    "dataset.num_train=256",
-    "dataset.num_val=128",
-    "model.epochs=1",
-    "model.width=8",
-    "quant.calibration_samples=64",
-    "tracking.sqnr_samples=32",
-]
+TINY = ["+stage=baseline", *TINY_EMBEDDED]
 
 
 def _sweep(outputs: Path, *overrides: str) -> subprocess.CompletedProcess:

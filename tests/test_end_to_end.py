@@ -11,18 +11,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from helpers import TINY_EMBEDDED
+
 pytestmark = pytest.mark.slow  # subprocesses: left out of the fast loop
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "dataset=synthetic",
-    "dataset.num_train=256",
-    "dataset.num_val=128",
-    "model.epochs=2",
-    "model.width=8",
-    "quant.calibration_samples=64",
-    "tracking.sqnr_samples=64",
-]
+TINY = TINY_EMBEDDED
 
 
 def _run(tmp_path, *overrides):

@@ -103,41 +103,38 @@ class SyntheticDatasetConfig(DatasetConfig):
 
 
 @dataclass
-class ImagenetDatasetConfig(DatasetConfig):
-    _target_: str = "workbench.data.imagenet.load_imagenet"
-    name: str = "imagenet"
+class ImageFilesConfig(DatasetConfig):
+    # image files under dataset.path, with the evaluation transform: shorter side to resize_size, centre
+    # crop image_size, channel_order, per-channel mean/std in 0..255 units, in the output channel order
     batch_size: int = 32
     path: str = MISSING
-    train_pattern: str = "train*"
-    valid_pattern: str = "valid*"
     image_size: int = 224
     resize_size: int = 256
     channel_order: ChannelOrder = ChannelOrder.rgb
-    label_offset: int = 1
-    num_classes: int = 1000
-    # per-channel mean/std in 0..255 units, in the output channel order
     mean: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
     std: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+
+
+@dataclass
+class ImagenetDatasetConfig(ImageFilesConfig):
+    _target_: str = "workbench.data.imagenet.load_imagenet"
+    name: str = "imagenet"
+    train_pattern: str = "train*"
+    valid_pattern: str = "valid*"
+    label_offset: int = 1
+    num_classes: int = 1000
     shuffle_buffer: int = 2048
 
 
 @dataclass
-class ImageFolderDatasetConfig(DatasetConfig):
+class ImageFolderDatasetConfig(ImageFilesConfig):
     # a folder of class subfolders of JPEG/PNG/BMP images (Keras' image_dataset_from_directory layout)
     _target_: str = "workbench.data.image_folder.load_image_folder"
     name: str = "image_folder"
-    batch_size: int = 32
-    path: str = MISSING
     # a separate folder with the same class subfolders; null: the last validation_split of path's
     # images after a shuffle with the run's seed
     validation_path: Optional[str] = None
     validation_split: float = 0.2
-    # the imagenet transform: shorter side to resize_size, centre crop image_size, mean/std in 0..255
-    image_size: int = 224
-    resize_size: int = 256
-    channel_order: ChannelOrder = ChannelOrder.rgb
-    mean: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
-    std: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
 
 
 @dataclass
