@@ -251,4 +251,8 @@ class TrackedRun:
             from workbench.tracking.models import log_exported_model
 
             tags = self.client.get_run(self.run_id).data.tags
-            log_exported_model(self.uri, self.run_id, result.exported, tags, result.metrics, register_as)
+            try:
+                log_exported_model(self.uri, self.run_id, result.exported, tags, result.metrics, register_as)
+            except Exception as err:  # the files are logged under export/ already: say so, keep the run's result
+                log.error("the exported model was not logged as an MLflow model: %s", err)
+                self.set_tags({"model.error": f"{type(err).__name__}: {err}"[:5000]})
