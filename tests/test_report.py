@@ -61,8 +61,9 @@ def _log(client, exp, parent, stage, model, scheme, pc, wrong, status, tmp_path)
     return run
 
 
-@pytest.fixture
-def store(tmp_path):
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):  # built once: the tests only read it (and write reports beside it)
+    tmp_path = tmp_path_factory.mktemp("store")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("exp", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(exp, run_name="sweep").info.run_id
