@@ -198,21 +198,6 @@ def _record_invalid_job(cfg: DictConfig, err: ConfigError, parent_run_id: str) -
         pass
 
 
-def _parent_from_sweep_dir() -> str | None:
-    """A sweep job whose process did not inherit the parent run id reads it from the sweep's folder."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-        if hc.mode != RunMode.MULTIRUN:
-            return None
-        with open(os.path.join(hc.sweep.dir, keys.PARENT_RUN_FILE)) as f:
-            return f.read().strip() or None
-    except (ValueError, OSError):
-        return None
-
-
 def run(cfg: DictConfig) -> float | None:
     """One stage (``+stage=NAME``) or, with no stage, the pipeline of ``pipeline.stages``.
 
@@ -221,7 +206,7 @@ def run(cfg: DictConfig) -> float | None:
     """
     from workbench.tracking.probe import check_tracking_uri, resolve_tracking_uri
 
-    parent = os.environ.get(keys.ENV_PARENT_RUN_ID) or _parent_from_sweep_dir()
+    parent = os.environ.get(keys.ENV_PARENT_RUN_ID)
     try:
         validate(cfg, STAGE_NAMES)
     except ConfigError as err:

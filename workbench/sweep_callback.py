@@ -2,7 +2,8 @@
 
 ``on_multirun_start`` creates the experiment and one parent run before any job starts (so parallel
 jobs never race to create them) and hands its id to the jobs through ``WORKBENCH_PARENT_RUN_ID``
-(inherited by launcher worker processes) and a ``parent_run_id`` file in the sweep directory;
+(inherited by launcher worker processes; Ray's workers get it in their ``runtime_env``), also writing
+it to a ``parent_run_id`` file in the sweep directory;
 each job's run becomes its child. ``on_multirun_end`` writes the sweep's comparison report, logs it
 to the parent run and ends it.
 """

@@ -31,21 +31,18 @@ CHANGES = {
 }
 
 
-def _text(value) -> str:
-    return str(getattr(value, "value", value))
-
-
 def setting_label(param_bw, output_bw, per_channel, param_scheme, output_scheme) -> str:
     """``W4A8 pc · tf/tf_enhanced``: what a quantization setting is, briefly."""
     granularity = " pc" if str(per_channel).lower() == "true" else ""
-    return f"W{param_bw}A{output_bw}{granularity} · {_text(param_scheme)}/{_text(output_scheme)}"
+    return f"W{param_bw}A{output_bw}{granularity} · {param_scheme}/{output_scheme}"
 
 
 def run_name(stage: str | None, model: str, quant: Mapping) -> str:
-    """``cle · mnist_mobilenet_v2 · W4A8 pc · tf/tf_enhanced`` (``pipeline · …`` for a pipeline's parent)."""
+    """``cle · mnist_mobilenet_v2 · W4A8 pc · tf/tf_enhanced`` (``pipeline · …`` for a pipeline's parent);
+    ``quant`` is the resolved config's ``quant`` node as plain values (enums as their names)."""
     setting = setting_label(quant["param_bw"], quant["output_bw"], quant["per_channel"], quant["param_scheme"], quant["output_scheme"])
     target = quant.get("target")
-    suffix = f" · target {_text(target)}" if target is not None and _text(target) != "aimet" else ""
+    suffix = f" · target {target}" if target is not None and target != "aimet" else ""
     return f"{stage or 'pipeline'} · {model} · {setting}{suffix}"[:MAX_NAME]
 
 

@@ -61,22 +61,10 @@ def _user() -> str:
 
 
 def _git_commit() -> str | None:
-    """The project checkout's commit, read from .git (no git process), None outside a checkout."""
-    git = Path(__file__).resolve().parents[2] / ".git"
-    try:
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref: "):
-            return head or None
-        ref = head[5:]
-        path = git / ref
-        if path.exists():
-            return path.read_text().strip()
-        for line in (git / "packed-refs").read_text().splitlines():
-            if line.endswith(" " + ref):
-                return line.split()[0]
-    except OSError:
-        return None
-    return None
+    """The project checkout's commit (MLflow's own reader), None outside a checkout."""
+    from mlflow.utils.git_utils import get_git_commit
+
+    return get_git_commit(str(Path(__file__).resolve().parent))
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
