@@ -24,7 +24,7 @@ STARTER = textwrap.dedent(
     uri, start = sys.argv[1], float(sys.argv[2])
     time.sleep(max(0.0, start - time.time()))  # every process opens the new store at the same moment
     tracker = Tracker(uri, "shared")
-    with tracker.start("job", {"stage": "baseline"}, {"k": sys.argv[3]}) as run:
+    with tracker.run("job", {"stage": "baseline"}, {"k": sys.argv[3]}) as run:
         run.log_metrics({"sim/top1": 0.5})
     """
 )

@@ -77,7 +77,9 @@ def test_parallel_sweep_children_of_one_parent_with_a_failing_job(tmp_path):
 def test_sigterm_marks_the_run_killed_and_a_rerun_succeeds(tmp_path):
     good, _ = _models(tmp_path)
     cmd = [sys.executable, "-m", "workbench", "+stage=baseline", *SMALL, f"model.path={good}", f"paths.outputs_dir={tmp_path}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    console = tmp_path / "console.txt"
+    with console.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
     db = tmp_path / "mlflow.db"
     deadline = time.time() + 120
     started = False
@@ -91,11 +93,11 @@ def test_sigterm_marks_the_run_killed_and_a_rerun_succeeds(tmp_path):
     assert started, "the run never started"
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
-    assert proc.returncode == 143  # 128 + SIGTERM, after the run was ended KILLED
     client = MlflowClient(f"sqlite:///{db}")
     exp = client.get_experiment_by_name("workbench").experiment_id
     (run,) = client.search_runs([exp])
-    assert run.info.status == "KILLED"
+    said = console.read_text()[-3000:]
+    assert (proc.returncode, run.info.status) == (143, "KILLED"), said  # 128 + SIGTERM, after the run ended KILLED
     rerun = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     statuses = sorted(r.info.status for r in client.search_runs([exp]))

@@ -36,9 +36,10 @@ def _one_line(err: BaseException) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from workbench.app import Terminated, run
+    from workbench.app import run
     from workbench.config.validate import ConfigError
     from workbench.console import quiet_console
+    from workbench.interrupts import Terminated
     from workbench.tracking.probe import TrackingUnavailable
 
     try:

@@ -14,17 +14,11 @@ from contextlib import contextmanager
 
 from omegaconf import DictConfig, OmegaConf
 
-from workbench import keys
+from workbench import interrupts, keys
 from workbench.config.validate import ConfigError, validate
 from workbench.stages import STAGE_NAMES
 
 log = logging.getLogger(__name__)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM: ends the run like Ctrl-C (KILLED), then the process exits with 128 + 15."""
-
-    exit_code = 143
 
 
 def _hydra_choices_and_overrides() -> tuple[dict, str]:
@@ -63,18 +57,6 @@ def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
     else:
         tags[keys.TAG_PIPELINE] = ",".join(_text(s) for s in cfg.pipeline.stages)
     return tags
-
-
-def _terminate_as_interrupt() -> None:
-    """SIGTERM ends the run like Ctrl-C: the MLflow run is marked KILLED and the store stays consistent."""
-    import signal
-    import threading
-
-    def handler(signum, frame):
-        raise Terminated(f"terminated by signal {signum}")
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
 
 
 def _cores() -> int:
@@ -165,7 +147,7 @@ def tracked_run(tracker, cfg: DictConfig, stage: str | None, parent_run_id: str 
         container["stage"] = {"name": stage}
     name = run_name(stage, str(cfg.model.name), container["quant"])
     result = StageResult()
-    with tracker.start(name, run_tags(cfg, stage), flatten(container), parent_run_id) as tracked:
+    with tracker.run(name, run_tags(cfg, stage), flatten(container), parent_run_id) as tracked:
         log.log(logging.INFO if stage else logging.DEBUG, "%s: MLflow run %s", name, tracked.run_id)
         tracked.log_text(OmegaConf.to_yaml(container), keys.ARTIFACT_CONFIG)
         error = None
@@ -215,7 +197,7 @@ def run(cfg: DictConfig) -> float | None:
         raise
     check_tracking_uri(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs_dir))
 
-    _terminate_as_interrupt()
+    interrupts.install()  # SIGTERM/Ctrl-C: the run ends KILLED at the next checkpoint
     tracker = tracker_for(cfg)  # before TensorFlow: a store problem shows in seconds
     configure_threads(cfg.get("threads"))
     import keras
@@ -240,6 +222,7 @@ def report_and_summarise(tracker, experiment: str, out_dir: str, label: str, run
     from workbench.reporting.report import ReportError, build_report
     from workbench.reporting.summary import closing_summary
 
+    interrupts.checkpoint()  # a signal after the last run: no report
     try:
         report = build_report(tracker.client, experiment, out_dir, title=f"workbench report: {label} {run_id[:8]}", **selection)
     except ReportError as err:

@@ -14,6 +14,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from workbench import interrupts
+
 
 @dataclass(frozen=True)
 class Predictions:
@@ -53,6 +55,7 @@ def predict_classes(model: keras.Model, batches: tf.data.Dataset) -> Predictions
 
     predicted, labels = [], []
     for x, y in tqdm(batches, desc="evaluation", unit="batch", disable=None, leave=False):
+        interrupts.checkpoint()
         predicted.append(step(x).numpy())
         labels.append(np.asarray(y).astype(np.int32))
     if not labels:

@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from workbench import interrupts
 from workbench.graph.functional import WEIGHTED_TYPES, nodes_in_order
 
 Hook = Callable[[str, tf.Tensor, tf.Tensor], "tf.Tensor | None"]
@@ -73,6 +74,7 @@ def run_side_by_side(
     for node in nodes:
         if not node.operation or node.is_input:
             continue
+        interrupts.checkpoint()
         layer = node.operation
         args_r, kwargs_r = node.arguments.fill_in(ref)
         args_o, kwargs_o = node.arguments.fill_in(oth)

@@ -8,6 +8,7 @@ import time
 import keras
 from tqdm import tqdm
 
+from workbench import interrupts
 from workbench.data.images import ImageData
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ class _EpochLog(keras.callbacks.Callback):
         self.bar = tqdm(total=epochs * steps if steps else None, desc="training", unit="step", disable=None, leave=False)
 
     def on_train_batch_end(self, batch, logs=None):
+        interrupts.checkpoint()
         self.bar.update(1)
 
     def on_train_end(self, logs=None):

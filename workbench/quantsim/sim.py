@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from workbench import interrupts
 from workbench.graph.functional import PASSTHROUGH_TYPES, FunctionalGraph, activation_name, fresh_inputs, producer
 from workbench.graph.rewrite import clone_layer
 from workbench.options import QuantSettings, Rounding, Target
@@ -335,6 +336,7 @@ def forward_pass_over(batches: Iterable, counter: list[int] | None = None) -> Ca
     def callback(model: keras.Model, _args: Any = None) -> None:
         step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         for batch in tqdm(batches, desc="calibration", unit="batch", disable=None, leave=False):
+            interrupts.checkpoint()
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             step(x)
             if counter is not None:

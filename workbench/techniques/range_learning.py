@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.keras import TqdmCallback
 
+from workbench import interrupts
 from workbench.data.dataset import Dataset
 from workbench.graph.functional import WEIGHTED_TYPES
 from workbench.graph.rewrite import GraphEdit, apply_edit, clone_layer, current_bias
@@ -190,6 +191,9 @@ def train_qat(
     initial = {q.name: (float(q.q_min.numpy()), float(q.q_max.numpy())) for q in qat.layers if isinstance(q, LearnedFakeQuant)}
 
     class _Report(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            interrupts.checkpoint()
+
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
             log.info(

@@ -14,7 +14,8 @@ import os
 import socket
 import tempfile
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from workbench import keys
+from workbench import interrupts, keys
 from workbench.keys import ARTIFACT_TRACEBACK
 from workbench.results import StageResult
 from workbench.tracking.probe import resolve_tracking_uri
@@ -133,14 +134,38 @@ class Tracker:
             return exp.experiment_id
 
     def start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, str], parent_run_id: str | None = None) -> TrackedRun:
+        """A new RUNNING run with its params; ended FAILED if logging them fails. :meth:`run` also ends it."""
         tags = {**process_tags(), **tags}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         tracked = TrackedRun(self.client, run.info.run_id, self.uri)
-        tracked.log_params(params)
-        tracked.watch_system()
+        try:
+            tracked.log_params(params)
+            tracked.watch_system()
+        except BaseException as err:
+            tracked.end(err)
+            raise
         return tracked
+
+    @contextmanager
+    def run(
+        self, run_name: str, tags: Mapping[str, str], params: Mapping[str, str], parent_run_id: str | None = None
+    ) -> Iterator[TrackedRun]:
+        """A run that ends FINISHED, FAILED (with its traceback) or KILLED: no run starts after a signal, and
+        one that finishes after a signal (no checkpoint came) is KILLED; its start and end are never cut."""
+        interrupts.checkpoint()
+        tracked = None
+        try:
+            with interrupts.held():
+                tracked = self.start(run_name, tags, params, parent_run_id)
+            yield tracked
+        except BaseException as err:
+            if tracked is not None:
+                tracked.end(err)
+            raise
+        tracked.end(interrupts.signalled())
+        interrupts.checkpoint()
 
 
 class TrackedRun:
@@ -167,19 +192,26 @@ class TrackedRun:
             self._monitor = None
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if self._monitor is not None:
-            self._monitor.finish()
-        if exc_type is None:
-            self.client.set_terminated(self.run_id, "FINISHED")
-            return False
-        status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
-        try:
-            text = "".join(traceback.format_exception(exc_type, exc, tb))
-            self.client.log_text(self.run_id, text, ARTIFACT_TRACEBACK)
-            self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
-        finally:
-            self.client.set_terminated(self.run_id, status)
+        self.end(exc)
         return False
+
+    def end(self, error: BaseException | None) -> None:
+        """FINISHED without ``error``; KILLED for an interrupt or exit; FAILED with the traceback otherwise.
+        A signal arriving meanwhile is raised once the final status is written."""
+        with interrupts.held():
+            if self._monitor is not None:
+                self._monitor.finish()
+                self._monitor = None
+            if error is None:
+                self.client.set_terminated(self.run_id, "FINISHED")
+                return
+            status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
+            try:
+                text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+                self.client.log_text(self.run_id, text, ARTIFACT_TRACEBACK)
+                self.client.set_tag(self.run_id, "error", f"{type(error).__name__}: {error}"[:5000])
+            finally:
+                self.client.set_terminated(self.run_id, status)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(k, v) for k, v in params.items()]
