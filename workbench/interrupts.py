@@ -26,7 +26,7 @@ class Terminated(KeyboardInterrupt):
 
 class _State:
     def __init__(self) -> None:
-        self.received: int | None = None  # the first signal since install()
+        self.received: int | None = None  # the first signal this process received
         self.depth = 0  # nesting of held() blocks
         self.pending: int | None = None  # a repeated signal that arrived inside held()
 
