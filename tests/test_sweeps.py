@@ -74,6 +74,20 @@ def test_parallel_sweep_children_of_one_parent_with_a_failing_job(tmp_path):
     assert {f"W{bw}A8": top1 for bw, top1 in finished.items()} == dict(zip(table["setting"], table["sim/top1"]))
 
 
+def _wait_for_running(db: Path, proc: subprocess.Popen, count: int, timeout_s: float = 120) -> bool:
+    """Wait until ``count`` runs of the store are RUNNING (False if the process ended first)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(db) as con:
+                if con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0] >= count:
+                    return True
+        except sqlite3.Error:
+            pass
+    return False
+
+
 def test_sigterm_marks_the_run_killed_and_a_rerun_succeeds(tmp_path):
     good, _ = _models(tmp_path)
     cmd = [sys.executable, "-m", "workbench", "+stage=baseline", *SMALL, f"model.path={good}", f"paths.outputs_dir={tmp_path}"]
@@ -81,16 +95,7 @@ def test_sigterm_marks_the_run_killed_and_a_rerun_succeeds(tmp_path):
     with console.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
     db = tmp_path / "mlflow.db"
-    deadline = time.time() + 120
-    started = False
-    while time.time() < deadline and proc.poll() is None and not started:
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(db) as con:
-                started = con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0] > 0
-        except sqlite3.Error:
-            pass
-    assert started, "the run never started"
+    assert _wait_for_running(db, proc, 1), "the run never started"
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     client = MlflowClient(f"sqlite:///{db}")
@@ -102,3 +107,24 @@ def test_sigterm_marks_the_run_killed_and_a_rerun_succeeds(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     statuses = sorted(r.info.status for r in client.search_runs([exp]))
     assert statuses == ["FINISHED", "KILLED"]
+
+
+def test_sigterm_to_a_parallel_sweep_ends_every_run_and_worker(tmp_path):
+    good, _ = _models(tmp_path)
+    sweep = ["-m", "+stage=qat", *SMALL, f"model.path={good}", "quant.param_bw=4,8", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    cmd = [sys.executable, "-m", "workbench", *sweep, f"paths.outputs_dir={tmp_path}"]
+    console = tmp_path / "console.txt"
+    with console.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    assert _wait_for_running(tmp_path / "mlflow.db", proc, 3), "the parent and both jobs never ran together"
+    proc.send_signal(signal.SIGTERM)  # to the sweep's driver only, as a scheduler would
+    proc.wait(timeout=120)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
+    said = console.read_text()[-3000:]
+    assert proc.returncode == 143, said
+    # every run ends KILLED: by its worker at a checkpoint, or by the driver when joblib killed that worker first
+    assert sorted(r.info.status for r in runs) == ["KILLED"] * 3, said
+    time.sleep(1)  # no worker outlives the sweep
+    workers = {int(r.data.tags["pid"]) for r in runs} - {proc.pid}
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], said

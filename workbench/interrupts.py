@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Terminated", "checkpoint", "held", "install", "reset", "signalled"]
+__all__ = ["Terminated", "checkpoint", "held", "install", "relay_to_workers", "reset", "signalled"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -61,6 +61,28 @@ def install() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _handler)
         signal.signal(signal.SIGINT, _handler)
+
+
+def relay_to_workers() -> None:
+    """In a sweep's driver whose jobs run in worker processes (joblib): SIGTERM is passed on to the workers,
+    whose runs end KILLED at their next checkpoint and whose jobs then fail with exit 143, which ends the
+    sweep; a second SIGTERM raises in the driver at once. (Ctrl-C reaches every process of the terminal's
+    group by itself.)"""
+    import psutil
+
+    def relay(signum, frame) -> None:
+        first = _state.received is None
+        _state.received = signum if first else _state.received
+        for child in psutil.Process().children():
+            try:
+                child.send_signal(signum)
+            except psutil.Error:  # already gone
+                pass
+        if not first:
+            raise _interrupt(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, relay)
 
 
 def signalled() -> KeyboardInterrupt | None:

@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from workbench import keys
+from workbench import interrupts, keys
 
 log = logging.getLogger(__name__)
 PARENT_ENV = keys.ENV_PARENT_RUN_ID
@@ -70,7 +70,9 @@ class SweepParentRun(Callback):
             f.write(self.run_id)
         _hand_to_ray_workers(config, self.run_id)
         log.info("sweep parent MLflow run %s", self.run_id)
-        atexit.register(self._end_if_open, "KILLED")  # a sweep stopped by SIGTERM/Ctrl-C still ends its parent
+        if "joblib" in str(config.hydra.launcher.get("_target_", "")).lower():
+            interrupts.relay_to_workers()  # SIGTERM: every worker ends its run KILLED, then the sweep stops
+        atexit.register(self._end_if_open, "KILLED")  # a sweep stopped by SIGTERM/Ctrl-C still ends its runs
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.run_id is None:
@@ -92,8 +94,20 @@ class SweepParentRun(Callback):
             os.environ.pop(PARENT_ENV, None)
 
     def _end_if_open(self, status: str) -> None:
-        if self.run_id is not None and self.tracker.client.get_run(self.run_id).info.status == "RUNNING":
-            self.tracker.client.set_terminated(self.run_id, status)
+        """At exit: the parent, and every job run whose worker process was killed before it could end its run
+        (joblib kills the remaining workers when a sweep is stopped), end with ``status``."""
+        if self.run_id is None:
+            return
+        from workbench.tracking.repair import end_if_gone
+
+        client = self.tracker.client
+        running = client.search_runs(
+            [self.tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{self.run_id}' and attributes.status = 'RUNNING'"
+        )
+        for child in running:
+            end_if_gone(client, child, status, "the sweep's driver when the sweep stopped")
+        if client.get_run(self.run_id).info.status == "RUNNING":
+            client.set_terminated(self.run_id, status)
 
     def _final_status(self) -> str:
         """FINISHED when any job finished, FAILED when every job failed (or none ran)."""

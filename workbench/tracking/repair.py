@@ -7,7 +7,6 @@ listed (their processes cannot be checked from here); runs without a pid predate
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 
@@ -24,35 +23,45 @@ class RepairedRun:
 
 
 def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs on this host (a zombie, ended but not yet reaped, is gone)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except psutil.AccessDenied:  # exists, owned by someone else
         return True
-    return True
+
+
+def _state_of(tags: dict[str, str], host: str) -> str:
+    pid = tags.get(keys.TAG_PID)
+    if pid is None:
+        return "no pid"
+    if tags.get(keys.TAG_HOST) != host:
+        return "other host"
+    return "alive" if process_alive(int(pid)) else "gone"
+
+
+def end_if_gone(client: MlflowClient, run, status: str, by: str, dry_run: bool = False) -> str:
+    """End ``run`` (RUNNING) with ``status`` when its process on this host is gone; what was done."""
+    host = socket.gethostname()
+    state = _state_of(run.data.tags, host)
+    if state != "gone":
+        return state
+    if not dry_run:
+        note = f"process {run.data.tags[keys.TAG_PID]} on {host} ended without ending this run; marked {status} by {by}"
+        client.set_tag(run.info.run_id, keys.TAG_REPAIRED, note)
+        client.set_terminated(run.info.run_id, status)
+    return f"marked {status}"
 
 
 def repair_runs(client: MlflowClient, dry_run: bool = False) -> list[RepairedRun]:
     """End FAILED every RUNNING run of this host whose process is gone; report what was found."""
-    host = socket.gethostname()
     out = []
     for exp in client.search_experiments():
         runs = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=50000)
         for run in runs:
-            tags = run.data.tags
-            pid = tags.get(keys.TAG_PID)
-            if pid is None:
-                action = "no pid"
-            elif tags.get(keys.TAG_HOST) != host:
-                action = "other host"
-            elif process_alive(int(pid)):
-                action = "alive"
-            else:
-                action = "marked FAILED"
-                if not dry_run:
-                    note = f"process {pid} on {host} ended without ending this run; marked FAILED by `python -m workbench.runs repair`"
-                    client.set_tag(run.info.run_id, keys.TAG_REPAIRED, note)
-                    client.set_terminated(run.info.run_id, "FAILED")
+            action = end_if_gone(client, run, "FAILED", "`python -m workbench.runs repair`", dry_run)
             out.append(RepairedRun(run.info.run_id, exp.name, action))
     return out
