@@ -72,7 +72,8 @@ def relay_to_workers() -> None:
 
     def relay(signum, frame) -> None:
         first = _state.received is None
-        _state.received = signum if first else _state.received
+        if first:
+            _state.received = signum
         for child in psutil.Process().children():
             try:
                 child.send_signal(signum)
