@@ -66,6 +66,12 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def launcher_kind(launcher) -> str:
+    """``joblib``, ``ray`` or ``other``: which Hydra launcher a ``hydra.launcher`` config node selects."""
+    target = str((launcher or {}).get("_target_", "")).lower()
+    return next((kind for kind in ("joblib", "ray") if kind in target), "other")
+
+
 def parallel_jobs() -> int:
     """How many jobs of this sweep run at once on this machine: the launcher's ``n_jobs`` (joblib; -1 = one
     per core), the CPUs a Ray job is given divide the cores likewise, 1 otherwise."""
@@ -75,11 +81,11 @@ def parallel_jobs() -> int:
         launcher = HydraConfig.get().launcher
     except ValueError:  # not under Hydra
         return 1
-    target = str(launcher.get("_target_", ""))
-    if "joblib" in target.lower():
+    kind = launcher_kind(launcher)
+    if kind == "joblib":
         n = int(launcher.get("n_jobs") or 1)
         return _cores() if n < 0 else max(1, n)
-    if "ray" in target.lower():
+    if kind == "ray":
         cpus = (launcher.get("ray") or {}).get("remote", {}).get("num_cpus")
         return max(1, _cores() // int(cpus)) if cpus else 1
     return 1

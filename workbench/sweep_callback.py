@@ -28,8 +28,9 @@ PARENT_ENV = keys.ENV_PARENT_RUN_ID
 def _hand_to_ray_workers(config: DictConfig, run_id: str) -> None:
     """Ray's workers do not inherit the driver's environment: the parent run id travels in the job's
     ``runtime_env`` (the Ray launcher passes ``hydra.launcher.ray.init`` to ``ray.init`` after this callback)."""
-    launcher = config.hydra.get("launcher")
-    if launcher is None or "ray" not in str(launcher.get("_target_", "")).lower():
+    from workbench.app import launcher_kind
+
+    if launcher_kind(config.hydra.get("launcher")) != "ray":
         return
     with read_write(config), open_dict(config):
         env_vars = {**(OmegaConf.select(config, "hydra.launcher.ray.init.runtime_env.env_vars") or {}), PARENT_ENV: run_id}
@@ -42,7 +43,7 @@ class SweepParentRun(Callback):
         self.tracker = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from workbench.app import tracker_for
+        from workbench.app import launcher_kind, tracker_for
         from workbench.reporting.describe import sweep_name
         from workbench.tracking.mlflow_run import process_tags
         from workbench.tracking.probe import TrackingUnavailable, check_tracking_uri, resolve_tracking_uri
@@ -70,7 +71,7 @@ class SweepParentRun(Callback):
             f.write(self.run_id)
         _hand_to_ray_workers(config, self.run_id)
         log.info("sweep parent MLflow run %s", self.run_id)
-        if "joblib" in str(config.hydra.launcher.get("_target_", "")).lower():
+        if launcher_kind(config.hydra.get("launcher")) == "joblib":
             interrupts.relay_to_workers()  # SIGTERM: every worker ends its run KILLED, then the sweep stops
         atexit.register(self._end_if_open, "KILLED")  # a sweep stopped by SIGTERM/Ctrl-C still ends its runs
 

@@ -169,16 +169,13 @@ class Tracker:
 
 
 class TrackedRun:
-    """A started run; as a context manager it ends FINISHED, FAILED or KILLED."""
+    """A started run: what it logs, and :meth:`end` with FINISHED, FAILED or KILLED."""
 
     def __init__(self, client: MlflowClient, run_id: str, uri: str | None = None):
         self.client = client
         self.run_id = run_id
         self.uri = uri or client.tracking_uri
         self._monitor = None
-
-    def __enter__(self) -> TrackedRun:
-        return self
 
     def watch_system(self, interval_s: float = SYSTEM_METRICS_INTERVAL_S) -> None:
         """MLflow's system metrics (CPU, memory, GPU when present) every ``interval_s`` while the run lasts."""
@@ -190,10 +187,6 @@ class TrackedRun:
         except Exception as err:  # psutil missing, or a store that refuses: the run goes on without them
             log.debug("no system metrics: %s", err)
             self._monitor = None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self.end(exc)
-        return False
 
     def end(self, error: BaseException | None) -> None:
         """FINISHED without ``error``; KILLED for an interrupt or exit; FAILED with the traceback otherwise.
