@@ -171,7 +171,9 @@ def describe(result, name: str, error: str | None) -> None:
     """The run's Markdown description (``mlflow.note.content``), before what the stage wrote there itself."""
     from workbench.reporting.describe import run_description
 
-    text = run_description(name, result.metrics, result.tables.get(keys.ARTIFACT_PREDICTIONS), error)
+    text = run_description(
+        name, result.metrics, result.tables.get(keys.ARTIFACT_PREDICTIONS), error, result.tags.get(keys.TAG_COVERAGE, "")
+    )
     own = result.tags.get(keys.TAG_DESCRIPTION)
     result.tags[keys.TAG_DESCRIPTION] = (text + (f"\n{own}" if own else ""))[: keys.MAX_TAG_LENGTH]
 

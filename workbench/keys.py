@@ -10,6 +10,9 @@ SIM_DROP = "sim/drop"  # fp32/top1 − sim/top1
 NUM_PARAM_QUANTIZERS = "sim/param_quantizers"
 NUM_OUTPUT_QUANTIZERS = "sim/output_quantizers"
 MEAN_SQNR_DB = "sim/mean_sqnr_db"
+WEIGHTS_QUANTIZED = "sim/weights_quantized"  # share of weight elements quantized (of those not float by AIMET's policy)
+FLOAT_LAYERS = "sim/float_layers"  # layers whose weights or outputs stay float for a non-policy reason
+TAG_COVERAGE = "coverage"  # "full", "user" (float only by the user's overrides) or "partial: <what the sim cannot quantize>"
 
 TRANSFORMED_TOP1 = "transformed/top1"
 TRANSFORMED_MAX_ABS_DIFF = "transformed/max_abs_diff"  # largest output difference vs the original
@@ -69,6 +72,7 @@ PIPELINE_FAILED = "pipeline/stages_failed"
 ARTIFACT_CONFIG = "config.yaml"
 ARTIFACT_TRACEBACK = "traceback.txt"
 ARTIFACT_LAYERS = "layers.csv"
+ARTIFACT_COVERAGE = "coverage.csv"  # every weight tensor and op output: quantized, or why not
 ARTIFACT_ENCODINGS = "encodings/model.encodings"
 ARTIFACT_ENCODINGS_V1 = "encodings/model_v1.encodings"
 ARTIFACT_CHANNEL_RANGES = "channel_ranges.csv"

@@ -72,8 +72,11 @@ class FunctionalGraph:
 
     @classmethod
     def from_model(cls, model: keras.Model) -> FunctionalGraph:
-        if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
-            raise TypeError(f"expected a Keras functional model, got {type(model).__name__}: subclassed models cannot be analysed")
+        from workbench.graph.flatten import UnsupportedModel, graph_of, needs_flattening
+
+        graph_of(model)  # a subclassed or unbuilt model: one line that says what to do
+        if needs_flattening(model):
+            raise UnsupportedModel(f"model {model.name!r} has nested models, composite layers or list inputs: call flatten_model() first")
         graph = cls(model=model)
         for layer in model.layers:
             graph.order.append(layer.name)

@@ -78,3 +78,35 @@ def pre_activation(layer: keras.layers.Layer, x, kernel):
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         raise ValueError(f"layer {layer.name!r}: only channels_last layers are supported here")
     return y + layer.bias if layer.use_bias else y
+
+
+@keras.saving.register_keras_serializable(package="workbench")
+class AttentionScores(keras.layers.Layer):
+    """einsum(equation, key, query · scale): MultiHeadAttention's scores matmul as its own op (QKᵀ/√d)."""
+
+    def __init__(self, equation: str, scale: float, **kwargs):
+        super().__init__(**kwargs)
+        self.equation = equation
+        self.scale = float(scale)
+
+    def call(self, query, key):
+        query = keras.ops.multiply(query, keras.ops.cast(self.scale, query.dtype))
+        return keras.ops.einsum(self.equation, key, query)
+
+    def get_config(self):
+        return {**super().get_config(), "equation": self.equation, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="workbench")
+class AttentionCombine(keras.layers.Layer):
+    """einsum(equation, probabilities, value): MultiHeadAttention's second matmul as its own op."""
+
+    def __init__(self, equation: str, **kwargs):
+        super().__init__(**kwargs)
+        self.equation = equation
+
+    def call(self, probabilities, value):
+        return keras.ops.einsum(self.equation, probabilities, value)
+
+    def get_config(self):
+        return {**super().get_config(), "equation": self.equation}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import keras
 
 from workbench.graph.functional import PASSTHROUGH_TYPES, WEIGHTED_TYPES, FunctionalGraph, is_relu_like
+from workbench.quantsim.rules import quantized_weight
 
 
 @dataclass
@@ -46,9 +47,19 @@ def _continues_group(graph: FunctionalGraph, name: str) -> str | None:
     return None
 
 
+def _float_output(layer: keras.layers.Layer) -> bool:
+    outputs = keras.tree.flatten(layer.output)
+    return all(keras.backend.is_float_dtype(t.dtype) for t in outputs)
+
+
 def plan_quantizers(graph: FunctionalGraph, excluded: frozenset[str] = frozenset()) -> QuantizerPlan:
     """Decide which inputs, outputs and kernels get quantizers."""
-    plan = QuantizerPlan(inputs=graph.inputs())
+    plan = QuantizerPlan()
+    for name in graph.inputs():
+        if _float_output(graph.layer(name)):
+            plan.inputs.append(name)
+        else:
+            plan.skipped[name] = f"{graph.layer(name).output.dtype} input (e.g. token ids): not quantized"
     for name in graph.order:
         layer = graph.layer(name)
         if isinstance(layer, keras.layers.InputLayer):
@@ -56,13 +67,16 @@ def plan_quantizers(graph: FunctionalGraph, excluded: frozenset[str] = frozenset
         if name in excluded:
             plan.skipped[name] = "excluded by the user"
             continue
-        if isinstance(layer, WEIGHTED_TYPES) and getattr(layer, "kernel", None) is not None:
+        if quantized_weight(layer) is not None:
             plan.params.append(name)
         if name in graph.shared:
             plan.skipped[name] = "shared layer (called more than once): output not quantized"
             continue
         if isinstance(layer, PASSTHROUGH_TYPES):
             plan.skipped[name] = f"{type(layer).__name__} only moves data"
+            continue
+        if not _float_output(layer):
+            plan.skipped[name] = "integer output: not quantized"
             continue
         reason = _continues_group(graph, name)
         if reason:

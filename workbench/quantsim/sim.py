@@ -19,6 +19,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from workbench import interrupts
+from workbench.graph.flatten import flatten_model
 from workbench.graph.functional import PASSTHROUGH_TYPES, FunctionalGraph, activation_name, fresh_inputs, producer
 from workbench.graph.rewrite import clone_layer
 from workbench.options import QuantSettings, Rounding, Target
@@ -26,6 +27,7 @@ from workbench.quantsim.analyzers import EncodingAnalyzer, compute_tensor_encodi
 from workbench.quantsim.encodings import F32, Encoding, quantize_dequantize
 from workbench.quantsim.placement import QuantizerPlan, plan_quantizers
 from workbench.quantsim.quantizer import CALIBRATE, PASSTHROUGH, QUANTIZE, SWITCHABLE, FakeQuant
+from workbench.quantsim.rules import quantized_weight, rule_for
 
 QUANTIZER_SUFFIX = "_quant"
 # TFLite int8 kernels with a fixed output grid: activation → (scale, offset), real = scale·(q + offset), q ∈ [0, 255]
@@ -36,24 +38,41 @@ SAME_SCALE_TYPES = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 
 @dataclass
 class ParamQuantizer:
-    """Quantizer of one kernel: the float kernel, its encoding and channel layout."""
+    """Quantizer of one layer's weight (``quantsim.rules``): the float tensor, its encoding and channel layout."""
 
     layer_name: str
     float_kernel: np.ndarray
-    depthwise: bool
+    channel_axis: int | str = -1  # the output-channel axis, or "depthwise" (the last two axes, C·M)
     encoding: Encoding | None = None
     enabled: bool = True
     float_bias: np.ndarray | None = None
     bitwidth: int = 8
+    weight: str = "kernel"  # the layer attribute that holds it (kernel, embeddings)
+
+    @property
+    def depthwise(self) -> bool:
+        return self.channel_axis == "depthwise"
 
     @property
     def tensor_name(self) -> str:
-        return f"{self.layer_name}/kernel:0"
+        return f"{self.layer_name}/{self.weight}:0"
 
     def channel_view(self) -> np.ndarray:
-        """The kernel with output channels on the last axis (depthwise: C·M flattened)."""
+        """The weight with output channels on the last axis (depthwise: C·M flattened; transposed convs: axis −2 moved)."""
         k = self.float_kernel
-        return k.reshape(*k.shape[:-2], -1) if self.depthwise else k
+        if self.depthwise:
+            return k.reshape(*k.shape[:-2], -1)
+        return k if self.channel_axis == -1 else np.moveaxis(k, int(self.channel_axis), -1)
+
+    def from_channel_view(self, view: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`channel_view`: a tensor of the weight's own shape."""
+        if self.depthwise:
+            return view.reshape(self.float_kernel.shape)
+        return view if self.channel_axis == -1 else np.moveaxis(view, -1, int(self.channel_axis))
+
+    def variable(self, layer: keras.layers.Layer):
+        """The variable of ``layer`` (the sim's copy) that holds this weight."""
+        return getattr(layer, self.weight)
 
     def quantized_kernel(self, rounding: Rounding, rng: np.random.Generator, encoding: Encoding | None = None) -> np.ndarray:
         """The kernel on its grid (``encoding`` instead of its own when given)."""
@@ -61,7 +80,7 @@ class ParamQuantizer:
         if encoding is None or not self.enabled:
             return self.float_kernel
         q = quantize_dequantize(self.channel_view(), encoding, -1, rounding is Rounding.stochastic, rng)
-        return q.reshape(self.float_kernel.shape)
+        return self.from_channel_view(q)
 
 
 def _copy_weights(src: keras.Model, dst: keras.Model) -> None:
@@ -109,6 +128,7 @@ class QuantizationSimModel:
 
     def __init__(self, model: keras.Model, settings: QuantSettings | None = None, excluded_layers: Iterable[str] = ()):
         self.settings = settings or QuantSettings()
+        model = flatten_model(model)  # nested models and Sequentials become one graph first
         self.fp_model = model
         self.graph = FunctionalGraph.from_model(model)
         self.excluded_layers = frozenset(excluded_layers)
@@ -138,12 +158,15 @@ class QuantizationSimModel:
         for name in self.plan.params:
             layer = self.graph.layer(name)
             bias = getattr(layer, "bias", None)
+            rule, weight = rule_for(layer), quantized_weight(layer)
+            assert rule is not None and weight is not None
             self.param_quantizers[name] = ParamQuantizer(
                 name,
-                np.asarray(layer.kernel.numpy(), dtype=F32),
-                isinstance(layer, keras.layers.DepthwiseConv2D),
+                np.asarray(getattr(layer, weight).numpy(), dtype=F32),
+                rule.channel_axis,
                 float_bias=None if bias is None else np.asarray(bias.numpy(), dtype=F32),
                 bitwidth=s.param_bw_for(name),
+                weight=weight,
             )
 
     # ----------------------------------------------------------------- building
@@ -163,7 +186,7 @@ class QuantizationSimModel:
 
     def _apply_param_quantization(self) -> None:
         for name, pq in self.param_quantizers.items():
-            self.layers_by_name[name].kernel.assign(pq.quantized_kernel(self.settings.rounding, self._rng))
+            pq.variable(self.layers_by_name[name]).assign(pq.quantized_kernel(self.settings.rounding, self._rng))
 
     # ----------------------------------------------------------------- encodings
     def param_encoding_at(self, name: str, bitwidth: int) -> Encoding:
@@ -296,11 +319,11 @@ class QuantizationSimModel:
         for q in self.output_quantizers.values():
             q.switch = tf.Variable(True, trainable=False)
         self._set_mode(SWITCHABLE)
-        quantized = {name: self.layers_by_name[name].kernel.numpy() for name in self.param_quantizers}
+        quantized = {name: pq.variable(self.layers_by_name[name]).numpy() for name, pq in self.param_quantizers.items()}
 
         def enable(params: set[str], outputs: set[str]) -> None:
             for name, pq in self.param_quantizers.items():
-                self.layers_by_name[name].kernel.assign(quantized[name] if name in params else pq.float_kernel)
+                pq.variable(self.layers_by_name[name]).assign(quantized[name] if name in params else pq.float_kernel)
             for name, q in self.output_quantizers.items():
                 assert q.switch is not None
                 q.switch.assign(name in outputs)
@@ -309,7 +332,7 @@ class QuantizationSimModel:
             yield enable
         finally:
             for name, kernel in quantized.items():
-                self.layers_by_name[name].kernel.assign(kernel)
+                self.param_quantizers[name].variable(self.layers_by_name[name]).assign(kernel)
             self._set_mode(QUANTIZE)
             for q in self.output_quantizers.values():
                 q.switch = None

@@ -64,7 +64,9 @@ def _accuracy_line(label: str, metrics: Mapping[str, float], metric: str) -> str
     return f"| {label} | {100 * metrics[metric]:.1f} % | {interval} |"
 
 
-def run_description(name: str, metrics: Mapping[str, float], predictions: pd.DataFrame | None, error: str | None = None) -> str:
+def run_description(
+    name: str, metrics: Mapping[str, float], predictions: pd.DataFrame | None, error: str | None = None, coverage: str = ""
+) -> str:
     """The run's Markdown description: accuracies with intervals, the paired verdict, what the stage changed."""
     lines = [f"**{name}**", ""]
     if error:
@@ -85,6 +87,17 @@ def run_description(name: str, metrics: Mapping[str, float], predictions: pd.Dat
             f"(exact McNemar p = {test.p_value:.3g}: **{test.verdict()}**).",
             "",
         ]
+    if keys.WEIGHTS_QUANTIZED in metrics:
+        line = f"Coverage: {100 * metrics[keys.WEIGHTS_QUANTIZED]:.1f} % of the weight elements quantized"
+        floats = int(metrics.get(keys.FLOAT_LAYERS, 0))
+        line += (
+            f"; {floats} layers keep float weights or outputs (`{keys.ARTIFACT_COVERAGE}`)."
+            if floats
+            else "; every op output quantized or float by policy."
+        )
+        if coverage.startswith("partial"):
+            line = "**Partial simulation** (the sim cannot quantize part of this model, so the figure is optimistic): " + line
+        lines += [line, ""]
     changes = [template.format(metrics[key]) for key, template in CHANGES.items() if key in metrics]
     if changes:
         lines += ["What the stage changed: " + "; ".join(changes) + ".", ""]

@@ -94,6 +94,8 @@ def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame
         rows.append(out)
     table = pd.concat([runs.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
     table["stage"] = np.where((table["stage"] == "baseline") & (table["deployable"] != "true"), "baseline (not deployable)", table["stage"])
+    partial = table["coverage"].astype(str).str.startswith("partial") if "coverage" in table else False
+    table["stage"] = np.where(partial, table["stage"] + " (partial sim)", table["stage"])
     table = table.rename(columns={CI_LOW: "ci_low", CI_HIGH: "ci_high"})
     table["drop_vs_fp32"] = table[keys.FP32_TOP1] - table[keys.SIM_TOP1]
     table = table.sort_values(

@@ -106,6 +106,7 @@ def load_runs(client: MlflowClient, experiment: str, parent_run_id: str | None =
             "stage": stage,
             "deployable": tags.get(keys.TAG_DEPLOYABLE, "true" if stage != "baseline" else "unknown"),
             "eval_digest": tags.get(keys.TAG_EVAL_DIGEST),
+            "coverage": tags.get(keys.TAG_COVERAGE, "full"),
             "command": command_of(stage, tags.get(keys.TAG_OVERRIDES, "")),
         }
         row.update({m: run.data.metrics.get(m, math.nan) for m in METRICS})

@@ -46,7 +46,14 @@ def run_adaround(ctx: StageContext, result: StageResult) -> None:
     with result.timed("adaround"):
         rounded, encodings, report = apply_adaround(model, ctx.settings, samples, params)
     table = pd.DataFrame(report.layers)
-    result.tables[keys.ARTIFACT_ADAROUND] = table
+    if report.skipped:
+        log.warning(
+            "AdaRound left %d layers at round-to-nearest: %s",
+            len(report.skipped),
+            "; ".join(f"{n} ({why})" for n, why in report.skipped.items()),
+        )
+    skipped = pd.DataFrame([{"layer": n, "note": why} for n, why in report.skipped.items()])
+    result.tables[keys.ARTIFACT_ADAROUND] = pd.concat([table, skipped], ignore_index=True) if report.skipped else table
     result.metrics[keys.ADAROUND_FLIPS] = report.mean_flip_fraction
     result.metrics[keys.ADAROUND_LOSS_NEAREST] = float(table["loss_nearest"].mean())
     result.metrics[keys.ADAROUND_LOSS] = float(table["loss_adaround"].mean())

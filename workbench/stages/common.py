@@ -14,6 +14,7 @@ import pandas as pd
 from workbench import keys
 from workbench.evaluation.accuracy import Predictions, predict_classes
 from workbench.evaluation.statistics import wilson_interval
+from workbench.quantsim.coverage import coverage_table, summarize
 from workbench.quantsim.diagnostics import layer_output_sqnr, layer_table
 from workbench.quantsim.encodings import Encoding
 from workbench.quantsim.export import encodings_json, export_model
@@ -79,10 +80,28 @@ def calibrated_sim(
     return sim
 
 
+def record_coverage(sim: QuantizationSimModel, result: StageResult) -> None:
+    """coverage.csv, the coverage metrics and tag, and one console line naming what stays float."""
+    table = coverage_table(sim)
+    summary = summarize(table)
+    result.tables[keys.ARTIFACT_COVERAGE] = table
+    result.metrics[keys.WEIGHTS_QUANTIZED] = summary.weights_quantized
+    result.metrics[keys.FLOAT_LAYERS] = len(summary.float_layers)
+    if summary.partial:
+        what = "; ".join(f"{n}: {why}" for n, why in summary.unsupported.items())
+        result.tags[keys.TAG_COVERAGE] = f"partial: {what}"[:500]
+    else:
+        result.tags[keys.TAG_COVERAGE] = "user" if summary.float_layers else "full"
+    line = summary.console_line()
+    if line:
+        log.log(logging.WARNING if summary.partial else logging.INFO, "%s", line)
+
+
 def evaluate_sim(ctx: StageContext, sim: QuantizationSimModel, result: StageResult) -> float:
     """sim/top1, the encodings JSON and the per-layer table (with SQNR vs FP32)."""
     result.metrics[keys.NUM_PARAM_QUANTIZERS] = len(sim.param_quantizers)
     result.metrics[keys.NUM_OUTPUT_QUANTIZERS] = len(sim.output_quantizers)
+    record_coverage(sim, result)
     result.documents[keys.ARTIFACT_ENCODINGS] = encodings_json(sim, "0.6.1")
     result.documents[keys.ARTIFACT_ENCODINGS_V1] = encodings_json(sim, "1.0.0")
     with result.timed("sim_eval"):

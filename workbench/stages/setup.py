@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from workbench.data.images import ImageData
+from workbench.graph.flatten import flatten_with_report
 from workbench.graph.functional import FunctionalGraph
 from workbench.options import QuantSettings, load_overrides
 from workbench.stages.context import StageContext
@@ -49,7 +50,19 @@ def build_model(cfg: DictConfig, data: ImageData) -> keras.Model:
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True)
     context = BuildContext(data=data, cache_dir=cfg.paths.cache_dir, seed=int(cfg.seed), dataset=dataset)
     builder = _instantiate(cfg.model, _partial_=True, _convert_="all")  # the context is no config: passed apart
-    return builder(context=context)
+    return flat_model(builder(context=context))
+
+
+def flat_model(model: keras.Model) -> keras.Model:
+    """The model as one flat functional graph (``graph.flatten``), with one console line on what was inlined or split."""
+    flat, report = flatten_with_report(model)
+    if report.inlined:
+        log.info("flattened %d nested models into one graph: %s", len(report.inlined), ", ".join(dict.fromkeys(report.inlined)))
+    if report.decomposed:
+        log.info("split %d composite layers into their quantizable primitives: %s", len(report.decomposed), ", ".join(report.decomposed))
+    for name, why in report.kept_whole.items():
+        log.warning("%s kept whole (%s): its weights stay float", name, why)
+    return flat
 
 
 def check_pairing(model: keras.Model, data: ImageData) -> dict[str, str]:

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from workbench.graph.execute import run_side_by_side
+from workbench.graph.flatten import flatten_model
 from workbench.graph.layers import pre_activation
 from workbench.graph.rewrite import GraphEdit, apply_edit
 from workbench.options import AdaroundParameters, QuantSettings
@@ -31,6 +32,9 @@ from workbench.quantsim.sim import ParamQuantizer, QuantizationSimModel
 
 ZETA, GAMMA = 1.1, -0.1
 LOSS_SAMPLES = 256  # samples the before/after reconstruction losses are measured on
+
+
+ADAROUND_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
 
 def rectified_sigmoid(v):
@@ -66,6 +70,7 @@ class AdaroundReport:
     """Per layer: reconstruction loss with round-to-nearest and with AdaRound, flips, seconds."""
 
     layers: list[dict] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # quantized layers left at round-to-nearest, with why
 
     @property
     def mean_flip_fraction(self) -> float:
@@ -145,6 +150,7 @@ def apply_adaround(
     ``samples`` are the calibration images (``num_batches · batch_size`` of them are used).
     """
     params = params or AdaroundParameters()
+    model = flatten_model(model)
     samples = np.asarray(samples, F32)[: params.num_batches * params.batch_size]
     if len(samples) == 0:
         raise ValueError("AdaRound needs calibration samples: none were given")
@@ -158,6 +164,8 @@ def apply_adaround(
         if pq is None or pq.encoding is None or not pq.enabled:
             return
         layer = sim.graph.layer(name)
+        if type(layer) not in ADAROUND_TYPES:
+            return  # named in the report below
         target = pre_activation(layer, x_fp, tf.constant(pq.float_kernel))
         kernel, row = adaround_kernel(layer, pq, x_rounded if params.quantized_input else x_fp, target, params)
         sim.layers_by_name[name].kernel.assign(kernel)  # the rounded stream goes on with it
@@ -171,4 +179,8 @@ def apply_adaround(
         run_side_by_side(model, samples, samples, sim.layers_by_name, lambda *_: None, before=before, progress="AdaRound")
     finally:
         logger.setLevel(level)
+    kinds = ", ".join(t.__name__ for t in ADAROUND_TYPES)
+    for name in sim.param_quantizers:
+        if name not in kernels and name not in report.skipped:
+            report.skipped[name] = f"round to nearest: AdaRound optimizes {kinds} kernels"
     return apply_edit(model, GraphEdit(kernels=kernels)), sim.param_encodings(), report

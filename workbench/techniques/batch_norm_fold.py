@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from workbench.graph.flatten import flatten_model
 from workbench.graph.functional import CONV_TYPES, WEIGHTED_TYPES, FunctionalGraph
 from workbench.graph.layers import channel_affine
 from workbench.graph.rewrite import GraphEdit, apply_edit
@@ -171,7 +172,10 @@ def plan_batch_norm_folds(model: keras.Model, graph: FunctionalGraph, edit: Grap
 
 
 def fold_batch_norms(model: keras.Model) -> tuple[keras.Model, FoldReport]:
-    """A new model with every foldable BN folded and the rest as affine ops; the input is untouched."""
+    """A new model with every foldable BN folded and the rest as affine ops; the input is untouched.
+
+    A nested or Sequential model is flattened first (``graph.flatten``)."""
+    model = flatten_model(model)
     graph = FunctionalGraph.from_model(model)
     edit = GraphEdit()
     report = plan_batch_norm_folds(model, graph, edit)

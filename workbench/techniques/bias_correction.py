@@ -23,6 +23,7 @@ from scipy.stats import norm
 
 from workbench.data.dataset import Dataset, as_array
 from workbench.graph.execute import run_side_by_side
+from workbench.graph.flatten import flatten_model
 from workbench.graph.functional import WEIGHTED_TYPES, FunctionalGraph, activation_name
 from workbench.graph.layers import ChannelClip
 from workbench.graph.rewrite import GraphEdit, apply_edit, current_bias
@@ -244,6 +245,7 @@ def correct_bias(
     left untouched. Steps: :func:`plan_bias_corrections`, :func:`measure_shifts`, one ``apply_edit``.
     """
     mode = BiasCorrectionMode(mode)
+    model = flatten_model(model)
     ignore = set(ignore)
     unknown = ignore - {layer.name for layer in model.layers}
     if unknown:

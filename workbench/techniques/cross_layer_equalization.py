@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from workbench.graph.flatten import flatten_model
 from workbench.graph.functional import FunctionalGraph, activation_name
 from workbench.graph.layers import ChannelClip, channel_clip
 from workbench.graph.rewrite import GraphEdit, apply_edit
@@ -142,9 +143,7 @@ def find_cls_sets(graph: FunctionalGraph, dropped: set[str], relu6_mode: ReLU6Mo
         layer = graph.layer(name)
         reason = _cls_member(layer)
         if reason is not None:
-            if isinstance(layer, keras.Model):
-                skipped[name] = "nested model: treated as one op, its layers are not rewritten"
-            elif hasattr(layer, "kernel"):
+            if hasattr(layer, "kernel"):
                 skipped[name] = reason
             continue
         link = _next_link(graph, name, dropped, relu6_mode)
@@ -299,6 +298,7 @@ def equalize_model(
     Returns a new model and a report; the input model is not modified.
     """
     mode = ReLU6Mode(relu6_mode)
+    model = flatten_model(model)
     graph = FunctionalGraph.from_model(model)
     edit = GraphEdit()
     report = CLEReport(relu6_mode=mode.value)

@@ -91,7 +91,7 @@ class _Switchboard:
     def apply(self, config: dict[str, Candidate]) -> None:
         for name, (wbw, obw) in config.items():
             if name in self.sim.param_quantizers:
-                self.sim.layers_by_name[name].kernel.assign(self.kernels[(name, wbw)])
+                self.sim.param_quantizers[name].variable(self.sim.layers_by_name[name]).assign(self.kernels[(name, wbw)])
                 self.sim.param_quantizers[name].encoding = self.encodings[("param", name, wbw)]
             if name in self.sim.output_quantizers:
                 self.sim.output_quantizers[name].load_grid(self.encodings[("output", name, obw)])
