@@ -178,8 +178,10 @@ def test_mobilenet_v2_placement():
     sim = QuantizationSimModel(model)
     assert len(sim.param_quantizers) == 53
     # no quantizer inside conv+BN(+ReLU6) groups or on padding
-    names = {type(model.get_layer(n)).__name__ for n in sim.plan.outputs}
+    names = {type(sim.graph.layer(n)).__name__ for n in sim.plan.outputs}
     assert "ZeroPadding2D" not in names and "Conv2D" not in names and "DepthwiseConv2D" not in names
+    # the classifier's fused softmax is its own op: the logits and the probabilities are both quantized
+    assert {"predictions", "predictions_softmax"} <= set(sim.plan.outputs)
 
 
 def test_weight_and_activation_schemes_apart(model, images):

@@ -115,7 +115,9 @@ def test_tflite_target_fixes_softmax_grid_and_pooling_keeps_its_input_grid():
     sim = QuantizationSimModel(keras.Model(i, out), QuantSettings(per_channel=True, strict_symmetric=True, target="tflite"))
     sim.compute_encodings(forward_pass_over([np.random.default_rng(0).normal(size=(16, 8, 8, 2)).astype(np.float32)]))
     enc = sim.output_encodings()
-    assert enc["probs"].scale[0] == np.float32(1 / 256) and enc["probs"].offset[0] == 0
+    # the fused softmax is split off (graph.flatten): the logits keep a calibrated grid, the softmax the fixed one
+    assert enc["probs_softmax"].scale[0] == np.float32(1 / 256) and enc["probs_softmax"].offset[0] == 0
+    assert enc["probs"].scale[0] != np.float32(1 / 256)
     assert enc["pool"].scale[0] == enc["conv"].scale[0] and enc["pool"].offset[0] == enc["conv"].offset[0]
 
 

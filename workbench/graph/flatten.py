@@ -10,6 +10,10 @@ and rewrites two composite layers into the primitives AIMET and TFLite quantize:
 - ``SeparableConv1D/2D`` → ``DepthwiseConv1D/2D`` (``<name>_depthwise``) + 1×1 ``Conv1D/2D``
   (``<name>_pointwise``), as TFLite's converter lowers it (depthwise, then pointwise with the bias and
   activation); equal to the fused op up to float rounding.
+- a Conv/Dense layer's fused activation other than ReLU/ReLU6 (softmax, sigmoid, tanh, GELU, swish…) →
+  the layer without it + ``Activation`` (``<name>_<activation>``): an int8 runtime fuses only ReLU/ReLU6
+  into a convolution, so the pre-activation tensor needs its own quantizer (else the converter keeps the
+  layer in float), and a final softmax becomes visible (QAT then trains with ``from_logits=False``).
 - ``MultiHeadAttention`` called without masks → its ``EinsumDense`` Q/K/V/output projections
   (``<name>_query`` …), :class:`AttentionScores` (QKᵀ·1/√d), ``Softmax`` over the key axes and
   :class:`AttentionCombine` (scores·V), so that each projection's kernel, both matmuls' inputs and the
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 
 import keras
 
+from workbench.graph.functional import WEIGHTED_TYPES, activation_name
 from workbench.graph.layers import AttentionCombine, AttentionScores
 
 SEPARABLE = {keras.layers.SeparableConv2D: (keras.layers.DepthwiseConv2D, keras.layers.Conv2D)}
@@ -71,6 +76,17 @@ def _is_nested(op) -> bool:
     return isinstance(op, keras.Model)
 
 
+FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
+
+
+def _split_activation(op) -> str | None:
+    """The fused activation of a weighted layer that an int8 runtime does not fuse, or None."""
+    if not isinstance(op, WEIGHTED_TYPES + (keras.layers.EinsumDense, keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose)):
+        return None
+    name = activation_name(op)
+    return None if name is None or name in FUSABLE_ACTIVATIONS else name
+
+
 def _mha_decomposable(layer: keras.layers.MultiHeadAttention, kwargs: dict) -> str | None:
     """Why this MultiHeadAttention call must stay whole, or None."""
     masked = [k for k in ("query_mask", "value_mask", "key_mask", "attention_mask") if kwargs.get(k) is not None]
@@ -90,7 +106,10 @@ def needs_flattening(model: keras.Model) -> bool:
     if isinstance(model, keras.Sequential):
         return True
     graph = graph_of(model)
-    if any(_is_nested(op) or type(op) in SEPARABLE or isinstance(op, keras.layers.MultiHeadAttention) for op in graph.operations):
+    if any(
+        _is_nested(op) or type(op) in SEPARABLE or isinstance(op, keras.layers.MultiHeadAttention) or _split_activation(op)
+        for op in graph.operations
+    ):
         return True
     return _listed(graph._inputs_struct) or _listed(graph._outputs_struct)
 
@@ -124,6 +143,8 @@ class _Flattener:
         if id(layer) in self.clones:
             return self.clones[id(layer)]
         config = {**layer.get_config(), "name": self.name(layer.name, prefix)}
+        if _split_activation(layer):
+            config["activation"] = "linear"  # applied by its own Activation layer after the call
         if frozen and isinstance(layer, keras.layers.BatchNormalization):
             config["trainable"] = False  # the nested call had training=False: its BNs stay in inference mode
         new = layer.__class__.from_config(config)
@@ -229,6 +250,13 @@ class _Flattener:
                     else:
                         self.report.kept_whole[op.name] = why
                         outputs = keras.tree.flatten(self.copy(op, prefix, frozen)(*args, **kwargs))
+                elif _split_activation(op):
+                    new = self.copy(op, prefix, frozen)
+                    activation = keras.layers.Activation(
+                        op.get_config()["activation"], name=self.name(f"{new.name}_{_split_activation(op)}", "")
+                    )
+                    self.report.decomposed[op.name] = [new.name, activation.name]
+                    outputs = [activation(new(*args, **kwargs))]
                 elif isinstance(op, keras.layers.Layer):
                     outputs = keras.tree.flatten(self.copy(op, prefix, frozen)(*args, **kwargs))
                 else:  # a keras.ops operation (x + 3, ops.matmul): stateless, called again as it is

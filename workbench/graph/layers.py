@@ -68,7 +68,9 @@ def pre_activation(layer: keras.layers.Layer, x, kernel):
     import tensorflow as tf
 
     if isinstance(layer, keras.layers.Dense):
-        y = tf.tensordot(x, kernel, axes=1)
+        # a rank-2 input as one MatMul (what the TFLite converter turns into an int8 FULLY_CONNECTED; a
+        # Tensordot becomes reshapes around a float MatMul)
+        y = tf.matmul(x, kernel) if len(x.shape) == 2 else tf.tensordot(x, kernel, axes=1)
     elif isinstance(layer, keras.layers.DepthwiseConv2D):
         y = tf.nn.depthwise_conv2d(x, kernel, strides=(1, *layer.strides, 1), padding=layer.padding.upper(), dilations=layer.dilation_rate)
     elif isinstance(layer, keras.layers.Conv2D):
