@@ -41,11 +41,9 @@ def transfer_sequential(base: keras.Model | None = None) -> keras.Model:
 
 
 def transfer_flat(base: keras.Model) -> keras.Model:
-    """The same network as :func:`transfer_functional`, written flat (the base's layers called directly)."""
-    inp = keras.Input(IMAGE, name="image")
-    x = keras.Model(base.inputs, base.outputs)(inp)  # a plain functional copy sharing the layers
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return keras.Model(inp, keras.layers.Dense(10, name="head")(x))
+    """The same network as :func:`transfer_functional`, written flat (the head continues the base's own graph)."""
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(base.output)
+    return keras.Model(base.input, keras.layers.Dense(10, name="head")(x))
 
 
 def listed_io() -> keras.Model:

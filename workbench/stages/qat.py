@@ -88,6 +88,14 @@ def check_tflite(ctx: StageContext, sim, export_dir: str, result: StageResult) -
     result.tags["tflite.io"] = f"{report['input_dtype']}->{report['output_dtype']}"
     if report["float_tensors"]:
         result.tags["tflite.float_tensors"] = ", ".join(report["float_tensors"])[:5000]
+        shown = ", ".join(name.split(";")[0] for name in report["float_tensors"][:3])
+        log.warning(
+            "the int8 TFLite model is not fully integer: %d float tensors (%s%s), most often an op the sim leaves "
+            "unquantized (coverage.csv says which and why); all of them in the run's tflite.float_tensors tag",
+            len(report["float_tensors"]),
+            shown,
+            ", …" if len(report["float_tensors"]) > 3 else "",
+        )
     top1 = record_accuracy(result, "tflite", predictions)
     result.metrics[keys.FIDELITY_GAP] = result.metrics[keys.SIM_TOP1] - top1
     log.debug("int8 TFLite top-1 %.4f (sim %.4f)", top1, result.metrics[keys.SIM_TOP1])

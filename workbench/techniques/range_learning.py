@@ -22,10 +22,11 @@ from tqdm.keras import TqdmCallback
 
 from workbench import interrupts
 from workbench.data.dataset import Dataset
-from workbench.graph.functional import WEIGHTED_TYPES
-from workbench.graph.rewrite import GraphEdit, apply_edit, clone_layer, current_bias
+from workbench.graph.functional import PASSTHROUGH_TYPES, activation_name, producer
+from workbench.graph.rewrite import GraphEdit, apply_edit, clone_layer
 from workbench.options import QuantSettings
 from workbench.quantsim.encodings import F32, Encoding, encoding_from_range, num_steps
+from workbench.quantsim.rules import quantized_weight, rule_for
 from workbench.quantsim.sim import QuantizationSimModel, insert_quantizers
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,12 @@ class LearnedFakeQuant(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="workbench")
 class QuantizedKernel(keras.layers.Layer):
-    """A Conv/Depthwise/Dense layer whose kernel is fake-quantized (strict symmetric) on every call."""
+    """A layer whose quantized weight (``quantsim.rules``) is fake-quantized (strict symmetric) on every call.
+
+    Conv/Depthwise/Dense compute with the fake-quantized kernel directly; any other type (EinsumDense,
+    Conv*Transpose, Embedding, Conv1D/3D) runs its own ``call`` with the weight's variable read as the
+    fake-quantized tensor (``keras.StatelessScope``), so gradients reach the weight and its range.
+    """
 
     def __init__(self, layer: keras.layers.Layer, bitwidth: int = 8, channels: int = 1, learn_range: bool = True, **kwargs):
         super().__init__(name=kwargs.pop("name", layer.name), **kwargs)
@@ -73,7 +79,10 @@ class QuantizedKernel(keras.layers.Layer):
         self.bitwidth = int(bitwidth)
         self.channels = int(channels)
         self.learn_range = bool(learn_range)
-        self.depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        rule = rule_for(layer)
+        self.weight = quantized_weight(layer) or "kernel"
+        self.channel_axis = rule.channel_axis if rule is not None else -1
+        self.depthwise = self.channel_axis == "depthwise"
 
     def build(self, input_shape):
         self.inner.build(input_shape)
@@ -81,18 +90,28 @@ class QuantizedKernel(keras.layers.Layer):
         super().build(input_shape)
 
     def quantized_kernel(self):
-        k = self.inner.kernel
+        k = getattr(self.inner, self.weight)
+        k = k.value if hasattr(k, "value") else k
         shape = k.shape
-        view = tf.reshape(k, (*shape[:-2], shape[-2] * shape[-1])) if self.depthwise else k
+        moved = not self.depthwise and self.channel_axis != -1
+        if self.depthwise:
+            view = tf.reshape(k, (*shape[:-2], shape[-2] * shape[-1]))
+        else:
+            view = tf.experimental.numpy.moveaxis(k, int(self.channel_axis), -1) if moved else k
         k_max = tf.abs(self.k_max.value) + 1e-12
         if self.channels > 1:
             q = tf.quantization.fake_quant_with_min_max_vars_per_channel(view, -k_max, k_max, num_bits=self.bitwidth, narrow_range=True)
         else:
             q = tf.quantization.fake_quant_with_min_max_vars(view, -k_max[0], k_max[0], num_bits=self.bitwidth, narrow_range=True)
+        if moved:
+            return tf.experimental.numpy.moveaxis(q, -1, int(self.channel_axis))
         return tf.reshape(q, shape)
 
     def call(self, inputs):
         layer, kernel = self.inner, self.quantized_kernel()
+        if type(layer) not in (keras.layers.Dense, keras.layers.DepthwiseConv2D, keras.layers.Conv2D):
+            with keras.StatelessScope(state_mapping=[(getattr(layer, self.weight), kernel)]):
+                return layer(inputs)
         if isinstance(layer, keras.layers.Dense):
             out = keras.ops.matmul(inputs, kernel)
         elif self.depthwise:
@@ -168,6 +187,14 @@ def build_qat_model(sim: QuantizationSimModel, learn_ranges: bool = True) -> ker
     return qat
 
 
+def ends_in_softmax(model: keras.Model) -> bool:
+    """Whether the (flat) model's output is a softmax's, i.e. probabilities rather than logits."""
+    last = producer(model.outputs[0])
+    while isinstance(last, PASSTHROUGH_TYPES):
+        last = producer(last.input)
+    return activation_name(last) == "softmax" if isinstance(last, keras.layers.Layer) else False
+
+
 def train_qat(
     sim: QuantizationSimModel,
     train_batches: tf.data.Dataset | Dataset,
@@ -187,7 +214,10 @@ def train_qat(
     qat = build_qat_model(sim, learn_ranges)
     schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps=max(1, decay_steps), decay_rate=0.5)
     opt = keras.optimizers.Adam(schedule) if optimizer == "adam" else keras.optimizers.SGD(schedule, momentum=0.9)
-    qat.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    from_logits = not ends_in_softmax(sim.fp_model)
+    if not from_logits:
+        log.info("the model ends in a softmax: QAT trains with from_logits=False")
+    qat.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
     initial = {q.name: (float(q.q_min.numpy()), float(q.q_max.numpy())) for q in qat.layers if isinstance(q, LearnedFakeQuant)}
 
     class _Report(keras.callbacks.Callback):
@@ -215,20 +245,14 @@ def train_qat(
         callbacks=[_Report(), TqdmCallback(epochs, verbose=0, desc="QAT", disable=None, leave=False)],
     )
     layers = {layer.name: layer for layer in qat.layers}
-    edit = GraphEdit()
-    params: dict[str, Encoding] = {}
-    for name in sim.param_quantizers:
-        wrapper = layers[name]
-        edit.kernels[name] = wrapper.inner.kernel.numpy().astype(F32)
-        if wrapper.inner.use_bias:
-            edit.biases[name] = wrapper.inner.bias.numpy().astype(F32)
-        params[name] = wrapper.encoding()
-    for layer in sim.fp_model.layers:  # other trainable layers (e.g. a float affine) keep their new values too
-        if layer.name not in sim.param_quantizers and isinstance(layer, WEIGHTED_TYPES):
-            edit.kernels[layer.name] = layers[layer.name].kernel.numpy()
-            edit.biases[layer.name] = current_bias(layers[layer.name])
+    params = {name: layers[name].encoding() for name in sim.param_quantizers}
+    trained = apply_edit(sim.fp_model, GraphEdit())  # a fresh copy; every layer's trained weights go into it
+    for layer in trained.layers:
+        source = layers[layer.name]
+        if layer.weights:  # other trainable layers (e.g. a float affine) keep their new values too
+            layer.set_weights((source.inner if isinstance(source, QuantizedKernel) else source).get_weights())
     outputs = {name: layers[q.name].encoding() for name, q in sim.output_quantizers.items()}
-    return QATResult(apply_edit(sim.fp_model, edit), params, outputs, dict(history.history), initial)
+    return QATResult(trained, params, outputs, dict(history.history), initial)
 
 
 def simulate_trained(result: QATResult, settings: QuantSettings) -> QuantizationSimModel:
