@@ -166,3 +166,49 @@ def test_pipeline_is_a_parent_run_with_a_child_per_stage_and_a_report(tmp_path):
     by_stage = dict(zip(table["stage"], table["sim/top1"]))
     for child in children:
         assert by_stage[child.data.tags["stage"]] == pytest.approx(child.data.metrics["sim/top1"])
+
+
+def _digits_models(tmp_path):
+    """A Sequential, a wrapper around a nested base (transfer learning) and the flat twin of the latter, saved."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    seq = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10),
+        ]
+    )
+    i = keras.Input((28, 28, 1))
+    x = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(8, 3, name="c1")(i))
+    base = keras.Model(i, keras.layers.Conv2D(8, 3, activation="relu", name="c2")(keras.layers.ReLU(name="r1")(x)), name="base")
+    head = keras.layers.Dense(10, name="head")
+    pool = keras.layers.GlobalAveragePooling2D(name="pool")
+    outer = keras.Input((28, 28, 1))
+    nested = keras.Model(outer, head(pool(base(outer, training=False))))
+    flat = keras.Model(base.input, head(pool(base.output)))
+    paths = {}
+    for name, model in {"sequential": seq, "nested": nested, "flat": flat}.items():
+        paths[name] = str(tmp_path / f"{name}.keras")
+        model.save(paths[name])
+    return paths
+
+
+def test_users_sequential_and_nested_models_run_whole_from_the_command_line(tmp_path):
+    paths = _digits_models(tmp_path)
+    small = ["quant.calibration_samples=64", "tracking.sqnr_samples=0"]
+    figures = {}
+    for name, path in paths.items():
+        proc = _run(tmp_path / name, "+stage=cle", "model=keras_file", f"model.path={path}", *small)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        _, runs = _runs(tmp_path / name)
+        run = runs[-1]
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["sim/weights_quantized"] == 1.0 and run.data.tags["coverage"] == "full"
+        figures[name] = (run.data.metrics["fp32/top1"], run.data.metrics["sim/top1"], run.data.metrics["sim/param_quantizers"])
+        if name == "nested":
+            assert "flattened 1 nested models into one graph: base" in proc.stdout + proc.stderr
+    assert figures["nested"] == figures["flat"]  # the nested form is the flat network, quantized the same
+    assert figures["sequential"][2] == 2 and figures["nested"][2] == 3  # every kernel, not the wrapper's only

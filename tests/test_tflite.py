@@ -126,3 +126,37 @@ def test_tflite_target_rejects_grids_the_runtime_does_not_have():
         QuantSettings(target="tflite")
     with pytest.raises(ValueError, match=r"param_bw=8"):
         QuantSettings(target="tflite", strict_symmetric=True, param_bw=4)
+
+
+@pytest.mark.slow
+def test_the_embedded_models_qat_export_is_fully_integer():
+    """The default's qat flow (CLE, per-tensor W8A8, QAT, our sim of the trained weights) converts with no float
+    tensor: its logits Dense is one int8 FULLY_CONNECTED, not a float Tensordot (it kept 6 float tensors)."""
+    from workbench.models.mnist_mobilenet import build_mnist_mobilenet
+    from workbench.techniques.range_learning import simulate_trained, train_qat
+
+    keras.utils.set_random_seed(0)
+    model, _ = equalize_model(build_mnist_mobilenet())
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, 32)
+    settings = QuantSettings()
+    sim = QuantizationSimModel(model, settings)
+    sim.compute_encodings(forward_pass_over([x]))
+    trained = train_qat(sim, tf.data.Dataset.from_tensor_slices((x, y)).batch(16), 1, 1e-4, 4)
+    report = integer_report(convert_to_int8_tflite(simulate_trained(trained, settings)))
+    assert report["float_tensors"] == [] and report["input_dtype"] == report["output_dtype"] == "int8"
+
+
+def test_a_float_tensor_in_the_int8_model_is_named_with_its_cause(tmp_path, caplog):
+    i = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(3, 1, name="conv")(i)
+    x = keras.ops.sin(x)  # a keras.ops operation outside any layer: the sim has no quantizer for it
+    model = keras.Model(i, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x)))
+    sim = QuantizationSimModel(model, W8)
+    sim.compute_encodings(forward_pass_over([np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)]))
+    result = StageResult(metrics={"sim/top1": 0.5})
+    ctx = StageContext(model=model, data=make_synthetic(num_train=8, num_val=8, image_shape=(6, 6, 2), num_classes=2), settings=W8)
+    with caplog.at_level("WARNING"):
+        check_tflite(ctx, sim, str(tmp_path), result)
+    assert result.metrics["tflite/float_tensors"] > 0 and result.tags["tflite.float_tensors"]
+    assert "not fully integer" in caplog.text and "coverage.csv" in caplog.text

@@ -19,6 +19,7 @@ from workbench.graph.layers import AttentionCombine, AttentionScores, ChannelAff
 
 BIAS = "bias: float, as in AIMET's default config (int32 at input scale × weight scale on the device)"
 NORM = "normalization parameter: float, as in AIMET's default config"
+PREPROCESSING = "input preprocessing constant: float (its output is quantized like any op's)"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ RULES: tuple[tuple[type, WeightRule], ...] = (
     (keras.layers.EinsumDense, CONVOLUTION),
     (keras.layers.Embedding, WeightRule("embeddings", floats=())),
     (keras.layers.BatchNormalization, NORMALIZATION),
+    (keras.layers.Normalization, WeightRule(None, floats=tuple((w, PREPROCESSING) for w in ("mean", "variance", "count")))),
     (keras.layers.LayerNormalization, NORMALIZATION),
     (keras.layers.GroupNormalization, NORMALIZATION),
     (ChannelAffine, WeightRule(None, floats=(("scale", "an unfolded batch norm's scale: " + NORM), ("shift", "its shift: " + NORM)))),
@@ -86,7 +88,7 @@ def weight_status(layer: keras.layers.Layer) -> list[tuple[str, int, str | None]
     rule = rule_for(layer)
     quantized = quantized_weight(layer)
     floats = dict(rule.floats) if rule else {}
-    rows = []
+    rows: list[tuple[str, int, str | None]] = []
     for w in layer.weights:
         short = w.path.split("/")[-1]
         elements = int(w.numpy().size)
