@@ -117,11 +117,23 @@ def test_composite_layers_are_split_into_quantizable_primitives():
     assert {"mha_query", "mha_key", "mha_value", "mha_softmax", "mha_scores", "probs", "probs_softmax"} <= set(sim.output_quantizers)
 
 
+@keras.saving.register_keras_serializable(package="tests")
+class Scale(keras.layers.Layer):
+    """A user's own layer with a weight: no quantization rule exists for it."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.w
+
+
 def test_coverage_names_what_stays_float_and_why():
     i = keras.Input((6,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(20, 8, name="emb")(i)
     x = keras.layers.LayerNormalization(name="ln")(x)
-    x = x + 1.0  # a keras.ops operation outside any layer
+    x = x + 1.0  # a keras.ops operation outside any layer: wrapped (OperationLayer) and quantized
+    x = Scale(name="scale")(x)
     x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
     model = keras.Model(i, keras.layers.Dense(3, name="head")(x))
     sim = QuantizationSimModel(model, QuantSettings(overrides=(LayerOverride("head", enabled=False),)))
@@ -131,8 +143,8 @@ def test_coverage_names_what_stays_float_and_why():
     assert "normalization parameter" in table.loc["ln/gamma", "reason"] and table.loc["ln/gamma", "reason_kind"] == "policy"
     assert table.loc["head/kernel", "reason_kind"] == "user"
     assert "token ids" in table.loc["tokens:0", "reason"]
-    ops = table[table["reason"].str.startswith("operation outside a layer")]
-    assert len(ops) == 1 and ops.iloc[0]["reason_kind"] == "unsupported"
+    assert table.loc["add:0", "quantized"] and table.loc["add:0", "type"] == "OperationLayer"
+    assert table.loc["scale/w", "reason"] == "no rule for Scale.w: stays float" and table.loc["scale/w", "reason_kind"] == "unsupported"
     assert (table["quantized"] | (table["reason"] != "")).all()  # nothing unquantized without a reason
     summary = summarize(coverage_table(sim))
     assert summary.partial and 0 < summary.weights_quantized < 1  # the head's kernel is float by the user's choice

@@ -19,6 +19,9 @@ and rewrites two composite layers into the primitives AIMET and TFLite quantize:
   :class:`AttentionCombine` (scores·V), so that each projection's kernel, both matmuls' inputs and the
   softmax output get quantizers, as AIMET's transformer config places them.
 
+Operations of ``keras.ops`` called on symbolic tensors (``x + 3``, ``x * y``) become
+:class:`~workbench.graph.layers.OperationLayer`s, so the graph is layers only and their outputs get quantizers.
+
 A flat model with nothing to rewrite is returned as it is (no copy). A subclassed model (its own
 ``call``) cannot be read as a graph and is refused with what to do.
 """
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 import keras
 
 from workbench.graph.functional import WEIGHTED_TYPES, activation_name
-from workbench.graph.layers import AttentionCombine, AttentionScores
+from workbench.graph.layers import AttentionCombine, AttentionScores, OperationLayer, argument_template
 
 SEPARABLE = {keras.layers.SeparableConv2D: (keras.layers.DepthwiseConv2D, keras.layers.Conv2D)}
 SEPARABLE[keras.layers.SeparableConv1D] = (keras.layers.DepthwiseConv1D, keras.layers.Conv1D)
@@ -48,10 +51,11 @@ class FlattenReport:
     decomposed: dict[str, list[str]] = field(default_factory=dict)
     renamed: dict[str, str] = field(default_factory=dict)
     kept_whole: dict[str, str] = field(default_factory=dict)  # layer → why it was not decomposed
+    wrapped: list[str] = field(default_factory=list)  # keras.ops operations now OperationLayers
 
     @property
     def changed(self) -> bool:
-        return bool(self.inlined or self.decomposed)
+        return bool(self.inlined or self.decomposed or self.wrapped)
 
 
 def graph_of(model: keras.Model) -> keras.Model:
@@ -107,7 +111,11 @@ def needs_flattening(model: keras.Model) -> bool:
         return True
     graph = graph_of(model)
     if any(
-        _is_nested(op) or type(op) in SEPARABLE or isinstance(op, keras.layers.MultiHeadAttention) or _split_activation(op)
+        _is_nested(op)
+        or type(op) in SEPARABLE
+        or isinstance(op, keras.layers.MultiHeadAttention)
+        or _split_activation(op)
+        or not isinstance(op, keras.layers.Layer)
         for op in graph.operations
     ):
         return True
@@ -259,8 +267,11 @@ class _Flattener:
                     outputs = [activation(new(*args, **kwargs))]
                 elif isinstance(op, keras.layers.Layer):
                     outputs = keras.tree.flatten(self.copy(op, prefix, frozen)(*args, **kwargs))
-                else:  # a keras.ops operation (x + 3, ops.matmul): stateless, called again as it is
-                    outputs = keras.tree.flatten(op(*args, **kwargs))
+                else:  # a keras.ops operation (x + 3, ops.mean): wrapped in a layer, so that its output can be quantized
+                    template, op_inputs = argument_template(args, kwargs)
+                    layer = OperationLayer(op, template, name=self.name(op.name, prefix))
+                    self.report.wrapped.append(layer.name)
+                    outputs = keras.tree.flatten(layer(op_inputs if len(op_inputs) != 1 else op_inputs[0]))
                 for x, y in zip(node.outputs, outputs):
                     tensors[id(x)] = y
         missing = [i for i, x in enumerate(graph.outputs) if id(x) not in tensors]

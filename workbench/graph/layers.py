@@ -112,3 +112,58 @@ class AttentionCombine(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "equation": self.equation}
+
+
+TENSOR = "__tensor__"  # marks where the i-th input tensor goes in an OperationLayer's argument template
+
+
+def argument_template(args: tuple, kwargs: dict) -> tuple[dict, list]:
+    """A call's arguments with every symbolic tensor replaced by ``{TENSOR: i}``, and the tensors in that order."""
+    tensors: list = []
+
+    def mark(value):
+        if isinstance(value, keras.KerasTensor):
+            tensors.append(value)
+            return {TENSOR: len(tensors) - 1}
+        if isinstance(value, (list, tuple)):
+            return [mark(v) for v in value]
+        if isinstance(value, dict):
+            return {k: mark(v) for k, v in value.items()}
+        return value.item() if isinstance(value, np.generic) else value
+
+    return {"args": mark(list(args)), "kwargs": mark(dict(kwargs))}, tensors
+
+
+def _fill(template, tensors):
+    if isinstance(template, dict):
+        if set(template) == {TENSOR}:
+            return tensors[template[TENSOR]]
+        return {k: _fill(v, tensors) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, tensors) for v in template]
+    return template
+
+
+@keras.saving.register_keras_serializable(package="workbench")
+class OperationLayer(keras.layers.Layer):
+    """A ``keras.ops`` operation of a functional graph (``x + 3``, ``x * (1/6)``, ``ops.mean``) as a layer, so that
+    the graph has only layers and the sim can quantize the op's output like any other (MobileNetV3's hard-swish,
+    ConvNeXt's residual adds). ``template`` holds the call's constant arguments (see :func:`argument_template`)."""
+
+    def __init__(self, op, template: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.op = op if isinstance(op, keras.Operation) else keras.saving.deserialize_keras_object(op)
+        self.template = template
+
+    def call(self, inputs):
+        tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        filled = _fill(self.template, tensors)
+        return self.op(*filled["args"], **filled["kwargs"])
+
+    def compute_output_spec(self, inputs):
+        tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        filled = _fill(self.template, tensors)
+        return self.op.compute_output_spec(*filled["args"], **filled["kwargs"])
+
+    def get_config(self):
+        return {**super().get_config(), "op": keras.saving.serialize_keras_object(self.op), "template": self.template}

@@ -21,7 +21,7 @@ from workbench.quantsim.rules import NO_RULE, weight_status
 from workbench.quantsim.sim import QuantizationSimModel
 
 USER_REASONS = ("excluded by the user", "left float by quant.overrides")
-UNSUPPORTED_REASONS = (NO_RULE, "shared layer", "operation outside a layer")
+UNSUPPORTED_REASONS = (NO_RULE, "shared layer", "operation outside a layer", "several outputs")
 
 
 def reason_kind(reason: str) -> str:

@@ -75,6 +75,9 @@ def plan_quantizers(graph: FunctionalGraph, excluded: frozenset[str] = frozenset
         if isinstance(layer, PASSTHROUGH_TYPES):
             plan.skipped[name] = f"{type(layer).__name__} only moves data"
             continue
+        if len(keras.tree.flatten(layer.output)) > 1:
+            plan.skipped[name] = "several outputs: not quantized"
+            continue
         if not _float_output(layer):
             plan.skipped[name] = "integer output: not quantized"
             continue
