@@ -216,3 +216,19 @@ def test_qat_loss_follows_a_final_softmax():
     assert ends_in_softmax(flatten_model(keras.Model(i, keras.layers.Dense(3, activation="softmax")(i))))
     assert ends_in_softmax(keras.Model(i, keras.layers.Softmax()(keras.layers.Dense(3)(i))))
     assert not ends_in_softmax(keras.Model(i, keras.layers.Dense(3)(i)))
+
+
+def test_a_two_input_model_calibrates_on_keras_style_batches():
+    """``[x1, x2]`` is the inputs of a two-input model (a tuple is ``(x, y)``): both input quantizers see their data."""
+    from model_zoo import two_inputs
+
+    model = two_inputs()
+    left, right = _inputs(model)
+    right = right * 10.0
+    sim = QuantizationSimModel(model)
+    sim.compute_encodings(forward_pass_over([[left, right]]))
+    enc = sim.output_encodings()
+    assert enc["right"].max[0] > 5 * enc["left"].max[0]  # not the first input read twice, nor the second as labels
+    tupled = QuantizationSimModel(model)
+    tupled.compute_encodings(forward_pass_over([((left, right), np.zeros(len(left)))]))
+    np.testing.assert_array_equal(tupled.output_encodings()["right"].scale, enc["right"].scale)

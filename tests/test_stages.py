@@ -101,3 +101,35 @@ def test_calibration_logs_the_samples_it_used(tmp_path):
     run_baseline(ctx, result)
     assert result.metrics[keys.CALIBRATION_SAMPLES] == 64  # the whole training split, not 100000
     assert result.tags["calibration.capped"].startswith("64 calibration samples used")
+
+
+def _two_headed():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, activation="relu", name="conv")(i))
+    return keras.Model(i, [keras.layers.Dense(1, name="score")(x), keras.layers.Dense(4, name="classes")(x)])
+
+
+def test_a_multi_output_model_is_read_at_its_classification_output(tmp_path):
+    from workbench.stages.setup import check_pairing, classifier_output_index
+
+    model = _two_headed()
+    ctx = _context(tmp_path, True)
+    assert classifier_output_index(model, 4, None) == 1  # the only output with the dataset's 4 classes
+    assert classifier_output_index(model, 4, "classes") == 1
+    with pytest.raises(ValueError, match=r"eval.output='nope' is not an output of the model: its outputs are score, classes"):
+        classifier_output_index(model, 4, "nope")
+    with pytest.raises(ValueError, match=r"2 outputs \(score, classes\) and 0 of them give 3 classes: set eval.output=NAME"):
+        classifier_output_index(model, 3, None)
+    assert "classes" in check_pairing(model, ctx.data)["eval.output"]
+    ctx = StageContext(
+        model=model, data=ctx.data, settings=SETTINGS, calibration_samples=32, sqnr_samples=16, cache_dir=str(tmp_path), eval_output=1
+    )
+    result = StageResult()
+    run_baseline(ctx, result)
+    sim = _sim_of(fold_batch_norms(model)[0], ctx)
+    assert result.metrics[keys.SIM_TOP1] == predict_classes(sim.model, ctx.data.val_batches(), 1).top1
+    layers = result.tables[keys.ARTIFACT_LAYERS].set_index("layer")
+    assert np.isfinite(layers.loc["score", "sqnr_db"]) and "score" in sim.output_quantizers  # the other head: quantized, by SQNR

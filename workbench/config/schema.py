@@ -304,6 +304,14 @@ class StageConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Which output of a multi-output model is the classifier that top-1 reads; the other outputs are still
+    quantized and reported by output SQNR. null: the model's only output, or the only one of ``num_classes``."""
+
+    output: Optional[str] = None
+
+
+@dataclass
 class Config:
     model: Any = MISSING
     dataset: Any = MISSING
@@ -318,6 +326,7 @@ class Config:
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     amp: AmpConfig = field(default_factory=AmpConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # absent unless +stage=NAME is given
     stage: Optional[StageConfig] = None

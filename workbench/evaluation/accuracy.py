@@ -46,12 +46,19 @@ def eval_digest(labels: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(labels, np.int64).tobytes()).hexdigest()[:16]
 
 
-def predict_classes(model: keras.Model, batches: tf.data.Dataset) -> Predictions:
-    """Arg-max class of every image and its label."""
+def classifier_output(outputs, output: int | None):
+    """The classification output of a model's outputs: the ``output``-th of several, or the only one."""
+    if output is None:
+        return outputs
+    return keras.tree.flatten(outputs)[output]
+
+
+def predict_classes(model: keras.Model, batches: tf.data.Dataset, output: int | None = None) -> Predictions:
+    """Arg-max class of every image and its label (of the model's ``output``-th output when it has several)."""
 
     @tf.function(reduce_retracing=True)
     def step(x):
-        return tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
+        return tf.argmax(classifier_output(model(x, training=False), output), axis=-1, output_type=tf.int32)
 
     predicted, labels = [], []
     for x, y in tqdm(batches, desc="evaluation", unit="batch", disable=None, leave=False):
@@ -63,21 +70,23 @@ def predict_classes(model: keras.Model, batches: tf.data.Dataset) -> Predictions
     return Predictions(np.concatenate(predicted), np.concatenate(labels))
 
 
-def evaluate_top1(model: keras.Model, batches: tf.data.Dataset) -> float:
+def evaluate_top1(model: keras.Model, batches: tf.data.Dataset, output: int | None = None) -> float:
     """Fraction of samples whose arg-max logit equals the label."""
-    return predict_classes(model, batches).top1
+    return predict_classes(model, batches, output).top1
 
 
-def evaluate_against(reference: keras.Model, model: keras.Model, batches: tf.data.Dataset) -> tuple[float, float]:
-    """Top-1 of ``model`` and the largest |model − reference| output difference, in one pass."""
+def evaluate_against(
+    reference: keras.Model, model: keras.Model, batches: tf.data.Dataset, output: int | None = None
+) -> tuple[float, float]:
+    """Top-1 of ``model`` (its ``output``-th output) and the largest |model − reference| difference over all outputs, in one pass."""
 
     @tf.function(reduce_retracing=True)
     def step(x, y):
-        out = model(x, training=False)
-        ref = reference(x, training=False)
-        pred = tf.argmax(out, axis=-1, output_type=tf.int32)
+        outs, refs = model(x, training=False), reference(x, training=False)
+        pred = tf.argmax(classifier_output(outs, output), axis=-1, output_type=tf.int32)
         correct = tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(y, tf.int32)), tf.int64))
-        return correct, tf.size(y, out_type=tf.int64), tf.reduce_max(tf.abs(out - ref))
+        diff = tf.reduce_max([tf.reduce_max(tf.abs(a - b)) for a, b in zip(keras.tree.flatten(outs), keras.tree.flatten(refs))])
+        return correct, tf.size(y, out_type=tf.int64), diff
 
     correct = total = 0
     diff = 0.0

@@ -350,8 +350,15 @@ class QuantizationSimModel:
         return self.layers_by_name[layer_name].output
 
 
+def batch_inputs(batch: Any) -> Any:
+    """The model inputs of a batch: a tuple is ``(x, y[, weights])``; a list or dict is the inputs of a
+    multi-input model (``[x1, x2]``, ``{"left": x1, ...}``); anything else is ``x`` itself."""
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
 def forward_pass_over(batches: Iterable, counter: list[int] | None = None) -> Callable[[keras.Model, Any], None]:
-    """A calibration callback that runs the model over ``(x, y)`` or ``x`` batches, as one traced step.
+    """A calibration callback that runs the model over ``(x, y)``, ``x`` or (several inputs) ``[x1, x2]`` batches,
+    as one traced step.
 
     ``counter`` (a one-element list), when given, receives the number of samples that went through.
     """
@@ -360,9 +367,9 @@ def forward_pass_over(batches: Iterable, counter: list[int] | None = None) -> Ca
         step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         for batch in tqdm(batches, desc="calibration", unit="batch", disable=None, leave=False):
             interrupts.checkpoint()
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            x = batch_inputs(batch)
             step(x)
             if counter is not None:
-                counter[0] += int(x.shape[0])
+                counter[0] += int(keras.tree.flatten(x)[0].shape[0])
 
     return callback

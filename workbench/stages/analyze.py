@@ -12,7 +12,7 @@ from workbench.figures import range_histograms_figure, sensitivity_figure
 from workbench.quantsim.analysis import layer_ranges, layer_sensitivity, quantized_layers
 from workbench.results import StageResult
 from workbench.stages.cle import prepared_model
-from workbench.stages.common import evaluate_fp32, quantize_and_evaluate, validation_arrays
+from workbench.stages.common import evaluate_fp32, quantize_and_evaluate, single_output_only, validation_arrays
 from workbench.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -20,6 +20,7 @@ RANGE_SAMPLES = 256
 
 
 def run_analyze(ctx: StageContext, result: StageResult) -> None:
+    single_output_only(ctx, "analyze")
     evaluate_fp32(ctx, result)
     a = ctx.analyze
     sim = quantize_and_evaluate(ctx, prepared_model(ctx, result, a.cle), result)

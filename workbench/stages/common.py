@@ -44,6 +44,14 @@ def record_accuracy(result: StageResult, column: str, predictions: Predictions, 
     return predictions.top1
 
 
+def single_output_only(ctx: StageContext, stage: str) -> None:
+    """The per-layer searches compare logits: a one-line refusal for a multi-output model, before any work."""
+    if ctx.eval_output is not None:
+        raise ValueError(
+            f"+stage={stage} measures one output's logits: it takes single-output models (this one has {len(ctx.model.outputs)})"
+        )
+
+
 def validation_arrays(ctx: StageContext, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``limit`` validation images and labels as arrays (searches evaluate them many times)."""
     xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in ctx.data.val_batches(limit=limit)))
@@ -55,7 +63,7 @@ _FP32_SHOWN: weakref.WeakSet = weakref.WeakSet()  # models whose FP32 accuracy t
 
 def evaluate_fp32(ctx: StageContext, result: StageResult) -> float:
     with result.timed("fp32_eval"):
-        predictions = predict_classes(ctx.model, ctx.data.val_batches())
+        predictions = predict_classes(ctx.model, ctx.data.val_batches(), ctx.eval_output)
     level = logging.DEBUG if ctx.model in _FP32_SHOWN else logging.INFO  # a pipeline's stages share the model
     _FP32_SHOWN.add(ctx.model)
     return record_accuracy(result, "fp32", predictions, level)
@@ -105,7 +113,7 @@ def evaluate_sim(ctx: StageContext, sim: QuantizationSimModel, result: StageResu
     result.documents[keys.ARTIFACT_ENCODINGS] = encodings_json(sim, "0.6.1")
     result.documents[keys.ARTIFACT_ENCODINGS_V1] = encodings_json(sim, "1.0.0")
     with result.timed("sim_eval"):
-        predictions = predict_classes(sim.model, ctx.data.val_batches())
+        predictions = predict_classes(sim.model, ctx.data.val_batches(), ctx.eval_output)
     s = sim.settings
     log.debug("quantsim W%dA%d %s/%s:", s.param_bw, s.output_bw, s.param_scheme.value, s.output_scheme.value)
     top1 = record_accuracy(result, "sim", predictions)

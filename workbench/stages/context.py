@@ -31,6 +31,7 @@ class StageContext:
     seed: int = 0
     cache_dir: str = "outputs/cache"
     export_dir: str = "outputs/exports"
+    eval_output: int | None = None  # which of several model outputs top-1 reads (eval.output); None: the only one
     # each technique's options, as composed (defaults from the schema)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     cle: CLEConfig = field(default_factory=CLEConfig)

@@ -19,7 +19,7 @@ from workbench.options import parse_overrides
 from workbench.results import StageResult
 from workbench.stages.adaround import adaround_parameters
 from workbench.stages.cle import prepared_model
-from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, validation_arrays
+from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, single_output_only, validation_arrays
 from workbench.stages.context import StageContext
 from workbench.techniques.adaround import apply_adaround
 from workbench.techniques.mixed_precision import RoundedKernels, choose_mixed_precision
@@ -42,6 +42,7 @@ def adarounded_candidates(ctx: StageContext, model, candidates, highest, result:
 
 
 def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
+    single_output_only(ctx, "mixed_precision")
     evaluate_fp32(ctx, result)
     amp = ctx.amp
     model = prepared_model(ctx, result, amp.cle)

@@ -65,9 +65,37 @@ def flat_model(model: keras.Model) -> keras.Model:
     return flat
 
 
-def check_pairing(model: keras.Model, data: ImageData) -> dict[str, str]:
+def output_names(model: keras.Model) -> list[str]:
+    """The names of the layers that produce the model's outputs, in order."""
+    return [t._keras_history.operation.name for t in model.outputs]
+
+
+def classifier_output_index(model: keras.Model, num_classes: int, requested: str | None) -> int | None:
+    """Which output top-1 reads (``eval.output``): None for a single-output model, else its index; one line if unclear."""
+    names = output_names(model)
+    if requested is not None:
+        if requested not in names:
+            raise ValueError(f"eval.output={requested!r} is not an output of the model: its outputs are {', '.join(names)}")
+        return names.index(requested) if len(names) > 1 else None
+    if len(names) == 1:
+        return None
+    matching = [i for i, t in enumerate(model.outputs) if len(t.shape) == 2 and t.shape[-1] == num_classes]
+    if len(matching) != 1:
+        raise ValueError(
+            f"the model has {len(names)} outputs ({', '.join(names)}) and {len(matching)} of them give {num_classes} classes: "
+            "set eval.output=NAME to the classification output"
+        )
+    return matching[0]
+
+
+def check_pairing(model: keras.Model, data: ImageData, requested: str | None = None) -> dict[str, str]:
     """Whether ``data`` can feed ``model``: a one-line error if not, else notes (tags) on what is adapted."""
     FunctionalGraph.from_model(model)  # a subclassed model is refused here, in one line
+    if len(model.inputs) != 1:
+        names = ", ".join(t.name for t in model.inputs)
+        raise ValueError(
+            f"the model has {len(model.inputs)} inputs ({names}): the command line feeds one image input (the Python API takes any)"
+        )
     shape = tuple(model.input_shape)
     if len(shape) != 4:
         raise ValueError(f"the model's input shape {shape} is not an image batch (N, H, W, C): the workbench quantizes image classifiers")
@@ -80,7 +108,10 @@ def check_pairing(model: keras.Model, data: ImageData) -> dict[str, str]:
         notes["data.adapted"] = f"1-channel images repeated to {shape[3]} channels"
     if shape[1:3] != (None, None) and (h, w) != tuple(shape[1:3]):
         notes["data.resized"] = f"{h}x{w} resized to {shape[1]}x{shape[2]}"
-    outputs = model.output_shape[-1]
+    index = classifier_output_index(model, data.num_classes, requested)
+    outputs = (model.output_shape if index is None else model.output_shape[index])[-1]
+    if index is not None:
+        notes["eval.output"] = f"top-1 reads {output_names(model)[index]!r}; the other outputs are quantized and reported by SQNR"
     if outputs != data.num_classes:
         notes["data.class_mismatch"] = f"the model has {outputs} outputs, the dataset {data.num_classes} classes"
     for key, note in notes.items():
@@ -98,6 +129,7 @@ def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> Stage
         seed=cfg.seed,
         cache_dir=cfg.paths.cache_dir,
         export_dir=os.path.join(cfg.paths.outputs_dir, "exports"),
+        eval_output=classifier_output_index(model, data.num_classes, cfg.eval.output),
         # typed from here on: the schema's dataclasses, defaults written once there
         baseline=OmegaConf.to_object(cfg.baseline),
         cle=OmegaConf.to_object(cfg.cle),

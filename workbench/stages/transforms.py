@@ -42,7 +42,7 @@ def cached_transform(
 def check_transformed(ctx: StageContext, model: keras.Model, result: StageResult) -> None:
     """FP32 accuracy of the transformed model and its largest output change vs the original."""
     with result.timed("transformed_eval"):
-        top1, diff = evaluate_against(ctx.model, model, ctx.data.val_batches())
+        top1, diff = evaluate_against(ctx.model, model, ctx.data.val_batches(), ctx.eval_output)
     result.metrics[keys.TRANSFORMED_TOP1] = top1
     result.metrics[keys.TRANSFORMED_MAX_ABS_DIFF] = diff
     log.info("transformed FP32 top-1 %.4f, max |output change| %.3g", top1, diff)

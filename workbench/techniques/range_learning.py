@@ -188,7 +188,7 @@ def build_qat_model(sim: QuantizationSimModel, learn_ranges: bool = True) -> ker
 
 
 def ends_in_softmax(model: keras.Model) -> bool:
-    """Whether the (flat) model's output is a softmax's, i.e. probabilities rather than logits."""
+    """Whether the (flat) model's first output is a softmax's, i.e. probabilities rather than logits."""
     last = producer(model.outputs[0])
     while isinstance(last, PASSTHROUGH_TYPES):
         last = producer(last.input)
@@ -206,18 +206,21 @@ def train_qat(
     learn_ranges: bool = True,
     val_batches: tf.data.Dataset | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
+    output: int | None = None,
 ) -> QATResult:
     """Fine-tune a calibrated sim (weights and, with ``learn_ranges``, quantizer ranges) on ``(x, y)``
-    batches: a ``tf.data`` pipeline or a :class:`~workbench.data.dataset.Dataset` over labelled batches."""
+    batches: a ``tf.data`` pipeline or a :class:`~workbench.data.dataset.Dataset` over labelled batches. A
+    multi-output model trains on its ``output``-th output (the classifier); the other heads keep their weights."""
     if isinstance(train_batches, Dataset):
         train_batches = train_batches.labelled_tf_data()
     qat = build_qat_model(sim, learn_ranges)
+    trainable = qat if output is None else keras.Model(qat.inputs, keras.tree.flatten(qat.outputs)[output])
     schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps=max(1, decay_steps), decay_rate=0.5)
     opt = keras.optimizers.Adam(schedule) if optimizer == "adam" else keras.optimizers.SGD(schedule, momentum=0.9)
-    from_logits = not ends_in_softmax(sim.fp_model)
+    from_logits = not ends_in_softmax(keras.Model(sim.fp_model.inputs, keras.tree.flatten(sim.fp_model.outputs)[output or 0]))
     if not from_logits:
         log.info("the model ends in a softmax: QAT trains with from_logits=False")
-    qat.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
+    trainable.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
     initial = {q.name: (float(q.q_min.numpy()), float(q.q_max.numpy())) for q in qat.layers if isinstance(q, LearnedFakeQuant)}
 
     class _Report(keras.callbacks.Callback):
@@ -236,7 +239,7 @@ def train_qat(
             if on_epoch is not None:
                 on_epoch(epoch, logs)
 
-    history = qat.fit(
+    history = trainable.fit(
         train_batches,
         epochs=epochs,
         validation_data=val_batches,
