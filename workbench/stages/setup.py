@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from workbench.data.images import ImageData
 from workbench.graph.flatten import flatten_with_report
-from workbench.graph.functional import FunctionalGraph
+from workbench.graph.functional import FunctionalGraph, producer_name
 from workbench.options import QuantSettings, load_overrides
 from workbench.stages.context import StageContext
 
@@ -67,7 +67,7 @@ def flat_model(model: keras.Model) -> keras.Model:
 
 def output_names(model: keras.Model) -> list[str]:
     """The names of the layers that produce the model's outputs, in order."""
-    return [t._keras_history.operation.name for t in model.outputs]
+    return [producer_name(t) for t in model.outputs]
 
 
 def classifier_output_index(model: keras.Model, num_classes: int, requested: str | None) -> int | None:
