@@ -22,6 +22,8 @@ def test_root_api_covers_the_documented_names():
         "Dataset",
         "wilson_interval",
         "mcnemar_exact",
+        "flatten_model",
+        "coverage_table",
     ):
         assert name in workbench.__all__ and getattr(workbench, name) is not None
 

@@ -14,7 +14,9 @@ from typing import Any
 _API = {
     "workbench.options": ("QuantSettings", "QuantScheme", "Rounding", "ReLU6Mode", "BiasCorrectionMode"),
     "workbench.data.dataset": ("Dataset",),
+    "workbench.graph.flatten": ("flatten_model",),
     "workbench.quantsim.sim": ("QuantizationSimModel", "forward_pass_over"),
+    "workbench.quantsim.coverage": ("coverage_table",),
     "workbench.quantsim.export": ("export_encodings", "load_encodings", "export_model"),
     "workbench.quantsim.tflite": ("convert_to_int8_tflite", "evaluate_tflite_top1"),
     "workbench.techniques.batch_norm_fold": ("fold_batch_norms",),

@@ -95,7 +95,7 @@ def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame
     table = pd.concat([runs.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
     table["stage"] = np.where((table["stage"] == "baseline") & (table["deployable"] != "true"), "baseline (not deployable)", table["stage"])
     partial = table["coverage"].astype(str).str.startswith("partial") if "coverage" in table else False
-    table["stage"] = np.where(partial, table["stage"] + " (partial sim)", table["stage"])
+    table["stage"] = np.where(partial, table["stage"] + PARTIAL, table["stage"])
     table = table.rename(columns={CI_LOW: "ci_low", CI_HIGH: "ci_high"})
     table["drop_vs_fp32"] = table[keys.FP32_TOP1] - table[keys.SIM_TOP1]
     table = table.sort_values(
@@ -128,6 +128,7 @@ def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame
 
 
 DIAGNOSTIC_STAGES = ("bn_fold", "analyze")
+PARTIAL = " (partial sim)"  # the stage label of a run whose coverage tag says partial
 
 
 def best_by_setting(table: pd.DataFrame) -> pd.DataFrame:
@@ -135,7 +136,10 @@ def best_by_setting(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for setting, group in table.groupby("setting", sort=False):
         # baselines are references and analyze/bn_fold are diagnostics (their sim is the baseline's or cle's)
-        techniques = group[~group["stage"].str.startswith("baseline") & ~group["stage"].isin(DIAGNOSTIC_STAGES)]
+        # a partial sim (part of the model left float, not by the user) is optimistic: never "the best"
+        techniques = group[
+            ~group["stage"].str.startswith("baseline") & ~group["stage"].isin(DIAGNOSTIC_STAGES) & ~group["stage"].str.endswith(PARTIAL)
+        ]
         techniques = techniques.dropna(subset=[keys.SIM_TOP1])
         if techniques.empty:
             continue
