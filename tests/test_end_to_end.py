@@ -169,7 +169,7 @@ def test_pipeline_is_a_parent_run_with_a_child_per_stage_and_a_report(tmp_path):
 
 
 def _digits_models(tmp_path):
-    """A Sequential, a wrapper around a nested base (transfer learning) and the flat twin of the latter, saved."""
+    """A Sequential and its functional twin, a wrapper around a nested base (transfer learning) and its flat twin, saved."""
     import keras
 
     keras.utils.set_random_seed(0)
@@ -189,8 +189,9 @@ def _digits_models(tmp_path):
     outer = keras.Input((28, 28, 1))
     nested = keras.Model(outer, head(pool(base(outer, training=False))))
     flat = keras.Model(base.input, head(pool(base.output)))
+    twin = keras.Model(seq.inputs, seq.outputs)  # the Sequential's functional twin (one-element lists, same layers)
     paths = {}
-    for name, model in {"sequential": seq, "nested": nested, "flat": flat}.items():
+    for name, model in {"sequential": seq, "sequential_twin": twin, "nested": nested, "flat": flat}.items():
         paths[name] = str(tmp_path / f"{name}.keras")
         model.save(paths[name])
     return paths
@@ -211,4 +212,5 @@ def test_users_sequential_and_nested_models_run_whole_from_the_command_line(tmp_
         if name == "nested":
             assert "flattened 1 nested models into one graph: base" in proc.stdout + proc.stderr
     assert figures["nested"] == figures["flat"]  # the nested form is the flat network, quantized the same
+    assert figures["sequential"] == figures["sequential_twin"]
     assert figures["sequential"][2] == 2 and figures["nested"][2] == 3  # every kernel, not the wrapper's only
