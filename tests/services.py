@@ -23,6 +23,12 @@ from pathlib import Path
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
 
+def _beside_python(command: str) -> str:
+    """A console script of the Python running the tests (a venv's bin/, activated or not), else from PATH."""
+    candidate = os.path.join(os.path.dirname(sys.executable), command)
+    return candidate if os.access(candidate, os.X_OK) else command
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -120,10 +126,11 @@ def ray_cluster(root: Path, num_cpus: int = 2) -> Iterator[str]:
     """A local Ray head node (``ray start --head``), its files under ``root``; yields its address."""
     port = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = ["ray", "start", "--head", f"--port={port}", f"--num-cpus={num_cpus}", "--include-dashboard=false"]
+    ray = _beside_python("ray")
+    cmd = [ray, "start", "--head", f"--port={port}", f"--num-cpus={num_cpus}", "--include-dashboard=false"]
     cmd += [f"--temp-dir={root}", "--disable-usage-stats"]
     subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=180)
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)

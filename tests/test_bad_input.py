@@ -82,6 +82,10 @@ def _files(tmp_path):
             z.writestr(n, b)
     flat = keras.Input((64,))
     keras.Model(flat, keras.layers.Dense(4)(flat)).save(tmp_path / "flat.keras")
+    broken = small_convnet()
+    kernel = broken.get_layer("conv").kernel
+    kernel.assign(keras.ops.where(keras.ops.arange(kernel.shape[-1]) == 0, float("nan"), kernel))
+    broken.save(tmp_path / "nan_weight.keras")
     sub = SubclassedNet()
     sub(keras.ops.zeros((1, 8, 8, 3)))
     sub.save(tmp_path / "subclassed.keras")
@@ -137,6 +141,11 @@ CASES = {
         "holds a subclassed model (SubclassedNet)",
     ),
     "flat-input model": (["model=keras_file", "model.path={tmp}/flat.keras", *SMALL], 2, "not an image batch"),
+    "a NaN weight": (
+        ["model=keras_file", "model.path={tmp}/nan_weight.keras", *SMALL],
+        2,
+        "has non-finite weights (layers/conv2d/vars/0: 27 of 216 values NaN or infinite, in model.weights.h5",
+    ),
     "tracking server not listening": (["tracking.uri=http://127.0.0.1:1"], 2, "tracking.uri='http://127.0.0.1:1' is not reachable"),
     "tracking path under a file": (["tracking.uri=sqlite:///{tmp}/a_file/mlflow.db"], 2, "a_file is a file, not a folder"),
 }

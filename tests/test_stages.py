@@ -78,7 +78,9 @@ def test_adaptations_are_said_not_silent(tmp_path):
     data = make_synthetic(num_train=64, num_val=16, num_classes=4, image_shape=(8, 8, 1), batch_size=16)
     i = keras.Input((16, 16, 3))
     model = keras.Model(i, keras.layers.Dense(1000)(keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(i))))
-    notes = check_pairing(model, data)
+    with pytest.raises(ValueError, match=r"the model has 1000 outputs, the dataset 4 classes: top-1 would compare unrelated classes"):
+        check_pairing(model, data)
+    notes = check_pairing(model, data, allow_class_mismatch=True)
     assert notes == {
         "data.adapted": "1-channel images repeated to 3 channels",
         "data.resized": "8x8 resized to 16x16",
@@ -133,3 +135,16 @@ def test_a_multi_output_model_is_read_at_its_classification_output(tmp_path):
     assert result.metrics[keys.SIM_TOP1] == predict_classes(sim.model, ctx.data.val_batches(), 1).top1
     layers = result.tables[keys.ARTIFACT_LAYERS].set_index("layer")
     assert np.isfinite(layers.loc["score", "sqnr_db"]) and "score" in sim.output_quantizers  # the other head: quantized, by SQNR
+
+
+def test_non_finite_weights_are_refused_when_the_model_is_built():
+    from workbench.config.validate import ConfigError
+    from workbench.stages.setup import flat_model
+
+    model = small_convnet()
+    bn = model.get_layer("bn")
+    weights = bn.get_weights()
+    weights[3][0] = np.inf  # an infinite moving variance
+    bn.set_weights(weights)
+    with pytest.raises(ConfigError, match=r"non-finite weights: layer 'bn' moving_variance: 1 infinite of 8 values"):
+        flat_model(model)

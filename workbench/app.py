@@ -265,7 +265,7 @@ def run_stage(
     with tracked_run(tracker, cfg, stage, parent_run_id) as (tracked, result):
         data, model = built if built is not None else _build(cfg, result)
         try:
-            result.tags.update(check_pairing(model, data, cfg.eval.output))
+            result.tags.update(check_pairing(model, data, cfg.eval.output, cfg.eval.allow_class_mismatch))
             stage_fn(build_context(cfg, model, data), result)
         finally:  # what the data was used for, also when the stage failed midway
             tracked.log_inputs(dataset_inputs(str(cfg.dataset.name), data.source, stage, result.metrics, result.tags, int(cfg.seed)))

@@ -84,6 +84,7 @@ def help_template(conf_dir: Path = CONF_DIR) -> str:
         "  qat.epochs=N adaround.num_iterations=N   the training budgets",
         "  export.register_as=NAME               register the exported model in the MLflow Model Registry",
         "  eval.output=NAME                      the classification output of a multi-output model (top-1 reads it)",
+        "  eval.allow_class_mismatch=true        run a model whose class count differs from the dataset's anyway",
         "  tracking.uri=URI tracking.experiment=NAME   where runs go",
         "  verbosity=0|1|2                       console: summary only | progress (default) | TensorFlow's logs too",
         "  seed=N                                every random choice (data split, calibration samples, training)",

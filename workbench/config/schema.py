@@ -309,6 +309,8 @@ class EvalConfig:
     quantized and reported by output SQNR. null: the model's only output, or the only one of ``num_classes``."""
 
     output: Optional[str] = None
+    # a model whose class count differs from the dataset's is refused (its top-1 means nothing) unless this is true
+    allow_class_mismatch: bool = False
 
 
 @dataclass

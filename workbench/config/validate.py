@@ -6,6 +6,7 @@ Each failure is one line naming the setting and what is allowed.
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import zipfile
@@ -60,7 +61,30 @@ def _keras_archive_problem(path: str, custom_objects) -> str | None:
         shape = layer.get("config", {}).get("batch_shape") if layer.get("class_name") == "InputLayer" else None
         if shape is not None and len(shape) != 4:
             return f"takes inputs of shape {tuple(shape)}, not an image batch (N, H, W, C): the workbench quantizes image classifiers"
-    return None
+    return _non_finite_weights(path)
+
+
+def _non_finite_weights(path: str) -> str | None:
+    """A weight with NaN/Inf in the archive's ``model.weights.h5`` (h5py, no TensorFlow): its sim would not be the model."""
+    import h5py
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+            found: list[str] = []
+
+            def visit(name: str, node) -> None:
+                if found or not isinstance(node, h5py.Dataset) or node.dtype.kind != "f":
+                    return
+                values = node[()]
+                bad = int(np.size(values) - np.isfinite(values).sum())
+                if bad:
+                    found.append(f"{name}: {bad} of {np.size(values)} values NaN or infinite, in model.weights.h5")
+
+            weights.visititems(visit)
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
+        return None
+    return f"has non-finite weights ({found[0]}): the workbench quantizes models whose weights are finite" if found else None
 
 
 def _keras_file_problem(path: str) -> str | None:

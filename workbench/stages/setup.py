@@ -11,9 +11,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from workbench.config.validate import ConfigError
 from workbench.data.images import ImageData
 from workbench.graph.flatten import flatten_with_report
 from workbench.graph.functional import FunctionalGraph, producer_name
+from workbench.graph.health import weight_problems
 from workbench.options import QuantSettings, load_overrides
 from workbench.stages.context import StageContext
 
@@ -54,7 +56,14 @@ def build_model(cfg: DictConfig, data: ImageData) -> keras.Model:
 
 
 def flat_model(model: keras.Model) -> keras.Model:
-    """The model as one flat functional graph (``graph.flatten``), with one console line on what was inlined or split."""
+    """The model as one flat functional graph (``graph.flatten``), with one console line on what was inlined or split.
+
+    A model with non-finite weights (or negative BN variances) is refused in one line: its sim would not be the model.
+    """
+    problems = weight_problems(model)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"the model has non-finite weights: {problems[0]}{more}; the workbench quantizes models whose weights are finite")
     flat, report = flatten_with_report(model)
     if report.inlined:
         log.info("flattened %d nested models into one graph: %s", len(report.inlined), ", ".join(dict.fromkeys(report.inlined)))
@@ -75,36 +84,36 @@ def classifier_output_index(model: keras.Model, num_classes: int, requested: str
     names = output_names(model)
     if requested is not None:
         if requested not in names:
-            raise ValueError(f"eval.output={requested!r} is not an output of the model: its outputs are {', '.join(names)}")
+            raise ConfigError(f"eval.output={requested!r} is not an output of the model: its outputs are {', '.join(names)}")
         return names.index(requested) if len(names) > 1 else None
     if len(names) == 1:
         return None
     matching = [i for i, t in enumerate(model.outputs) if len(t.shape) == 2 and t.shape[-1] == num_classes]
     if len(matching) != 1:
-        raise ValueError(
+        raise ConfigError(
             f"the model has {len(names)} outputs ({', '.join(names)}) and {len(matching)} of them give {num_classes} classes: "
             "set eval.output=NAME to the classification output"
         )
     return matching[0]
 
 
-def check_pairing(model: keras.Model, data: ImageData, requested: str | None = None) -> dict[str, str]:
+def check_pairing(model: keras.Model, data: ImageData, requested: str | None = None, allow_class_mismatch: bool = False) -> dict[str, str]:
     """Whether ``data`` can feed ``model``: a one-line error if not, else notes (tags) on what is adapted."""
     FunctionalGraph.from_model(model)  # a subclassed model is refused here, in one line
     if len(model.inputs) != 1:
         names = ", ".join(t.name for t in model.inputs)
-        raise ValueError(
+        raise ConfigError(
             f"the model has {len(model.inputs)} inputs ({names}): the command line feeds one image input (the Python API takes any)"
         )
     shape = tuple(model.input_shape)
     if len(shape) != 4:
-        raise ValueError(f"the model's input shape {shape} is not an image batch (N, H, W, C): the workbench quantizes image classifiers")
+        raise ConfigError(f"the model's input shape {shape} is not an image batch (N, H, W, C): the workbench quantizes image classifiers")
     sample = next(iter(data.val_batches(limit=1)))[0]
     h, w, c = (int(v) for v in sample.shape[1:])
     notes = {}
     if shape[3] is not None and c != shape[3]:
         if c != 1:
-            raise ValueError(f"the model takes {shape[3]}-channel images but the dataset gives {c}-channel images")
+            raise ConfigError(f"the model takes {shape[3]}-channel images but the dataset gives {c}-channel images")
         notes["data.adapted"] = f"1-channel images repeated to {shape[3]} channels"
     if shape[1:3] != (None, None) and (h, w) != tuple(shape[1:3]):
         notes["data.resized"] = f"{h}x{w} resized to {shape[1]}x{shape[2]}"
@@ -113,7 +122,12 @@ def check_pairing(model: keras.Model, data: ImageData, requested: str | None = N
     if index is not None:
         notes["eval.output"] = f"top-1 reads {output_names(model)[index]!r}; the other outputs are quantized and reported by SQNR"
     if outputs != data.num_classes:
-        notes["data.class_mismatch"] = f"the model has {outputs} outputs, the dataset {data.num_classes} classes"
+        mismatch = f"the model has {outputs} outputs, the dataset {data.num_classes} classes"
+        if not allow_class_mismatch:
+            raise ConfigError(
+                f"{mismatch}: top-1 would compare unrelated classes; use a model and dataset that agree (eval.allow_class_mismatch=true runs anyway)"
+            )
+        notes["data.class_mismatch"] = mismatch
     for key, note in notes.items():
         log.warning("%s: %s", key, note)
     return notes

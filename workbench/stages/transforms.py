@@ -11,6 +11,7 @@ import keras
 from workbench import keys
 from workbench.evaluation.accuracy import evaluate_against
 from workbench.figures import channel_range_figure
+from workbench.graph.health import weight_problems
 from workbench.models.cache import cached_model, weights_digest
 from workbench.results import StageResult
 from workbench.stages.context import StageContext
@@ -40,7 +41,10 @@ def cached_transform(
 
 
 def check_transformed(ctx: StageContext, model: keras.Model, result: StageResult) -> None:
-    """FP32 accuracy of the transformed model and its largest output change vs the original."""
+    """FP32 accuracy of the transformed model and its largest output change vs the original (and no NaN/Inf in it)."""
+    problems = weight_problems(model)
+    if problems:
+        raise RuntimeError(f"the transform produced non-finite weights: {'; '.join(problems[:3])}")
     with result.timed("transformed_eval"):
         top1, diff = evaluate_against(ctx.model, model, ctx.data.val_batches(), ctx.eval_output)
     result.metrics[keys.TRANSFORMED_TOP1] = top1
