@@ -125,7 +125,8 @@ def check_pairing(model: keras.Model, data: ImageData, requested: str | None = N
         mismatch = f"the model has {outputs} outputs, the dataset {data.num_classes} classes"
         if not allow_class_mismatch:
             raise ConfigError(
-                f"{mismatch}: top-1 would compare unrelated classes; use a model and dataset that agree (eval.allow_class_mismatch=true runs anyway)"
+                f"{mismatch}: top-1 would compare unrelated classes; use a model and dataset that agree "
+                "(eval.allow_class_mismatch=true runs anyway)"
             )
         notes["data.class_mismatch"] = mismatch
     for key, note in notes.items():
