@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -90,9 +91,12 @@ def test_repair_ends_runs_whose_process_is_gone(tmp_path, capsys):
     dead.wait()
     gone = tracker.start("gone", {"pid": str(dead.pid)}, {}).run_id  # as if killed with -9
     alive = tracker.start("alive", {}, {}).run_id  # this process
+    # a dead run whose pid now belongs to another (living) process: the start time tells them apart
+    reused = tracker.start("reused", {"pid": str(os.getpid()), "pid.start": f"{psutil.Process().create_time() - 3600:.2f}"}, {}).run_id
     assert runs_main(["repair", "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
     client = MlflowClient(uri)
     assert client.get_run(gone).info.status == "FAILED" and "marked FAILED" in client.get_run(gone).data.tags["repaired"]
     assert client.get_run(alive).info.status == "RUNNING"
-    assert f"{gone}\tmarked FAILED" in out and "1 marked FAILED" in out
+    assert client.get_run(reused).info.status == "FAILED"
+    assert f"{gone}\tmarked FAILED" in out and "2 marked FAILED" in out

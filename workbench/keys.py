@@ -65,6 +65,7 @@ TAG_EVAL_DIGEST = "eval.digest"  # identifies the validation images (count + lab
 TAG_PARENT = "mlflow.parentRunId"
 TAG_HOST = "host"  # the machine and process a run executes in (for `python -m workbench.runs repair`)
 TAG_PID = "pid"
+TAG_PID_START = "pid.start"  # the process's start time (seconds since the epoch): a reused pid is another process
 TAG_REPAIRED = "repaired"
 TAG_PIPELINE = "pipeline"  # on a pipeline's parent run: its stages
 PIPELINE_FAILED = "pipeline/stages_failed"

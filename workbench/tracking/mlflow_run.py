@@ -38,12 +38,19 @@ EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_developm
 BATCH = 100
 
 
+def _process_start() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
+
+
 def process_tags() -> dict[str, str]:
     """Where a run executes (``workbench runs repair`` ends RUNNING runs whose process is gone), who ran
     it and from what (the UI's *Created by* and *Source*)."""
     tags = {
         keys.TAG_HOST: socket.gethostname(),
         keys.TAG_PID: str(os.getpid()),
+        keys.TAG_PID_START: f"{_process_start():.2f}",
         "mlflow.user": _user(),
         "mlflow.source.type": "LOCAL",
         "mlflow.source.name": "python -m workbench",

@@ -1,6 +1,6 @@
 """Runs left RUNNING by a process that is gone (killed with -9, machine lost) are ended FAILED.
 
-Every run carries the ``host`` and ``pid`` it executes in. On that host, a RUNNING run whose process no
+Every run carries the ``host``, ``pid`` and process start time (``pid.start``) it executes in. On that host, a RUNNING run whose process no
 longer exists cannot finish any more: it is marked FAILED with a note. Runs of other hosts are only
 listed (their processes cannot be checked from here); runs without a pid predate the tags.
 """
@@ -22,12 +22,19 @@ class RepairedRun:
     action: str  # "marked FAILED", "alive", "other host", "no pid"
 
 
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` runs on this host (a zombie, ended but not yet reaped, is gone)."""
+START_TOLERANCE_S = 1.0  # the recorded start time is rounded to 0.01 s; a reused pid starts later by far more
+
+
+def process_alive(pid: int, started: float | None = None) -> bool:
+    """Whether ``pid`` runs on this host and is the process that started at ``started`` (a reused pid, pid_max
+    being 32768 here, is another process; a zombie, ended but not yet reaped, is gone)."""
     import psutil
 
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        if started is not None and abs(process.create_time() - started) > START_TOLERANCE_S:
+            return False
+        return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:  # exists, owned by someone else
@@ -40,7 +47,8 @@ def _state_of(tags: dict[str, str], host: str) -> str:
         return "no pid"
     if tags.get(keys.TAG_HOST) != host:
         return "other host"
-    return "alive" if process_alive(int(pid)) else "gone"
+    started = tags.get(keys.TAG_PID_START)
+    return "alive" if process_alive(int(pid), float(started) if started else None) else "gone"
 
 
 def end_if_gone(client: MlflowClient, run, status: str, by: str, dry_run: bool = False) -> str:
