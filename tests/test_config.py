@@ -203,3 +203,10 @@ def test_help_is_the_apps_own():
     stages = text.split("Stages (+stage=NAME):")[1].split("Config groups")[0]
     assert sorted(line.split()[0] for line in stages.strip().splitlines()) == sorted(STAGE_NAMES)
     assert "python -m workbench -m +stage=bc quant.param_bw=4,6,8" in text and "mnist_mobilenet" in text.split("== Config")[1]
+
+
+def test_a_registered_model_name_is_checked_up_front():
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("config", overrides=["export.register_as=team/model"])
+    with pytest.raises(ConfigError, match=r"export.register_as='team/model' is not allowed: .*no '/'"):
+        validate(cfg, STAGE_NAMES)

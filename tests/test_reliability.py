@@ -100,3 +100,24 @@ def test_repair_ends_runs_whose_process_is_gone(tmp_path, capsys):
     assert client.get_run(alive).info.status == "RUNNING"
     assert client.get_run(reused).info.status == "FAILED"
     assert f"{gone}\tmarked FAILED" in out and "2 marked FAILED" in out
+
+
+@pytest.mark.parametrize("name", ["../../x", "/Users/me/exp", "C:\\\\evil\\\\x", "..", "a/../../b", ""])
+def test_names_make_folders_that_stay_under_their_root(tmp_path, name):
+    from workbench.paths import under
+
+    path = under(str(tmp_path / "reports"), name)
+    assert os.path.dirname(path) == str(tmp_path / "reports") and os.path.basename(path) not in ("", ".", "..")
+
+
+def test_the_report_of_a_traversing_experiment_name_stays_under_outputs(tmp_path):
+    from workbench.report import main as report_main
+
+    outputs = tmp_path / "outputs"
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    exp = client.create_experiment("../../escaped", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(exp, tags={"stage": "baseline", "deployable": "true"}).info.run_id
+    client.log_metric(run, "sim/top1", 0.5)
+    client.set_terminated(run)
+    assert report_main(["--experiment", "../../escaped", "--outputs-dir", str(outputs)]) == 0
+    assert not (tmp_path / "escaped").exists() and (outputs / "reports" / "escaped").is_dir()

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from workbench.paths import under
 from workbench.reporting.report import ReportError, build_report
 from workbench.tracking.mlflow_run import open_client, resolve_tracking_uri
 
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outputs-dir", default="outputs")
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri, args.outputs_dir)
-    out = os.path.join(args.outputs_dir, "reports", args.experiment + (f"-{args.parent[:8]}" if args.parent else ""))
+    out = under(os.path.join(args.outputs_dir, "reports"), args.experiment + (f"-{args.parent[:8]}" if args.parent else ""))
     try:
         report = build_report(open_client(uri), args.experiment, out, args.parent)
     except ReportError as err:

@@ -9,6 +9,7 @@ import glob
 import io
 import json
 import os
+import re
 import zipfile
 
 import yaml
@@ -98,6 +99,9 @@ def _keras_file_problem(path: str) -> str | None:
     return None
 
 
+REGISTERED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\- ]{0,255}")  # what every MLflow store accepts as a model name
+
+
 class ConfigError(ValueError):
     """A setting has a value that is not allowed."""
 
@@ -147,6 +151,12 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
             raise ConfigError(f"quant.overrides={q.overrides!r}: {err}") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"quant.overrides={q.overrides!r} is not readable YAML/JSON: {str(err).splitlines()[0]}") from None
+    name = cfg.export.register_as
+    _require(
+        name is None or (isinstance(name, str) and REGISTERED_NAME.fullmatch(name) is not None),
+        f"export.register_as={name!r} is not allowed: a registered model name of letters, digits, '.', '_', '-' and spaces "
+        "(no '/', ':' or '%'), at most 256 characters",
+    )
     _positive(cfg, "tracking.sqnr_samples", allow_zero=True)
     _positive(cfg, "threads", allow_zero=True, allow_none=True)
     _require(cfg.verbosity in (0, 1, 2), f"verbosity={cfg.verbosity!r} is not allowed: 0 (quiet), 1 (progress, default) or 2 (everything)")
