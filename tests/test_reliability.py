@@ -71,6 +71,16 @@ def test_a_sweep_where_every_value_is_invalid_fails_each_job_and_its_parent(tmp_
     assert "job failed: quant.param_bw=1 is not allowed" in proc.stderr + proc.stdout
 
 
+def test_a_sweep_value_cannot_move_a_job_folder_out_of_the_outputs(tmp_path):
+    outputs = tmp_path / "outputs"
+    proc, _, children = _sweep(outputs, "+stage=baseline", "model=keras_file", "model.path=../../../../../../escaped/x.keras,../../y.keras")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(c.info.status for c in children) == ["FAILED", "FAILED"]  # no such model files
+    jobs = [p for p in (outputs / "multirun").glob("*/*/*") if p.is_dir()]
+    assert len(jobs) == 2 and all(p.name.startswith("stage_baseline_model.path_") for p in jobs), jobs
+    assert not (tmp_path / "escaped").exists() and not any(p.name == "escaped" for p in Path("/").iterdir())
+
+
 def test_one_invalid_value_fails_its_job_only(tmp_path):
     from helpers import SMALL_SYNTHETIC, small_convnet
 

@@ -5,15 +5,17 @@ fails at compose time with OmegaConf's message naming the key and the allowed va
 Range checks that a type cannot express live in :mod:`workbench.config.validate`.
 """
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from workbench.config.help import help_template
 from workbench.options import AdaroundParameters, BiasCorrectionMode, QuantScheme, QuantSettings, ReLU6Mode, Rounding, Target
+from workbench.paths import safe_component
 
 
 class StageName(str, Enum):
@@ -342,7 +344,11 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schemas; YAML options name them in their defaults lists."""
+    """Register the schemas (YAML options name them in their defaults lists) and our resolvers: ``wb.safe`` makes
+    one folder name of a string (a sweep job's overrides), ``wb.pid`` the process id (two sweeps started in the
+    same second get their own folders)."""
+    OmegaConf.register_new_resolver("wb.safe", safe_component, replace=True)
+    OmegaConf.register_new_resolver("wb.pid", os.getpid, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="hydra/help", name="workbench", node={"app_name": "workbench", "header": "", "footer": "", "template": help_template()})
