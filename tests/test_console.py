@@ -45,3 +45,28 @@ def test_verbosity_two_shows_everything_and_zero_only_warnings(tmp_path):
     assert "I0000 native C++ log line" in proc.stderr and "Assets written to" in proc.stdout
     proc, _ = _run(tmp_path, 0)
     assert proc.stdout == "" and "converter chatter" not in proc.stderr
+
+
+BAR_SCRIPT = """
+import io, logging, sys
+from tqdm.auto import tqdm
+root = logging.getLogger()
+root.setLevel(logging.INFO)
+root.addHandler(logging.StreamHandler(sys.stdout))
+from workbench.console import quiet_console
+with quiet_console(1, "job 3"):
+    bar = tqdm(total=4, file=sys.stdout, disable=False, ncols=40, mininterval=0)
+    bar.update(1)
+    logging.getLogger("workbench.stages").info("calibrated")
+    bar.update(1)
+    bar.close()
+logging.getLogger("workbench").info("after")
+"""
+
+
+def test_console_lines_go_through_tqdm_and_carry_the_sweep_jobs_label(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", BAR_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.replace("\\r", "\\n").splitlines()
+    assert "[job 3] calibrated" in lines  # a line of its own, not glued onto the bar (tqdm.write clears it first)
+    assert "after" in lines and "[job 3] after" not in lines  # the handler is restored after the block

@@ -30,6 +30,13 @@ def _in_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _job_label() -> str | None:
+    """``job N`` in a sweep (its lines then say which job they come from), else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return f"job {HydraConfig.get().job.num}" if _in_multirun() else None
+
+
 def _one_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
 
@@ -43,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
     from workbench.tracking.probe import TrackingUnavailable
 
     try:
-        with quiet_console(int(cfg.verbosity)):
+        with quiet_console(int(cfg.verbosity), _job_label()):
             return run(cfg)
     except Terminated as stop:  # the run is already KILLED
         sys.exit(stop.exit_code)

@@ -40,26 +40,54 @@ def _log_file() -> str | None:
     return files[0] if files else None
 
 
+class _Labelled(logging.Formatter):
+    """The console formatter with the sweep job's label in front (parallel jobs' lines interleave)."""
+
+    def __init__(self, inner: logging.Formatter | None, label: str):
+        super().__init__()
+        self.inner, self.label = inner or logging.Formatter(), label
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"[{self.label}] {self.inner.format(record)}"
+
+
 @contextmanager
-def quiet_console(verbosity: int = NORMAL) -> Iterator[str | None]:
+def _through_tqdm(level: int) -> Iterator[None]:
+    """Console log lines through ``tqdm.write`` (tqdm's own redirect), so that they never glue onto an active bar."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():
+        for handler in _console_handlers():
+            handler.setLevel(level)  # tqdm's handler takes the formatter and filters, not the level
+        yield
+
+
+@contextmanager
+def quiet_console(verbosity: int = NORMAL, label: str | None = None) -> Iterator[str | None]:
     """Within the block, native and library output goes to the job's log file (Hydra's); yields its path.
 
-    Restores fd 2, ``sys.stderr`` and the loggers afterwards (a launcher may run several jobs per process).
+    Console lines go through tqdm's writer (never glued onto a progress bar) and carry ``label`` (a sweep job's
+    number) when given. Restores fd 2, ``sys.stderr`` and the loggers afterwards (a launcher may run several jobs
+    per process).
     """
     logging.captureWarnings(True)  # warnings become records of "py.warnings": file only unless verbose
     path = _log_file()
-    saved_levels = {h: h.level for h in _console_handlers()}
-    for handler in saved_levels:
-        handler.setLevel(logging.WARNING if verbosity <= QUIET else logging.NOTSET)
+    level = logging.WARNING if verbosity <= QUIET else logging.NOTSET
+    saved = {h: (h.level, h.formatter) for h in _console_handlers()}
+    for handler in saved:
+        handler.setLevel(level)
         if verbosity < VERBOSE:
             handler.addFilter(_not_chatty)
+        if label:
+            handler.setFormatter(_Labelled(handler.formatter, label))
     if verbosity >= VERBOSE:
         logging.getLogger("mlflow").setLevel(logging.INFO)
     if verbosity >= VERBOSE or path is None:
         try:
-            yield path
+            with _through_tqdm(level):
+                yield path
         finally:
-            _restore(saved_levels)
+            _restore(saved)
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -69,7 +97,8 @@ def quiet_console(verbosity: int = NORMAL) -> Iterator[str | None]:
     try:
         os.dup2(sink, 2)  # C++ logs, absl banners, converter chatter: into the log file
         sys.stderr = os.fdopen(os.dup(console_fd), "w", buffering=1, encoding=saved_stderr.encoding, errors="backslashreplace")
-        yield path
+        with _through_tqdm(level):
+            yield path
     finally:
         sys.stderr.flush()
         os.dup2(console_fd, 2)
@@ -77,7 +106,7 @@ def quiet_console(verbosity: int = NORMAL) -> Iterator[str | None]:
         sys.stderr = saved_stderr
         os.close(console_fd)
         os.close(sink)
-        _restore(saved_levels)
+        _restore(saved)
 
 
 def _not_chatty(record: logging.LogRecord) -> bool:
@@ -85,7 +114,8 @@ def _not_chatty(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.ERROR or not any(record.name == n or record.name.startswith(n + ".") for n in CHATTY_LOGGERS)
 
 
-def _restore(saved_levels: dict[logging.Handler, int]) -> None:
-    for handler, level in saved_levels.items():
+def _restore(saved: dict[logging.Handler, tuple[int, logging.Formatter | None]]) -> None:
+    for handler, (level, formatter) in saved.items():
         handler.setLevel(level)
+        handler.setFormatter(formatter)
         handler.removeFilter(_not_chatty)
