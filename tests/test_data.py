@@ -1,5 +1,7 @@
 """Data: the TFRecord reader on files written here, the embedded MNIST split, calibration picks."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -139,8 +141,10 @@ def test_image_folder_errors_name_the_setting(tmp_path):
 
     (tmp_path / "empty" / "a").mkdir(parents=True)
     (tmp_path / "empty" / "b").mkdir()
-    with pytest.raises(ValueError, match=r"^dataset.path='.*empty' holds 2 class subfolder\(s\) and 0 JPEG/PNG/BMP images"):
+    with pytest.raises(ValueError, match=r"^dataset.path: class folder '.*empty/a' holds no JPEG/PNG/BMP images"):
         load_image_folder(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match=r"^dataset.path='.*empty' holds 0 class subfolder\(s\) and 0 JPEG/PNG/BMP images"):
+        load_image_folder(str(tmp_path / "empty"), allow_empty_classes=True)
     for name in ("a", "b"):
         (tmp_path / "broken" / name).mkdir(parents=True)
         (tmp_path / "broken" / name / "x.jpg").write_text("not a jpeg")
@@ -150,3 +154,23 @@ def test_image_folder_errors_name_the_setting(tmp_path):
     _write_image_folder(tmp_path / "other", classes=("cat", "dog"))
     with pytest.raises(ValueError, match="both need the same class subfolders"):
         load_image_folder(str(tmp_path / "train"), validation_path=str(tmp_path / "other"))
+
+
+def test_image_folder_walks_each_folder_once_and_names_a_corrupt_image_up_front(tmp_path):
+    """Symlink loops end, two links to one image are one image, an empty class is an error (or skipped), and a
+    corrupt PNG among good ones is named when the dataset is built, not during calibration."""
+    from workbench.data.image_folder import load_image_folder
+
+    root = tmp_path / "train"
+    _write_image_folder(root)
+    os.symlink(root, root / "cat" / "loop")  # a loop back to the top
+    os.symlink(root / "dog", root / "dog" / "self")  # and one onto itself
+    os.symlink(root / "eel" / "img0.png", root / "eel" / "again.png")  # the same image twice
+    (root / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"class folder '.*empty' holds no JPEG/PNG/BMP images: .*dataset.allow_empty_classes=true"):
+        load_image_folder(str(root), image_size=16, resize_size=20)
+    data = load_image_folder(str(root), image_size=16, resize_size=20, allow_empty_classes=True, validation_split=0.25)
+    assert data.num_classes == 3 and data.num_train + data.num_val == 12  # 4 per class, nothing listed twice
+    (root / "dog" / "img9.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    with pytest.raises(ValueError, match=r"dataset.path: .*dog/img9.png is not a readable JPEG/PNG/BMP image"):
+        load_image_folder(str(root), image_size=16, resize_size=20, allow_empty_classes=True, validation_split=0.25)

@@ -137,6 +137,8 @@ class ImageFolderDatasetConfig(ImageFilesConfig):
     # images after a shuffle with the run's seed
     validation_path: Optional[str] = None
     validation_split: float = 0.2
+    # an empty class folder is an error (it would be a class with no images) unless this is true: then skipped
+    allow_empty_classes: bool = False
 
 
 @dataclass
