@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from workbench.runs import main as runs_main
-from workbench.tracking.mlflow_run import Tracker
+from workbench.tracking.mlflow_run import Tracker, open_client
 
 pytestmark = pytest.mark.slow  # subprocesses: left out of the fast loop
 
@@ -131,3 +131,26 @@ def test_the_report_of_a_traversing_experiment_name_stays_under_outputs(tmp_path
     client.set_terminated(run)
     assert report_main(["--experiment", "../../escaped", "--outputs-dir", str(outputs)]) == 0
     assert not (tmp_path / "escaped").exists() and (outputs / "reports" / "escaped").is_dir()
+
+
+def test_a_store_killed_while_it_is_created_is_never_left_half_made(tmp_path):
+    """kill -9 at several moments of a new SQLite store's creation: the next process always gets a working store."""
+    script = "import sys; from workbench.tracking.mlflow_run import open_client; open_client(sys.argv[1])"
+    for i, delay in enumerate((0.9, 1.2, 1.5, 1.8, 2.1, 2.6)):  # import ~1 s, creation ~1.3 s here
+        uri = f"sqlite:///{tmp_path}/s{i}/mlflow.db"
+        proc = subprocess.Popen([sys.executable, "-c", script, uri], cwd=ROOT, env=_env())
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        client = open_client(uri)  # a complete store: created anew if the killed one had not finished
+        exp = client.create_experiment("after")
+        assert client.get_experiment(exp).name == "after"
+        assert not list((tmp_path / f"s{i}").glob("mlflow.db.creating-*"))
+
+
+def test_a_damaged_store_is_named_with_the_command_that_fixes_it(tmp_path, capsys):
+    (tmp_path / "mlflow.db").write_bytes(os.urandom(4096))
+    assert runs_main(["repair", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 2
+    err = capsys.readouterr().err
+    assert "tracking.uri=" in err and "file is not a database" in err and f"mv '{tmp_path}/mlflow.db'" in err
+    assert len(err.strip().splitlines()) == 1

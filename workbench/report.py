@@ -9,6 +9,7 @@ import sys
 from workbench.paths import under
 from workbench.reporting.report import ReportError, build_report
 from workbench.tracking.mlflow_run import open_client, resolve_tracking_uri
+from workbench.tracking.probe import TrackingUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     out = under(os.path.join(args.outputs_dir, "reports"), args.experiment + (f"-{args.parent[:8]}" if args.parent else ""))
     try:
         report = build_report(open_client(uri), args.experiment, out, args.parent)
+    except TrackingUnavailable as err:
+        print(f"workbench.report: {err}", file=sys.stderr)
+        return 2
     except ReportError as err:
         print(f"workbench.report: {err}", file=sys.stderr)
         return 1

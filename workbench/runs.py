@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from workbench.tracking.mlflow_run import open_client, resolve_tracking_uri
+from workbench.tracking.probe import TrackingUnavailable
 from workbench.tracking.repair import repair_runs
 
 
@@ -17,7 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     repair.add_argument("--outputs-dir", default="outputs")
     repair.add_argument("--dry-run", action="store_true", help="only list what would be done")
     args = parser.parse_args(argv)
-    client = open_client(resolve_tracking_uri(args.tracking_uri, args.outputs_dir))
+    try:
+        client = open_client(resolve_tracking_uri(args.tracking_uri, args.outputs_dir))
+    except TrackingUnavailable as err:
+        print(f"workbench.runs: {err}", file=sys.stderr)
+        return 2
     found = repair_runs(client, args.dry_run)
     for r in found:
         print(f"{r.experiment}\t{r.run_id}\t{r.action}" + (" (dry run)" if args.dry_run and r.action == "marked FAILED" else ""))

@@ -7,6 +7,7 @@ same in Hydra's parallel worker processes.
 from __future__ import annotations
 
 import getpass
+import glob
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from workbench import interrupts, keys
 from workbench.keys import ARTIFACT_TRACEBACK
 from workbench.results import StageResult
-from workbench.tracking.probe import resolve_tracking_uri
+from workbench.tracking.probe import TrackingUnavailable, resolve_tracking_uri
 
 __all__ = ["Tracker", "TrackedRun", "flatten", "open_client", "process_tags", "resolve_tracking_uri"]
 
@@ -108,9 +109,34 @@ def open_client(uri: str) -> MlflowClient:
         return MlflowClient(tracking_uri=uri)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with FileLock(path + ".lock", timeout=STORE_LOCK_TIMEOUT_S):
-        client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)  # creates and migrates the store, once
+        if not os.path.exists(path):
+            _create_store(path)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # migrates an older store, once
+        except Exception as err:  # SQLAlchemy's and MLflow's errors alike: the store itself is damaged
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise TrackingUnavailable(
+                f"tracking.uri={uri!r}: the store cannot be opened ({first}); if its creation was interrupted, move it "
+                f"away (mv '{path}' '{path}.broken') and run again to start a new one"
+            ) from None
     return client
+
+
+def _create_store(path: str) -> None:
+    """Create and migrate a new SQLite store under a temporary name, then move it into place: a store interrupted
+    while it is created (kill -9, a full disk) leaves only a temporary file, never a half-migrated ``mlflow.db``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for stale in glob.glob(glob.escape(path) + ".creating-*"):  # left by a creator that was killed (we hold the lock)
+        os.remove(stale)
+    partial = f"{path}.creating-{os.getpid()}"
+    try:
+        MlflowClient(tracking_uri=SQLITE_PREFIX + partial).search_experiments(max_results=1)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    log.debug("created the tracking store %s (in %s)", path, folder)
 
 
 class Tracker:
