@@ -147,6 +147,11 @@ CASES = {
         "has non-finite weights (layers/conv2d/vars/0: 27 of 216 values NaN or infinite, in model.weights.h5",
     ),
     "tracking server not listening": (["tracking.uri=http://127.0.0.1:1"], 2, "tracking.uri='http://127.0.0.1:1' is not reachable"),
+    "database server not listening": (
+        ["tracking.uri=postgresql://mlflow@127.0.0.1:1/mlflow"],
+        2,
+        "tracking.uri='postgresql://mlflow@127.0.0.1:1/mlflow': nothing answers at 127.0.0.1:1",
+    ),
     "tracking path under a file": (["tracking.uri=sqlite:///{tmp}/a_file/mlflow.db"], 2, "a_file is a file, not a folder"),
 }
 

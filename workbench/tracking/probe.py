@@ -6,7 +6,9 @@ Standard library only, so it runs before TensorFlow and MLflow are imported.
 from __future__ import annotations
 
 import os
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 
 HTTP_TIMEOUT_S = 5.0
@@ -55,9 +57,28 @@ def _check_http(uri: str, timeout: float) -> None:
         ) from None
 
 
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _check_database_server(uri: str, timeout: float) -> None:
+    """A database URI (``postgresql://user@host:port/db``, ``mysql+pymysql://…``): something must listen on its port."""
+    parsed = urllib.parse.urlsplit(uri)
+    dialect = parsed.scheme.split("+")[0]
+    host, port = parsed.hostname or "localhost", parsed.port or DEFAULT_PORTS[dialect]
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise TrackingUnavailable(
+            f"tracking.uri={uri!r}: nothing answers at {host}:{port} within {timeout:.0f} s ({err.strerror or err}): "
+            "start the database server or fix the URI"
+        ) from None
+
+
 def check_tracking_uri(uri: str, timeout: float = HTTP_TIMEOUT_S) -> None:
     """Raise :class:`TrackingUnavailable` when runs could not be recorded at ``uri``."""
     if uri.startswith("sqlite:///"):
         _check_sqlite(uri, uri[len("sqlite:///") :])
     elif uri.startswith(("http://", "https://")):
         _check_http(uri, timeout)
+    elif uri.split(":", 1)[0].split("+")[0] in DEFAULT_PORTS:
+        _check_database_server(uri, timeout)
