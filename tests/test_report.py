@@ -145,3 +145,19 @@ def test_cli_prints_plain_message(store, capsys):
 def test_markdown_marks_nan_as_missing():
     text = to_markdown(pd.DataFrame({"a": [1.0, float("nan")], "b": ["x", "y"]}))
     assert text.splitlines()[2] == "| 1.0000 | x |" and "missing" in text.splitlines()[3]
+
+
+def test_a_sweep_of_technique_stages_is_compared_with_the_experiments_baseline(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("exp", artifact_location=(tmp_path / "artifacts").as_uri())
+    earlier = client.create_run(exp, run_name="baselines").info.run_id
+    _log(client, exp, earlier, "baseline", "m1", "tf", "False", 60, "FINISHED", tmp_path)
+    _log(client, exp, earlier, "baseline", "m9", "tf", "False", 0, "FINISHED", tmp_path)  # another setting: not borrowed
+    sweep = client.create_run(exp, run_name="sweep").info.run_id
+    _log(client, exp, sweep, "cle", "m1", "tf", "False", 20, "FINISHED", tmp_path)
+    _log(client, exp, sweep, "bc", "m1", "tf", "False", 58, "FINISHED", tmp_path)
+    report = build_report(client, "exp", str(tmp_path / "reports"), sweep)
+    t = report.table.set_index("stage")
+    assert t.loc["cle", "verdict"] == "better" and t.loc["bc", "verdict"].startswith("within")  # tested, not "no baseline"
+    assert t.loc["baseline", "verdict"] == "reference" and "earlier run of the experiment" in t.loc["baseline", "notes"]
+    assert len(report.table) == 3

@@ -22,7 +22,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from workbench import keys
 from workbench.evaluation.statistics import BETTER, WORSE, mcnemar_exact
-from workbench.reporting.runs import PARAM, ComparedRuns, ReportError, identify, load_runs, same_setting, stage_key
+from workbench.reporting.runs import PARAM, ComparedRuns, ReportError, borrowed_baselines, identify, load_runs, same_setting, stage_key
 
 __all__ = ["ReportError", "Report", "build_report", "comparison_table", "load_runs", "to_markdown"]
 MISSING = "missing"
@@ -103,6 +103,9 @@ def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame
     )
     table = table.reset_index(drop=True)
     table["notes"] = _per_channel_notes(table, predictions)
+    if "borrowed" in table:
+        outside = table["borrowed"].fillna(False).astype(bool)
+        table.loc[outside, "notes"] = "the reference from an earlier run of the experiment (not in this sweep)"
     columns = [
         "stage",
         "setting",
@@ -313,6 +316,9 @@ def build_report(
     from workbench.reporting.html import render_html
 
     runs = load_runs(client, experiment, parent_run_id)
+    if parent_run_id:  # a sweep of technique stages alone: its settings' baselines from earlier runs of the experiment
+        borrowed = borrowed_baselines(runs, load_runs(client, experiment))
+        runs = pd.concat([runs.assign(borrowed=False), borrowed], ignore_index=True) if not borrowed.empty else runs
     compared = identify(same_setting(runs, like_run) if like_run else runs)
     if compared.runs.empty:
         raise ReportError(f"experiment {experiment!r} has runs but none FINISHED: nothing to compare")

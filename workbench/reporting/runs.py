@@ -118,10 +118,35 @@ def load_runs(client: MlflowClient, experiment: str, parent_run_id: str | None =
     return pd.DataFrame(rows)
 
 
+def _shared_columns(runs: pd.DataFrame) -> list[str]:
+    return [c for c in runs.columns if c.startswith(PARAM) and not c[len(PARAM) :].startswith(TECHNIQUE_GROUPS)]
+
+
+def borrowed_baselines(runs: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:
+    """The deployable FINISHED baselines of ``pool`` (the whole experiment) for the settings of ``runs`` that have
+    none, one per setting (the newest, on the same validation images): a sweep of technique stages alone is still
+    compared with its reference. Marked ``borrowed``."""
+    shared = _shared_columns(runs)
+    key = lambda frame: frame.reindex(columns=shared).fillna("∅").astype(str).apply(tuple, axis=1)  # noqa: E731
+    have = set(key(runs[(runs["stage"] == "baseline") & (runs["deployable"] == "true") & (runs["status"] == "FINISHED")]))
+    wanted = set(key(runs[runs["status"] == "FINISHED"])) - have
+    candidates = pool[
+        (pool["stage"] == "baseline")
+        & (pool["deployable"] == "true")
+        & (pool["status"] == "FINISHED")
+        & ~pool["run_id"].isin(runs["run_id"])
+        & pool["eval_digest"].isin(runs["eval_digest"].dropna())
+    ]
+    if candidates.empty or not wanted:
+        return candidates.iloc[0:0]
+    candidates = candidates[key(candidates).isin(wanted)].sort_values("start_time")
+    borrowed = candidates[~key(candidates).duplicated(keep="last")].reindex(columns=runs.columns)
+    return borrowed.assign(borrowed=True)
+
+
 def same_setting(runs: pd.DataFrame, run_id: str) -> pd.DataFrame:
     """The runs whose shared configuration (all but technique options and bookkeeping) equals ``run_id``'s."""
-    shared = [c for c in runs.columns if c.startswith(PARAM) and not c[len(PARAM) :].startswith(TECHNIQUE_GROUPS)]
-    values = runs[shared].fillna("∅").astype(str)
+    values = runs[_shared_columns(runs)].fillna("∅").astype(str)
     mine = values[runs["run_id"] == run_id]
     if mine.empty:
         raise ReportError(f"run {run_id} is not a stage run of this experiment")
