@@ -161,3 +161,34 @@ def test_a_sweep_of_technique_stages_is_compared_with_the_experiments_baseline(t
     assert t.loc["cle", "verdict"] == "better" and t.loc["bc", "verdict"].startswith("within")  # tested, not "no baseline"
     assert t.loc["baseline", "verdict"] == "reference" and "earlier run of the experiment" in t.loc["baseline", "notes"]
     assert len(report.table) == 3
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MB tmpfs filled to about 30 KB free (root only: skipped where mount is not allowed)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+        (mount / "filler").write_bytes(b"\0" * (free - 30_000))
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_at_the_report_leaves_no_cut_file_and_no_error_exit(store, full_disk, caplog):
+    from types import SimpleNamespace
+
+    from workbench.app import report_and_summarise
+
+    client, parent, tmp, _ = store
+    out = full_disk / "report"
+    with caplog.at_level("ERROR"):
+        assert report_and_summarise(SimpleNamespace(client=client, uri="sqlite://"), "exp", str(out), "sweep", parent, parent_run_id=parent) is None
+    assert "no report:" in caplog.text and "No space left on device" in caplog.text
+    written = {p.name for p in out.iterdir()} if out.exists() else set()
+    assert "report.html" not in written and not [n for n in written if n.startswith(".")]  # nothing cut, no temporary left

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import tempfile
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+|\.{2,}")  # other characters, and runs of dots
 
@@ -22,3 +24,18 @@ def under(root: str, name: str) -> str:
     if not os.path.realpath(path).startswith(os.path.realpath(root) + os.sep):  # a symlink inside root pointing out
         raise ValueError(f"{path!r} leaves {root!r}")
     return path
+
+
+def write_atomically(path: str, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, renamed into place: a full disk or a
+    kill leaves the old file or none, never a truncated one (a cut ``report.html`` looks complete in a browser)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, partial = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        raise

@@ -9,6 +9,7 @@ left out and why, the per-layer SQNR across stages, and two plots.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import tempfile
@@ -22,6 +23,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from workbench import keys
 from workbench.evaluation.statistics import BETTER, WORSE, mcnemar_exact
+from workbench.paths import write_atomically
 from workbench.reporting.runs import PARAM, ComparedRuns, ReportError, borrowed_baselines, identify, load_runs, same_setting, stage_key
 
 __all__ = ["ReportError", "Report", "build_report", "comparison_table", "load_runs", "to_markdown"]
@@ -341,13 +343,10 @@ def build_report(
         if frame.empty:
             continue
         base = os.path.join(out_dir, name)
-        frame.to_csv(base + ".csv", index=index)
-        shown = frame if index else readable(frame)
-        with open(base + ".md", "w") as f:
-            f.write(to_markdown(shown))
+        write_atomically(base + ".csv", frame.to_csv(index=index))
+        write_atomically(base + ".md", to_markdown(frame if index else readable(frame)))
         report.files.update({f"{name}.csv": base + ".csv", f"{name}.md": base + ".md"})
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(report.markdown())
+    write_atomically(os.path.join(out_dir, "report.md"), report.markdown())
     report.files["report.md"] = os.path.join(out_dir, "report.md")
     figures = {"accuracy_vs_bitwidth.png": accuracy_vs_bitwidth_figure(table)}
     if not sqnr.empty:
@@ -355,16 +354,16 @@ def build_report(
     pngs = {}
     for name, fig in figures.items():
         path = os.path.join(out_dir, name)
-        fig.savefig(path, dpi=110)
+        png = io.BytesIO()
+        fig.savefig(png, dpi=110, format="png")
         plt.close(fig)
-        with open(path, "rb") as f:
-            pngs[name] = f.read()
+        pngs[name] = png.getvalue()
+        write_atomically(path, pngs[name])
         report.files[name] = path
     where = f"run {parent_run_id[:8]}" if parent_run_id else f"runs like {like_run[:8]}" if like_run else "all runs"
     html = render_html(report, title or f"workbench report: experiment {experiment}, {where}", pngs)
     report.files["report.html"] = os.path.join(out_dir, "report.html")
-    with open(report.files["report.html"], "w") as f:
-        f.write(html)
+    write_atomically(report.files["report.html"], html)
     if parent_run_id:
         for path in report.files.values():
             client.log_artifact(parent_run_id, path, "report")
