@@ -188,7 +188,10 @@ def test_a_full_disk_at_the_report_leaves_no_cut_file_and_no_error_exit(store, f
     client, parent, tmp, _ = store
     out = full_disk / "report"
     with caplog.at_level("ERROR"):
-        assert report_and_summarise(SimpleNamespace(client=client, uri="sqlite://"), "exp", str(out), "sweep", parent, parent_run_id=parent) is None
+        assert (
+            report_and_summarise(SimpleNamespace(client=client, uri="sqlite://"), "exp", str(out), "sweep", parent, parent_run_id=parent)
+            is None
+        )
     assert "no report:" in caplog.text and "No space left on device" in caplog.text
     written = {p.name for p in out.iterdir()} if out.exists() else set()
     assert "report.html" not in written and not [n for n in written if n.startswith(".")]  # nothing cut, no temporary left

@@ -128,3 +128,45 @@ def test_sigterm_to_a_parallel_sweep_ends_every_run_and_worker(tmp_path):
     time.sleep(1)  # no worker outlives the sweep
     workers = {int(r.data.tags["pid"]) for r in runs} - {proc.pid}
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], said
+
+
+def test_a_worker_killed_by_sigkill_fails_its_own_job_and_the_sweep_goes_on(tmp_path):
+    """4 jobs on 2 joblib workers; job 1's worker dies of SIGKILL while loading its model: 3 FINISHED, 1 FAILED."""
+    import keras
+    from killer import KillerDoubler
+
+    i = keras.Input((8, 8, 3))
+    model = tmp_path / "killer.keras"
+    keras.Model(i, keras.layers.Dense(4)(keras.layers.Flatten()(KillerDoubler()(i)))).save(model)
+    cmd = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "-m",
+        "+stage=baseline",
+        *SMALL,
+        f"model.path={model}",
+        "+model.custom_objects.KillerDoubler=tests.killer:KillerDoubler",
+        "quant.param_bw=4,6,8,16",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"paths.outputs_dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    out = proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, out
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
+    children = [r for r in runs if "stage" in r.data.tags]
+    final = {}
+    for run in sorted(children, key=lambda r: r.info.start_time):  # a job run again has a newer run
+        final[run.data.params["quant.param_bw"]] = run
+    assert sorted((bw, r.info.status) for bw, r in final.items()) == [
+        ("16", "FINISHED"),
+        ("4", "FINISHED"),
+        ("6", "FAILED"),
+        ("8", "FINISHED"),
+    ], out
+    assert "SIGKILL" in final["6"].data.tags["error"]
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    assert "TerminatedWorkerError" not in proc.stderr and "job 1" in out

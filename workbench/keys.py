@@ -67,6 +67,7 @@ TAG_HOST = "host"  # the machine and process a run executes in (for `python -m w
 TAG_PID = "pid"
 TAG_PID_START = "pid.start"  # the process's start time (seconds since the epoch): a reused pid is another process
 TAG_REPAIRED = "repaired"
+TAG_ERROR = "error"  # a FAILED run's one-line error
 TAG_PIPELINE = "pipeline"  # on a pipeline's parent run: its stages
 PIPELINE_FAILED = "pipeline/stages_failed"
 

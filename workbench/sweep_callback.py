@@ -72,6 +72,9 @@ class SweepParentRun(Callback):
         _hand_to_ray_workers(config, self.run_id)
         log.info("sweep parent MLflow run %s", self.run_id)
         if launcher_kind(config.hydra.get("launcher")) == "joblib":
+            from workbench.launcher import install
+
+            install()  # a worker that dies fails its own job; the others run
             interrupts.relay_to_workers()  # SIGTERM: every worker ends its run KILLED, then the sweep stops
         atexit.register(self._end_if_open, "KILLED")  # a sweep stopped by SIGTERM/Ctrl-C still ends its runs
 

@@ -235,7 +235,7 @@ class TrackedRun:
             try:
                 text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
                 self.client.log_text(self.run_id, text, ARTIFACT_TRACEBACK)
-                self.client.set_tag(self.run_id, "error", f"{type(error).__name__}: {error}"[:5000])
+                self.client.set_tag(self.run_id, keys.TAG_ERROR, f"{type(error).__name__}: {error}"[:5000])
             finally:
                 self.client.set_terminated(self.run_id, status)
 
