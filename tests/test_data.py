@@ -174,3 +174,22 @@ def test_image_folder_walks_each_folder_once_and_names_a_corrupt_image_up_front(
     (root / "dog" / "img9.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     with pytest.raises(ValueError, match=r"dataset.path: .*dog/img9.png is not a readable JPEG/PNG/BMP image"):
         load_image_folder(str(root), image_size=16, resize_size=20, allow_empty_classes=True, validation_split=0.25)
+
+
+def test_image_folder_crops_at_the_models_input_size_by_default(tmp_path):
+    """32×32 images for a 16×16 model: decoded and cropped at 16 (not at ImageNet's 224, then resized), no resize note."""
+    import keras
+
+    from workbench.data.image_folder import load_image_folder
+    from workbench.stages.setup import check_pairing
+
+    _write_image_folder(tmp_path / "train", size=(32, 32))
+    data = load_image_folder(str(tmp_path / "train"), validation_split=0.25, mean=[0, 0, 0], std=[1, 1, 1])
+    assert next(iter(data.val_batches(limit=1)))[0].shape[1:] == (224, 224, 3)  # no model to follow: ImageNet's size
+    i = keras.Input((16, 16, 3))
+    model = keras.Model(i, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(i)))
+    assert "data.resized" not in check_pairing(model, data)
+    x, _ = next(iter(data.for_model((16, 16, 3)).val_batches(limit=1)))
+    assert x.shape[1:] == (16, 16, 3)
+    fixed = load_image_folder(str(tmp_path / "train"), validation_split=0.25, image_size=24, resize_size=28)
+    assert check_pairing(model, fixed)["data.resized"] == "24x24 resized to 16x16"  # a size the user set is kept, and said

@@ -133,6 +133,10 @@ class ImageFolderDatasetConfig(ImageFilesConfig):
     # a folder of class subfolders of JPEG/PNG/BMP images (Keras' image_dataset_from_directory layout)
     _target_: str = "workbench.data.image_folder.load_image_folder"
     name: str = "image_folder"
+    # null: the model's input size (resize_size: image_size · 256/224, ImageNet's ratio), so images are not
+    # cropped at 224 and then resized again to a small model's input
+    image_size: Optional[int] = None  # type: ignore[assignment]
+    resize_size: Optional[int] = None  # type: ignore[assignment]
     # a separate folder with the same class subfolders; null: the last validation_split of path's
     # images after a shuffle with the run's seed
     validation_path: Optional[str] = None

@@ -231,9 +231,10 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
             f"dataset.validation_split={d.validation_split!r} is not allowed: a fraction in (0, 1), or give dataset.validation_path",
         )
     if d.name in ("imagenet", "image_folder"):
+        image, resize = d.image_size, d.resize_size
         _require(
-            d.resize_size >= d.image_size >= 1,
-            f"dataset.image_size={d.image_size} / dataset.resize_size={d.resize_size} are not allowed: need resize_size >= image_size >= 1",
+            (image is None or image >= 1) and (resize is None or resize >= (image or 1)),
+            f"dataset.image_size={image} / dataset.resize_size={resize} are not allowed: need resize_size >= image_size >= 1",
         )
         _require(
             len(d.mean) == 3 and len(d.std) == 3 and all(s > 0 for s in d.std),

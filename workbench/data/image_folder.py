@@ -5,6 +5,8 @@ images are JPEG, PNG or BMP files (by extension, any case). The validation split
 folder with the same class subfolders (``validation_path``) or the last ``validation_split`` of the files
 after a seeded shuffle. Images get the same evaluation transform as ``imagenet``: resize the shorter side
 to ``resize_size``, centre-crop ``image_size``, optional RGB→BGR, ``(x − mean) / std`` in 0..255 units.
+``image_size=None`` (the config's default) crops at the model's input size (``ImageData.for_model``), with
+``resize_size`` = image_size · 256/224 unless given.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from workbench.data.images import ImageData
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+DEFAULT_IMAGE_SIZE = 224  # image_size=null and no model to follow (the Python API without a model)
+IMAGENET_RESIZE_RATIO = 256 / 224
 
 
 def _images_under(folder: str, seen_dirs: set[str], seen_files: set[str]) -> list[str]:
@@ -110,8 +114,8 @@ def load_image_folder(
     path: str,
     validation_path: str | None = None,
     validation_split: float = 0.2,
-    image_size: int = 224,
-    resize_size: int = 256,
+    image_size: int | None = None,
+    resize_size: int | None = None,
     channel_order: str = "rgb",
     mean: Sequence[float] = (127.5, 127.5, 127.5),
     std: Sequence[float] = (127.5, 127.5, 127.5),
@@ -154,20 +158,27 @@ def load_image_folder(
     check_decodable(val[0], "dataset.validation_path" if validation_path else "dataset.path")
     bgr = channel_order == "bgr"
 
-    def load(file, label):
-        return preprocess(_decode(file), image_size, resize_size, bgr, mean, std), label
+    def at_size(size: int) -> ImageData:
+        resize = resize_size if resize_size is not None else round(size * IMAGENET_RESIZE_RATIO)
 
-    def make(split: tuple[list[str], list[int]]):
-        names, ints = tf.constant(split[0]), tf.constant(split[1], tf.int32)
-        return lambda: tf.data.Dataset.from_tensor_slices((names, ints)).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        def load(file, label):
+            return preprocess(_decode(file), size, resize, bgr, mean, std), label
 
-    return ImageData(
-        make_train=make(train),
-        make_val=make(val),
-        num_classes=len(classes),
-        batch_size=batch_size,
-        num_train=len(train[0]),
-        num_val=len(val[0]),
-        eval_samples=eval_samples,
-        source=os.path.abspath(path),
-    )
+        def make(split: tuple[list[str], list[int]]):
+            names, ints = tf.constant(split[0]), tf.constant(split[1], tf.int32)
+            return lambda: tf.data.Dataset.from_tensor_slices((names, ints)).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+
+        return ImageData(
+            make_train=make(train),
+            make_val=make(val),
+            num_classes=len(classes),
+            batch_size=batch_size,
+            num_train=len(train[0]),
+            num_val=len(val[0]),
+            eval_samples=eval_samples,
+            source=os.path.abspath(path),
+            # image_size=null: decoded at the model's input size (square crops: the smaller side)
+            sized=None if image_size is not None else lambda h, w: at_size(min(h, w)),
+        )
+
+    return at_size(image_size if image_size is not None else DEFAULT_IMAGE_SIZE)

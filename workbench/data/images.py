@@ -48,10 +48,17 @@ class ImageData:
     shuffle_buffer: int = 2048
     # where the images come from (a path, or how they were generated): the runs' logged datasets say it
     source: str | None = None
+    # image files whose crop size follows the model (dataset.image_size=null): (height, width) → the data at that size
+    sized: Callable[[int, int], ImageData] | None = None
 
     def for_model(self, input_shape: Sequence[int]) -> ImageData:
-        """The same data, images adapted to ``input_shape`` (H, W, C)."""
-        return ImageData(**{**self.__dict__, "target_shape": tuple(input_shape)})
+        """The same data, images adapted to ``input_shape`` (H, W, C) (decoded at that size when the size follows the model)."""
+        return ImageData(**{**self.sized_for(input_shape).__dict__, "target_shape": tuple(input_shape)})
+
+    def sized_for(self, input_shape: Sequence[int]) -> ImageData:
+        """The data decoded at the model's input size when its size follows the model; else itself."""
+        h, w = (tuple(input_shape) + (None, None))[:2]
+        return self.sized(int(h), int(w)) if self.sized is not None and h is not None and w is not None else self
 
     def _finish(self, ds: tf.data.Dataset, batch_size: int | None = None) -> tf.data.Dataset:
         shape = self.target_shape

@@ -108,7 +108,7 @@ def check_pairing(model: keras.Model, data: ImageData, requested: str | None = N
     shape = tuple(model.input_shape)
     if len(shape) != 4:
         raise ConfigError(f"the model's input shape {shape} is not an image batch (N, H, W, C): the workbench quantizes image classifiers")
-    sample = next(iter(data.val_batches(limit=1)))[0]
+    sample = next(iter(data.sized_for(shape[1:3]).val_batches(limit=1)))[0]
     h, w, c = (int(v) for v in sample.shape[1:])
     notes = {}
     if shape[3] is not None and c != shape[3]:
