@@ -129,7 +129,8 @@ def test_the_report_of_a_traversing_experiment_name_stays_under_outputs(tmp_path
     run = client.create_run(exp, tags={"stage": "baseline", "deployable": "true"}).info.run_id
     client.log_metric(run, "sim/top1", 0.5)
     client.set_terminated(run)
-    assert report_main(["--experiment", "../../escaped", "--outputs-dir", str(outputs)]) == 0
+    uri = f"sqlite:///{outputs}/mlflow.db"
+    assert report_main(["--experiment", "../../escaped", "--outputs-dir", str(outputs), "--tracking-uri", uri]) == 0
     assert not (tmp_path / "escaped").exists() and (outputs / "reports" / "escaped").is_dir()
 
 
