@@ -125,16 +125,26 @@ def test_cli_reports_one_line_before_any_tensorflow_work(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_cli_rejects_unknown_scheme_at_compose(tmp_path):
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("quant.scheme=minmax", "Invalid value 'minmax', expected one of [tf, tf_enhanced, percentile"),
+        ("quant.param_bw=abc", "Value 'abc' of type 'str' could not be converted to Integer — full_key: quant.param_bw"),
+        ("+stage=nonexistent", "Could not find 'stage/nonexistent': stage is one of adaround, analyze, baseline, bc, bn_fold, cle"),
+        ("quant.parm_bw=4", "Could not override 'quant.parm_bw'. — Key 'parm_bw' not in 'QuantConfig'"),
+        ("+quant.parm_bw=4", "+quant.parm_bw=4 adds a key that is not a setting: did you mean quant.param_bw=4?"),
+    ],
+)
+def test_hydras_own_errors_are_one_line_and_exit_2(tmp_path, override, line):
+    """A wrong type, a choice that does not exist, a misspelt key (also following Hydra's +key hint, which would
+    otherwise run with the typo ignored): one line, exit 2, as every other bad setting."""
     proc = subprocess.run(
-        [sys.executable, "-m", "workbench", "+stage=baseline", "quant.scheme=minmax", f"paths.outputs_dir={tmp_path}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, "-m", "workbench", override, f"paths.outputs_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    assert proc.returncode != 0
-    assert "quant.scheme" in proc.stderr and "tf_enhanced" in proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("workbench: error: "), proc.stderr
+    assert line in lines[0], lines[0]
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_quant_config_and_quant_settings_stay_in_step():

@@ -6,6 +6,8 @@ run → one line, exit 1 (the run is FAILED with its traceback; ``HYDRA_FULL_ERR
 SIGTERM → the run KILLED, exit 143. In a sweep, a failing job is logged and the sweep goes on.
 """
 
+import difflib
+import itertools
 import logging
 import os
 import sys
@@ -70,5 +72,64 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(1)
 
 
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+HYDRA_NOISE = ("reference_type", "object_type", "Set the environment variable", "provider=", "To append to your config", "Config search")
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """Hydra's composition error (and its cause) as one line: a wrong type, a choice that does not exist, a misspelt key."""
+    text = "\n".join(str(e) for e in (err, err.__cause__) if e is not None)
+    if "Available options in" in text:
+        head = text.strip().splitlines()[0].split(": ", 1)[-1]  # Could not find 'stage/nonexistent'
+        group = text.split("Available options in '", 1)[1].split("'", 1)[0]
+        options = list(itertools.takewhile(lambda o: o.startswith("\t"), text.split("Available options in", 1)[1].splitlines()[1:]))
+        options = [o.strip() for o in options]  # the tab-indented options, up to the search path
+        allowed = ", ".join(o for o in options if o and not o.startswith("base_"))
+        return f"{head}: {group} is one of {allowed}"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(HYDRA_NOISE)]
+    return " — ".join(dict.fromkeys(lines))[:500]
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Compose the config once before Hydra does, so that Hydra's own errors are one line and exit 2 like ours
+    (Hydra prints several lines and exits 1). Runs with flags (-m, --help, --cfg, …) or hydra's own overrides
+    are left to Hydra."""
+    if any(a.startswith("-") or a.startswith(("hydra.", "hydra/", "+hydra", "~hydra")) for a in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=argv)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        print(f"workbench: error: {hydra_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    for override in argv:  # Hydra's hint for a misspelt key, +key=value, would run with the typo ignored
+        key = override[1:].split("=", 1)[0]
+        if override.startswith("+") and not override.startswith("++") and key not in APPENDABLE and not key.startswith(APPENDABLE_PREFIXES):
+            known = [k for k in _keys(cfg) if k != key]
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f": did you mean {close[0]}={override.split('=', 1)[-1]}?" if close else ": no setting reads it"
+            print(f"workbench: error: {override} adds a key that is not a setting{hint}", file=sys.stderr)
+            sys.exit(2)
+
+
+APPENDABLE = ("stage", "sweep")  # +stage=NAME, +sweep=NAME: groups absent from the defaults list
+APPENDABLE_PREFIXES = ("model.custom_objects.",)  # free-form maps
+
+
+def _keys(cfg, prefix: str = "") -> list[str]:
+    from omegaconf import DictConfig
+
+    out = []
+    for k in cfg.keys() if isinstance(cfg, DictConfig) else ():
+        value = cfg._get_node(k)
+        out += _keys(value, f"{prefix}{k}.") if isinstance(value, DictConfig) else [f"{prefix}{k}"]
+    return out
+
+
 if __name__ == "__main__":
+    check_overrides(sys.argv[1:])
     main()
