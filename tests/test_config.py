@@ -138,9 +138,8 @@ def test_cli_reports_one_line_before_any_tensorflow_work(tmp_path):
 def test_hydras_own_errors_are_one_line_and_exit_2(tmp_path, override, line):
     """A wrong type, a choice that does not exist, a misspelt key (also following Hydra's +key hint, which would
     otherwise run with the typo ignored): one line, exit 2, as every other bad setting."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "workbench", override, f"paths.outputs_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    cmd = [sys.executable, "-m", "workbench", override, f"paths.outputs_dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("workbench: error: "), proc.stderr
     assert line in lines[0], lines[0]

@@ -34,22 +34,16 @@ def _models(tmp_path):
     return good, broken
 
 
+def _joblib_sweep(tmp_path, n_jobs: int, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m workbench -m +stage=baseline`` on the small synthetic setting, joblib with ``n_jobs`` workers."""
+    cmd = [sys.executable, "-m", "workbench", "-m", "+stage=baseline", *SMALL, *overrides]
+    cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}", f"paths.outputs_dir={tmp_path}"]
+    return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+
+
 def test_parallel_sweep_children_of_one_parent_with_a_failing_job(tmp_path):
     good, broken = _models(tmp_path)
-    cmd = [
-        sys.executable,
-        "-m",
-        "workbench",
-        "-m",
-        "+stage=baseline",
-        *SMALL,
-        f"model.path={good},{broken}",
-        "quant.param_bw=4,8",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=4",
-        f"paths.outputs_dir={tmp_path}",
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = _joblib_sweep(tmp_path, 4, f"model.path={good},{broken}", "quant.param_bw=4,8")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
     parents = [r for r in runs if "stage" not in r.data.tags]
@@ -138,21 +132,9 @@ def test_a_worker_killed_by_sigkill_fails_its_own_job_and_the_sweep_goes_on(tmp_
     i = keras.Input((8, 8, 3))
     model = tmp_path / "killer.keras"
     keras.Model(i, keras.layers.Dense(4)(keras.layers.Flatten()(KillerDoubler()(i)))).save(model)
-    cmd = [
-        sys.executable,
-        "-m",
-        "workbench",
-        "-m",
-        "+stage=baseline",
-        *SMALL,
-        f"model.path={model}",
-        "+model.custom_objects.KillerDoubler=tests.killer:KillerDoubler",
-        "quant.param_bw=4,6,8,16",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        f"paths.outputs_dir={tmp_path}",
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = _joblib_sweep(
+        tmp_path, 2, f"model.path={model}", "+model.custom_objects.KillerDoubler=tests.killer:KillerDoubler", "quant.param_bw=4,6,8,16"
+    )
     out = proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, out
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
