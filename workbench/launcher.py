@@ -25,7 +25,7 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from joblib.externals.loky import get_reusable_executor
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-from workbench import keys
+from workbench import interrupts, keys
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,18 @@ class _Launch:
             try:
                 results[futures[future]] = future.result()
             except TerminatedWorkerError as err:
+                self._stop_if_interrupted()
                 log.error("a worker died (%s): the unfinished jobs run again, one at a time", _signal_of(err))
                 break
+        if len(results) == len(jobs):
+            return [results[idx] for idx in sorted(jobs)]
         # the other futures of a broken executor fail too; whatever had finished is kept
         for future, idx in futures.items():
             if idx not in results and future.done() and future.exception() is None:
                 results[idx] = future.result()
         self._end_orphaned_runs("KILLED", "stopped when another job's worker died; the job was run again")
         for idx in sorted(set(jobs) - set(results)):
+            self._stop_if_interrupted()
             try:
                 results[idx] = submit(get_reusable_executor(max_workers=1), idx).result()
             except TerminatedWorkerError as err:
@@ -93,6 +97,13 @@ class _Launch:
                 # as every failing job of ours: its run is FAILED, the job returns nothing, the sweep goes on (__main__)
                 results[idx] = JobReturn(overrides=jobs[idx], status=JobStatus.COMPLETED, _return_value=None)
         return [results[idx] for idx in sorted(jobs)]
+
+    @staticmethod
+    def _stop_if_interrupted() -> None:
+        """A sweep stopped by SIGTERM/Ctrl-C (relayed to the workers) stops: its jobs are not run again."""
+        stop = interrupts.signalled()
+        if stop is not None:
+            raise stop
 
     def _end_orphaned_runs(self, status: str, why: str) -> None:
         """End ``status`` the sweep's RUNNING job runs whose process is gone (a dead worker cannot end its own)."""
