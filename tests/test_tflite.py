@@ -150,7 +150,7 @@ def test_the_embedded_models_qat_export_is_fully_integer():
 def test_a_float_tensor_in_the_int8_model_is_named_with_its_cause(tmp_path, caplog):
     i = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(3, 1, name="conv")(i)
-    x = keras.ops.sin(x)  # a keras.ops operation outside any layer: the sim has no quantizer for it
+    x = keras.ops.sin(x)  # quantized by the sim (an OperationLayer), but TFLite has no int8 SIN: the converter keeps it float
     model = keras.Model(i, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x)))
     sim = QuantizationSimModel(model, W8)
     sim.compute_encodings(forward_pass_over([np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)]))

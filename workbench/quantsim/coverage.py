@@ -6,22 +6,23 @@ stays float and why, in one of three kinds:
 - ``user``: the user's own choice (``quant.overrides``, excluded layers);
 - ``policy``: float by AIMET's default config (biases, normalization parameters, ops that only move
   data, the inner ops of a supergroup, integer tensors);
-- ``unsupported``: the sim has no rule for it (a layer type, a shared layer's output, a ``keras.ops``
-  operation outside any layer). A run with any such row is *partial*: tagged and marked in reports.
+- ``unsupported``: the sim has no rule for it (a weight of a layer type without a rule, a shared layer's
+  output, a layer with several outputs). A run with any such row is *partial*: tagged and marked in reports.
+
+The sim's model is flattened first, so every ``keras.ops`` operation is a layer here (``OperationLayer``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import keras
 import pandas as pd
 
 from workbench.quantsim.rules import NO_RULE, weight_status
 from workbench.quantsim.sim import QuantizationSimModel
 
 USER_REASONS = ("excluded by the user", "left float by quant.overrides")
-UNSUPPORTED_REASONS = (NO_RULE, "shared layer", "operation outside a layer", "several outputs")
+UNSUPPORTED_REASONS = (NO_RULE, "shared layer", "several outputs")
 
 
 def reason_kind(reason: str) -> str:
@@ -45,14 +46,8 @@ def coverage_table(sim: QuantizationSimModel) -> pd.DataFrame:
             if why is None and not quantized:
                 why = skipped or "not quantized"
             rows.append(_row("weight", name, kind, f"{name}/{weight}", elements, quantized, why))
-        if isinstance(layer, keras.layers.InputLayer) and name not in sim.output_quantizers:
-            rows.append(_row("output", name, kind, f"{name}:0", None, False, skipped or "model input not quantized"))
-        elif not isinstance(layer, keras.layers.InputLayer) or name in sim.output_quantizers:
-            quantized = name in sim.output_quantizers
-            rows.append(_row("output", name, kind, f"{name}:0", None, quantized, None if quantized else skipped or "not quantized"))
-    for op in sim.fp_model.operations:
-        if not isinstance(op, keras.layers.Layer):
-            rows.append(_row("output", op.name, type(op).__name__, f"{op.name}:0", None, False, "operation outside a layer (keras.ops)"))
+        quantized = name in sim.output_quantizers
+        rows.append(_row("output", name, kind, f"{name}:0", None, quantized, None if quantized else skipped or "not quantized"))
     return pd.DataFrame(rows, columns=["kind", "layer", "type", "tensor", "elements", "quantized", "reason", "reason_kind"])
 
 
