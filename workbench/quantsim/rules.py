@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from workbench.graph.layers import AttentionCombine, AttentionScores, ChannelAffine, ChannelClip
 
@@ -62,6 +63,21 @@ RULES: tuple[tuple[type, WeightRule], ...] = (
 # layers whose per-channel scale is a normalization-like parameter (keras.applications' ConvNeXt LayerScale)
 NORMALIZATION_LIKE_NAMES = ("LayerScale",)
 NO_RULE = "no rule"
+
+
+def channels_last(weight, channel_axis: int | str, xp=np):
+    """``weight`` with its output channels on the last axis (``"depthwise"``: the last two axes as C·M), for
+    numpy (``xp=np``) or TensorFlow tensors (``xp=tf.experimental.numpy``, so QAT's gradients pass through)."""
+    if channel_axis == "depthwise":
+        return xp.reshape(weight, (*weight.shape[:-2], -1))
+    return weight if channel_axis == -1 else xp.moveaxis(weight, int(channel_axis), -1)
+
+
+def from_channels_last(view, channel_axis: int | str, shape, xp=np):
+    """The inverse of :func:`channels_last`: a tensor of the weight's own ``shape``."""
+    if channel_axis == "depthwise":
+        return xp.reshape(view, tuple(shape))
+    return view if channel_axis == -1 else xp.moveaxis(view, -1, int(channel_axis))
 
 
 def rule_for(layer: keras.layers.Layer) -> WeightRule | None:

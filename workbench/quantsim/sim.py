@@ -27,7 +27,7 @@ from workbench.quantsim.analyzers import EncodingAnalyzer, compute_tensor_encodi
 from workbench.quantsim.encodings import F32, Encoding, quantize_dequantize
 from workbench.quantsim.placement import QuantizerPlan, plan_quantizers
 from workbench.quantsim.quantizer import CALIBRATE, PASSTHROUGH, QUANTIZE, SWITCHABLE, FakeQuant
-from workbench.quantsim.rules import quantized_weight, rule_for
+from workbench.quantsim.rules import channels_last, from_channels_last, quantized_weight, rule_for
 
 QUANTIZER_SUFFIX = "_quant"
 # TFLite int8 kernels with a fixed output grid: activation → (scale, offset), real = scale·(q + offset), q ∈ [0, 255]
@@ -59,16 +59,11 @@ class ParamQuantizer:
 
     def channel_view(self) -> np.ndarray:
         """The weight with output channels on the last axis (depthwise: C·M flattened; transposed convs: axis −2 moved)."""
-        k = self.float_kernel
-        if self.depthwise:
-            return k.reshape(*k.shape[:-2], -1)
-        return k if self.channel_axis == -1 else np.moveaxis(k, int(self.channel_axis), -1)
+        return channels_last(self.float_kernel, self.channel_axis)
 
     def from_channel_view(self, view: np.ndarray) -> np.ndarray:
         """The inverse of :meth:`channel_view`: a tensor of the weight's own shape."""
-        if self.depthwise:
-            return view.reshape(self.float_kernel.shape)
-        return view if self.channel_axis == -1 else np.moveaxis(view, -1, int(self.channel_axis))
+        return from_channels_last(view, self.channel_axis, self.float_kernel.shape)
 
     def variable(self, layer: keras.layers.Layer):
         """The variable of ``layer`` (the sim's copy) that holds this weight."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 from tqdm.keras import TqdmCallback
 
 from workbench import interrupts
@@ -26,7 +27,7 @@ from workbench.graph.functional import PASSTHROUGH_TYPES, activation_name, produ
 from workbench.graph.rewrite import GraphEdit, apply_edit, clone_layer
 from workbench.options import QuantSettings
 from workbench.quantsim.encodings import F32, Encoding, encoding_from_range, num_steps
-from workbench.quantsim.rules import quantized_weight, rule_for
+from workbench.quantsim.rules import channels_last, from_channels_last, quantized_weight, rule_for
 from workbench.quantsim.sim import QuantizationSimModel, insert_quantizers
 
 log = logging.getLogger(__name__)
@@ -92,20 +93,13 @@ class QuantizedKernel(keras.layers.Layer):
     def quantized_kernel(self):
         k = getattr(self.inner, self.weight)
         k = k.value if hasattr(k, "value") else k
-        shape = k.shape
-        moved = not self.depthwise and self.channel_axis != -1
-        if self.depthwise:
-            view = tf.reshape(k, (*shape[:-2], shape[-2] * shape[-1]))
-        else:
-            view = tf.experimental.numpy.moveaxis(k, int(self.channel_axis), -1) if moved else k
+        view = channels_last(k, self.channel_axis, tnp)
         k_max = tf.abs(self.k_max.value) + 1e-12
         if self.channels > 1:
             q = tf.quantization.fake_quant_with_min_max_vars_per_channel(view, -k_max, k_max, num_bits=self.bitwidth, narrow_range=True)
         else:
             q = tf.quantization.fake_quant_with_min_max_vars(view, -k_max[0], k_max[0], num_bits=self.bitwidth, narrow_range=True)
-        if moved:
-            return tf.experimental.numpy.moveaxis(q, -1, int(self.channel_axis))
-        return tf.reshape(q, shape)
+        return from_channels_last(q, self.channel_axis, k.shape, tnp)
 
     def call(self, inputs):
         layer, kernel = self.inner, self.quantized_kernel()
