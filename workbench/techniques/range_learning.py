@@ -181,9 +181,9 @@ def build_qat_model(sim: QuantizationSimModel, learn_ranges: bool = True) -> ker
     return qat
 
 
-def ends_in_softmax(model: keras.Model) -> bool:
-    """Whether the (flat) model's first output is a softmax's, i.e. probabilities rather than logits."""
-    last = producer(model.outputs[0])
+def ends_in_softmax(model: keras.Model, output: int = 0) -> bool:
+    """Whether the (flat) model's ``output``-th output is a softmax's, i.e. probabilities rather than logits."""
+    last = producer(keras.tree.flatten(model.outputs)[output])
     while isinstance(last, PASSTHROUGH_TYPES):
         last = producer(last.input)
     return activation_name(last) == "softmax" if isinstance(last, keras.layers.Layer) else False
@@ -211,7 +211,7 @@ def train_qat(
     trainable = qat if output is None else keras.Model(qat.inputs, keras.tree.flatten(qat.outputs)[output])
     schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps=max(1, decay_steps), decay_rate=0.5)
     opt = keras.optimizers.Adam(schedule) if optimizer == "adam" else keras.optimizers.SGD(schedule, momentum=0.9)
-    from_logits = not ends_in_softmax(keras.Model(sim.fp_model.inputs, keras.tree.flatten(sim.fp_model.outputs)[output or 0]))
+    from_logits = not ends_in_softmax(sim.fp_model, output or 0)
     if not from_logits:
         log.info("the model ends in a softmax: QAT trains with from_logits=False")
     trainable.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
