@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from workbench.graph.functional import WEIGHTED_TYPES, activation_name
+from workbench.graph.functional import WEIGHTED_TYPES, activation_name, producer_name
 from workbench.graph.layers import AttentionCombine, AttentionScores, OperationLayer, argument_template
 
 SEPARABLE = {keras.layers.SeparableConv2D: (keras.layers.DepthwiseConv2D, keras.layers.Conv2D)}
@@ -258,11 +258,9 @@ class _Flattener:
                     else:
                         self.report.kept_whole[op.name] = why
                         outputs = keras.tree.flatten(self.copy(op, prefix, frozen)(*args, **kwargs))
-                elif _split_activation(op):
+                elif (split := _split_activation(op)) is not None:
                     new = self.copy(op, prefix, frozen)
-                    activation = keras.layers.Activation(
-                        op.get_config()["activation"], name=self.name(f"{new.name}_{_split_activation(op)}", "")
-                    )
+                    activation = keras.layers.Activation(op.activation, name=self.name(f"{new.name}_{split}", ""))
                     self.report.decomposed[op.name] = [new.name, activation.name]
                     outputs = [activation(new(*args, **kwargs))]
                 elif isinstance(op, keras.layers.Layer):
@@ -288,7 +286,7 @@ def flatten_with_report(model: keras.Model) -> tuple[keras.Model, FlattenReport]
     flattener = _Flattener()
     inputs = []
     for t in graph.inputs:
-        name = flattener.name(t._keras_history.operation.name, "")
+        name = flattener.name(producer_name(t), "")
         inputs.append(keras.Input(batch_shape=t.shape, dtype=t.dtype, name=name))
     outputs = flattener.inline(graph, inputs, "", False)
     flat = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name=model.name)
