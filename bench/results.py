@@ -7,7 +7,9 @@
 Each sweep is an ordinary ``python -m workbench -m ...`` (its command is printed and written into the
 document) recorded in its own MLflow experiment of ``outputs/bench/mlflow.db``; the tables are the sweep's
 comparison report: sim/top1 with its 95 % Wilson interval and the exact McNemar verdict against the
-deployable baseline at the same setting. Nothing in the documents is typed by hand.
+deployable baseline at the same setting. Nothing in the documents is typed by hand. The embedded models'
+weights ship with the project and every job runs on one TensorFlow thread (``threads=1``), so a fresh clone
+on another machine writes the same tables (the minutes beside each command are this machine's).
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ SWEEPS = {
     },
 }
 
+# One TensorFlow thread per job: float sums in one order, so every machine (any core count) gets these figures
+# from the shipped weights; two jobs at a time keep the machine busy (joblib; the figures do not depend on it).
+for _group in SWEEPS.values():
+    for _overrides in _group.values():
+        _overrides.append("threads=1")
+PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+
 
 def _experiment(group: str, model: str) -> str:
     return f"bench-{group}-{model}"
@@ -72,7 +81,7 @@ def run_sweep(outputs: Path, group: str, model: str, overrides: list[str]) -> tu
         f"tracking.experiment={_experiment(group, model)}",
         f"hydra.sweep.dir={sweep_dir}",
     ]
-    cmd = [sys.executable, "-m", "workbench", "-m", *overrides, *common]
+    cmd = [sys.executable, "-m", "workbench", "-m", *overrides, *common, *PARALLEL]
     print("$", " ".join(["python", "-m", "workbench", "-m", *overrides]), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True)
@@ -146,7 +155,10 @@ def _amp_cost(client: MlflowClient) -> str:
 
 def write_documents(outputs: Path) -> None:
     client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
-    stamp = f"Written by `python bench/results.py` on {time.strftime('%Y-%m-%d')} ({_versions()}; CPU, {os.cpu_count()} cores)."
+    stamp = (
+        f"Written by `python bench/results.py` on {time.strftime('%Y-%m-%d')} "
+        f"({_versions()}; CPU, {os.cpu_count()} cores, two jobs at a time of one thread each)."
+    )
     stages = {m: _section(client, outputs, "stages", m) for m in MODELS}
     schemes = {m: _section(client, outputs, "schemes", m) for m in MODELS}
     legend = (

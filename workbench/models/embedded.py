@@ -1,4 +1,4 @@
-"""Model builders as config targets, and the embedded models trained on first use.
+"""Model builders as config targets, and the embedded models (shipped weights, or trained on first use).
 
 Every ``model`` config names a builder with ``_target_``; Hydra's ``instantiate`` calls it with every
 key of the config (``name`` included) and a :class:`BuildContext`. Adding a model is a YAML file under
@@ -18,6 +18,7 @@ import keras
 from workbench.data.images import ImageData
 from workbench.models.cache import cached_model
 from workbench.models.mnist_mobilenet import build_mnist_mobilenet
+from workbench.models.shipped import load_shipped
 from workbench.models.training import train_classifier
 from workbench.models.zoo import build_mnist_mobilenet_v2, keras_application, load_keras_file
 
@@ -32,10 +33,13 @@ class BuildContext:
     cache_dir: str = "outputs/cache"
     seed: int = 0
     dataset: Mapping[str, Any] = field(default_factory=dict)  # the dataset's config: part of a trained model's cache key
+    use_shipped: bool = True  # the shipped weights for the shipped settings (models.shipped); False: train
+    on_trained: Callable[[str, dict, keras.Model], None] | None = None  # called with (name, spec, model) after training
 
 
 def _trained(name: str, context: BuildContext, options: dict, build: Callable[[], keras.Model]) -> keras.Model:
-    """``build()`` trained on the context's data, or loaded from the cache keyed by every setting."""
+    """``build()`` with the shipped weights when the settings are the shipped ones (``models.shipped``), else
+    trained on the context's data, or loaded from the cache keyed by every setting."""
     dataset = {k: v for k, v in context.dataset.items() if k not in ("eval_samples", "batch_size", "_target_")}
     spec = {
         "model": {"name": name, **options},
@@ -45,14 +49,24 @@ def _trained(name: str, context: BuildContext, options: dict, build: Callable[[]
         "keras": keras.__version__,
     }
 
+    if context.use_shipped:
+        model = load_shipped(name, spec, build)
+        if model is not None:
+            return model
+
     def train() -> tuple[keras.Model, dict]:
-        log.info("training %s for %d epochs (first use; cached afterwards)", name, options["epochs"])
+        why = "retraining its shipped weights" if context.on_trained else "first use; cached afterwards"
+        log.info("training %s for %d epochs (%s)", name, options["epochs"], why)
         data = context.data.for_model(options["input_shape"])
         model = train_classifier(
             build(), data, options["epochs"], options["batch_size"], options["learning_rate"], options["augment"], context.seed
         )
         return model, {}
 
+    if context.on_trained is not None:  # retraining (python -m workbench.weights): never from the cache
+        model, _ = train()
+        context.on_trained(name, spec, model)
+        return model
     model, _, hit = cached_model(os.path.join(context.cache_dir, "models"), name, spec, train)
     if hit:
         log.info("loading cached model %s (trained on first use)", name)
