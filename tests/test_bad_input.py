@@ -173,3 +173,15 @@ def test_bad_input_gets_one_clear_line(case, files, tmp_path):
     assert "Traceback" not in proc.stderr  # the traceback goes to the run, not the console
     assert "FINISHED" not in _statuses(tmp_path)
     assert seconds < 10, seconds  # every probe runs before TensorFlow is imported
+
+
+@pytest.mark.parametrize("flags", [[], ["-m"]])
+def test_an_outputs_folder_that_cannot_be_made_is_one_line(flags, files):
+    # Hydra would make its run (or sweep) folder below it first, and print a pathlib traceback
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+    target = files / "a_file" / "outputs"
+    cmd = [sys.executable, "-m", "workbench", *flags, "+stage=baseline", f"paths.outputs_dir={target}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"workbench: error: paths.outputs_dir={target} cannot be used: Not a directory; give a folder you can write", last

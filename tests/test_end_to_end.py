@@ -1,5 +1,6 @@
 """``python -m workbench`` in a subprocess against a temporary MLflow store, read back."""
 
+import json
 import os
 import re
 import subprocess
@@ -93,7 +94,14 @@ def test_baseline_run_is_recorded(tmp_path):
     assert f"| sim | {100 * m['sim/top1']:.1f} % | [{100 * m['sim/top1_ci_low']:.1f}, " in description
     assert "against FP32 on the same images (exact McNemar p = " in description and "batch norms folded" in description
     assert tags["mlflow.source.name"] == "python -m workbench" and tags["mlflow.user"]  # the UI's Source and Created by
-    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
+    # the summary's link opens the runs table with the workbench's view: columns that are this run's metrics and tags
+    assert f"#/experiments/{run.info.experiment_id}/runs?viewStateShareKey=workbench" in proc.stdout
+    view = json.loads(experiment.tags["mlflow.sharedViewState.workbench"])
+    columns = [re.fullmatch(r"(metrics|tags|attributes)\.`(.+)`", c).groups() for c in view["selectedColumns"]]
+    assert {k for kind, k in columns if kind == "metrics"} - {"tflite/top1"} <= set(m)  # tflite/top1: exporting stages
+    assert {k for kind, k in columns if kind == "tags"} <= set(tags) and view["orderByKey"] == "attributes.start_time"
     encodings = {a.path for a in client.list_artifacts(run.info.run_id, "encodings")}
     assert "encodings/model.encodings.json" in encodings  # previewable in the UI
 

@@ -149,6 +149,51 @@ def test_a_store_killed_while_it_is_created_is_never_left_half_made(tmp_path):
         assert not list((tmp_path / f"s{i}").glob("mlflow.db.creating-*"))
 
 
+FILLER = textwrap.dedent(
+    """
+    import os, sys
+    from workbench.tracking.mlflow_run import Tracker
+    uri, folder, fail = sys.argv[1], sys.argv[2], sys.argv[3] == "fail"
+    tracker = Tracker(uri, "exp", artifact_location=os.path.join(folder, "art"))
+    with tracker.run("export", {"stage": "qat"}, {"k": "v"}) as run:
+        run.log_metrics({"sim/top1": 0.5})
+        with open(os.path.join(folder, "filler"), "wb") as f:  # the export fills the disk the store is on
+            try:
+                f.write(b"\\0" * (64 << 20))
+            except OSError:
+                pass
+        if fail:
+            raise OSError(28, "No space left on device")
+    """
+)
+
+
+@pytest.mark.parametrize("ending", ["fail", "finish"])
+def test_a_full_disk_at_a_runs_end_exits_1_names_the_run_and_repair_ends_it(tmp_path, ending):
+    """A 4 MB tmpfs holds the store; the stage fills it: the final status cannot be written."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        uri = f"sqlite:///{mount}/mlflow.db"
+        proc = subprocess.run([sys.executable, "-c", FILLER, uri, str(mount), ending], cwd=ROOT, env=_env(), capture_output=True, text=True)
+        status = "FAILED" if ending == "fail" else "FINISHED"
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 1, proc.stderr[-3000:]  # never 0 while the run is not FINISHED
+        assert f"could not be marked {status} (database or disk is full): it stays RUNNING until" in last, last
+        assert f"python -m workbench.runs repair --tracking-uri {uri}" in last
+        assert "SQLAlchemy database error" not in proc.stderr  # MLflow's own traceback of the refusal is not printed
+        client = MlflowClient(uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+        assert run.info.status == "RUNNING" and run.data.metrics["sim/top1"] == 0.5  # what was logged is kept
+        (mount / "filler").unlink()  # space is back: repair ends it (its process is gone)
+        assert runs_main(["repair", "--tracking-uri", uri]) == 0
+        assert client.get_run(run.info.run_id).info.status == "FAILED"
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
 def test_a_damaged_store_is_named_with_the_command_that_fixes_it(tmp_path, capsys):
     (tmp_path / "mlflow.db").write_bytes(os.urandom(4096))
     assert runs_main(["repair", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 2

@@ -95,6 +95,9 @@ def check_overrides(argv: list[str]) -> None:
     (Hydra prints several lines and exits 1). Runs with flags (-m, --help, --cfg, …) or hydra's own overrides
     are left to Hydra."""
     if any(a.startswith("-") or a.startswith(("hydra.", "hydra/", "+hydra", "~hydra")) for a in argv):
+        given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("paths.outputs_dir=")]
+        if given and "," not in given[-1] and "${" not in given[-1]:  # a sweep: Hydra makes its folder below it first
+            check_outputs_dir(given[-1])
         return
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -106,6 +109,7 @@ def check_overrides(argv: list[str]) -> None:
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         print(f"workbench: error: {hydra_error_line(err)}", file=sys.stderr)
         sys.exit(2)
+    check_outputs_dir(str(cfg.paths.outputs_dir))
     for override in argv:  # Hydra's hint for a misspelt key, +key=value, would run with the typo ignored
         key = override[1:].split("=", 1)[0]
         if override.startswith("+") and not override.startswith("++") and key not in APPENDABLE and not key.startswith(APPENDABLE_PREFIXES):
@@ -114,6 +118,19 @@ def check_overrides(argv: list[str]) -> None:
             hint = f": did you mean {close[0]}={override.split('=', 1)[-1]}?" if close else ": no setting reads it"
             print(f"workbench: error: {override} adds a key that is not a setting{hint}", file=sys.stderr)
             sys.exit(2)
+
+
+def check_outputs_dir(path: str) -> None:
+    """``paths.outputs_dir`` can be made and written, or one line and exit 2 (Hydra's own run-folder creation
+    would print a pathlib traceback)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except (OSError, ValueError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        print(f"workbench: error: paths.outputs_dir={path} cannot be used: {why}; give a folder you can write", file=sys.stderr)
+        sys.exit(2)
 
 
 APPENDABLE = ("stage", "sweep")  # +stage=NAME, +sweep=NAME: groups absent from the defaults list

@@ -239,7 +239,7 @@ def report_and_summarise(tracker, experiment: str, out_dir: str, label: str, run
     except OSError as err:  # a full disk, a folder that cannot be written: the runs are already complete
         log.error("no report: %s could not be written (%s); the runs are recorded, rerun `python -m workbench.report`", out_dir, err)
         return None
-    print(closing_summary(report, out_dir, label, run_id, tracker.uri), flush=True)
+    print(closing_summary(report, out_dir, label, run_id, tracker.uri, tracker.experiment_id), flush=True)
     return report.markdown()
 
 

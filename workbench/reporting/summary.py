@@ -9,6 +9,7 @@ import pandas as pd
 from workbench import keys
 from workbench.evaluation.statistics import BETTER, WORSE
 from workbench.reporting.report import Report
+from workbench.tracking.mlflow_run import ui_url
 
 
 def _pct(v: float) -> str:
@@ -19,8 +20,9 @@ def _interval(row: pd.Series, low: str, high: str) -> str:
     return "" if pd.isna(row.get(low)) else f" [{100 * row[low]:.1f}, {100 * row[high]:.1f}]"
 
 
-def closing_summary(report: Report, report_dir: str, run_label: str, run_id: str, tracking_uri: str) -> str:
-    """FP32 and every stage's top-1 with its 95 % interval and verdict, the best technique, where to look."""
+def closing_summary(report: Report, report_dir: str, run_label: str, run_id: str, tracking_uri: str, experiment_id: str) -> str:
+    """FP32 and every stage's top-1 with its 95 % interval and verdict, the best technique, where to look
+    (the UI command, and the runs table with the workbench's columns)."""
     lines = []
     fp32_low, fp32_high = keys.ci_keys(keys.FP32_TOP1)
     for setting, rows in report.table.groupby("setting", sort=False):
@@ -44,6 +46,9 @@ def closing_summary(report: Report, report_dir: str, run_label: str, run_id: str
         "(top-1 on the validation split with 95 % Wilson intervals; verdicts from an exact McNemar test on the same images, p < 0.05)",
         f"report: {report_dir}/report.html (Markdown for pull requests: report.md)",
         f"{run_label}: {run_id}",
-        f"open: mlflow ui --backend-store-uri {store}" if store else f"open: {tracking_uri}",
     ]
+    if store:
+        lines += [f"open: mlflow ui --backend-store-uri {store}", f"  then: {ui_url(experiment_id)}"]
+    else:
+        lines.append(f"open: {ui_url(experiment_id, tracking_uri.rstrip('/'))}")
     return "\n".join(lines)

@@ -30,12 +30,25 @@ from workbench.keys import ARTIFACT_TRACEBACK
 from workbench.results import StageResult
 from workbench.tracking.probe import TrackingUnavailable, resolve_tracking_uri
 
-__all__ = ["Tracker", "TrackedRun", "flatten", "open_client", "process_tags", "resolve_tracking_uri"]
+__all__ = ["RunNotEnded", "Tracker", "TrackedRun", "flatten", "open_client", "process_tags", "resolve_tracking_uri"]
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000
 SYSTEM_METRICS_INTERVAL_S = 10.0
 EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+# The MLflow UI's shared view ("Share" on the runs table): an experiment tag ``mlflow.sharedViewState.<key>``
+# holding the table's state as JSON, opened by ``?viewStateShareKey=<key>``. The workbench's view shows the
+# figures that answer its questions as columns, newest runs first.
+VIEW_KEY = "workbench"
+VIEW_COLUMNS = (
+    ("metrics", keys.FP32_TOP1),
+    ("metrics", keys.SIM_TOP1),
+    ("metrics", keys.TFLITE_TOP1),
+    ("metrics", keys.SIM_DROP),
+    ("metrics", keys.WEIGHTS_QUANTIZED),
+    ("tags", keys.TAG_STAGE),
+    ("tags", keys.TAG_COVERAGE),
+)
 BATCH = 100
 
 
@@ -139,6 +152,57 @@ def _create_store(path: str) -> None:
     log.debug("created the tracking store %s (in %s)", path, folder)
 
 
+@contextmanager
+def _store_errors_quiet() -> Iterator[None]:
+    """MLflow's SQL store logs each database error with its traceback before raising it; while a run ends, the
+    workbench reports what matters itself (:class:`RunNotEnded`), in one line."""
+    store_log = logging.getLogger("mlflow.store.db.utils")
+    level = store_log.level
+    store_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        store_log.setLevel(level)
+
+
+def _database_error(err: BaseException) -> BaseException:
+    """The database's own error under MLflow's and SQLAlchemy's wrappers (``database or disk is full``)."""
+    seen = err
+    while seen is not None:
+        if getattr(seen, "orig", None) is not None:  # SQLAlchemy's DBAPIError keeps the driver's error
+            return seen.orig
+        seen = seen.__cause__ or seen.__context__
+    return err
+
+
+class RunNotEnded(RuntimeError):
+    """The store refused a run's final status (a full disk, a store gone): the run stays RUNNING until
+    ``python -m workbench.runs repair`` marks it FAILED (its process is gone by then)."""
+
+    def __init__(self, run_id: str, status: str, uri: str, cause: BaseException):
+        cause = _database_error(cause)
+        why = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+        super().__init__(
+            f"run {run_id} could not be marked {status} ({why}): it stays RUNNING until "
+            f"`python -m workbench.runs repair --tracking-uri {uri}` marks it FAILED, once the store can be written"
+        )
+        self.status = status
+
+
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+
+
+def shared_view() -> str:
+    """The runs table's state for :data:`VIEW_KEY`: the columns of :data:`VIEW_COLUMNS`, newest first."""
+    columns = [f"{kind}.`{name}`" for kind, name in VIEW_COLUMNS]
+    return json.dumps({"selectedColumns": columns, "orderByKey": "attributes.start_time", "orderByAsc": False})
+
+
+def ui_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's runs table of an experiment, with the workbench's columns (its shared view)."""
+    return f"{host}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+
+
 class Tracker:
     """Where runs go: a tracking URI, an experiment, and its artifact location."""
 
@@ -155,10 +219,16 @@ class Tracker:
     def _experiment(self, name: str, artifact_location: str | None) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if SHARED_VIEW_PREFIX + VIEW_KEY not in exp.tags:  # an experiment made before the view existed, or by hand
+                try:
+                    self.client.set_experiment_tag(exp.experiment_id, SHARED_VIEW_PREFIX + VIEW_KEY, shared_view())
+                except MlflowException as err:  # a read-only server: the UI still works, with its default columns
+                    log.debug("could not set the runs table view on %s: %s", name, err)
             return exp.experiment_id
         location = Path(artifact_location).resolve().as_uri() if artifact_location and "://" not in artifact_location else artifact_location
-        try:  # a model-training experiment: the UI opens on its runs table, not on the GenAI views
-            return self.client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: TRAINING_KIND})
+        tags = {EXPERIMENT_KIND: TRAINING_KIND, SHARED_VIEW_PREFIX + VIEW_KEY: shared_view()}
+        try:  # a model-training experiment (its kind), with the workbench's runs-table view (ui_url opens it)
+            return self.client.create_experiment(name, artifact_location=location, tags=tags)
         except MlflowException:
             # another process created it first
             exp = self.client.get_experiment_by_name(name)
@@ -223,21 +293,30 @@ class TrackedRun:
 
     def end(self, error: BaseException | None) -> None:
         """FINISHED without ``error``; KILLED for an interrupt or exit; FAILED with the traceback otherwise.
-        A signal arriving meanwhile is raised once the final status is written."""
-        with interrupts.held():
+        A signal arriving meanwhile is raised once the final status is written.
+
+        The traceback and error tag are best effort (a full disk may refuse them); the status is not: when the
+        store refuses it, :class:`RunNotEnded` says that the run stays RUNNING and what marks it later.
+        """
+        with interrupts.held(), _store_errors_quiet():
             if self._monitor is not None:
                 self._monitor.finish()
                 self._monitor = None
-            if error is None:
-                self.client.set_terminated(self.run_id, "FINISHED")
-                return
-            status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
-            try:
+            status = "FINISHED" if error is None else "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
+            if error is not None:
                 text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-                self.client.log_text(self.run_id, text, ARTIFACT_TRACEBACK)
-                self.client.set_tag(self.run_id, keys.TAG_ERROR, f"{type(error).__name__}: {error}"[:5000])
-            finally:
+                for record in (
+                    lambda: self.client.log_text(self.run_id, text, ARTIFACT_TRACEBACK),
+                    lambda: self.client.set_tag(self.run_id, keys.TAG_ERROR, f"{type(error).__name__}: {error}"[:5000]),
+                ):
+                    try:
+                        record()
+                    except Exception as err:  # the status below matters more than the details
+                        log.debug("run %s: could not record its error (%s)", self.run_id, err)
+            try:
                 self.client.set_terminated(self.run_id, status)
+            except Exception as err:
+                raise RunNotEnded(self.run_id, status, self.uri, err) from (error or err)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(k, v) for k, v in params.items()]
