@@ -1,5 +1,6 @@
 """Range-learning QAT: gradients, learning, hand-back to the exact sim, export round trip."""
 
+import dataclasses
 import json
 
 import keras
@@ -11,14 +12,14 @@ from helpers import small_convnet
 from workbench.config.schema import QATConfig
 from workbench.data.dataset import Dataset
 from workbench.data.synthetic import make_synthetic
-from workbench.options import QuantSettings
+from workbench.options import LayerOverride, QuantSettings
 from workbench.quantsim.encodings import sqnr_db
 from workbench.quantsim.export import export_model, load_encodings
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.results import StageResult
 from workbench.stages.context import StageContext
 from workbench.stages.qat import run_qat
-from workbench.techniques.range_learning import LearnedFakeQuant, build_qat_model, train_qat
+from workbench.techniques.range_learning import LearnedFakeQuant, QuantizedKernel, build_qat_model, train_qat
 
 F32 = np.float32
 RL = QuantSettings(scheme="training_range_learning_with_tf_init", param_bw=4, output_bw=8, strict_symmetric=True)
@@ -55,6 +56,20 @@ def test_qat_model_starts_as_the_sim(calibrated):
     qat = build_qat_model(sim)
     # TF's fake-quant rounds halves up where our grid rounds them to even: equal up to rare ties
     assert sqnr_db(sim.model(x).numpy(), qat(x).numpy()) > 40
+
+
+def test_qat_keeps_the_per_layer_overrides_of_the_sim():
+    overrides = (LayerOverride("pw", param_bw=8), LayerOverride("relu", output_bw=16), LayerOverride("dw", enabled=False))
+    settings = dataclasses.replace(RL, overrides=overrides)
+    x = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype(F32)
+    sim = QuantizationSimModel(small_convnet(), settings)
+    sim.compute_encodings(forward_pass_over([x]))
+    qat = build_qat_model(sim)
+    kernels = {layer.inner.name: layer.bitwidth for layer in qat.layers if isinstance(layer, QuantizedKernel)}
+    outputs = {layer.name: layer.bitwidth for layer in qat.layers if isinstance(layer, LearnedFakeQuant)}
+    assert kernels["pw"] == 8 and kernels["conv"] == 4 and "dw" not in kernels  # dw: float, as in the sim
+    assert outputs["relu_quant"] == 16 and outputs["pw_quant"] == 8
+    assert sqnr_db(sim.model(x).numpy(), qat(x).numpy()) > 40  # starts as the sim with its overrides
 
 
 @pytest.mark.slow  # several seconds: kept out of the fast loop

@@ -149,16 +149,16 @@ class QATResult:
 
 
 def build_qat_model(sim: QuantizationSimModel, learn_ranges: bool = True) -> keras.Model:
-    """A trainable copy of a calibrated sim, ranges initialised from its encodings."""
-    s = sim.settings
-    quantizers = {name: LearnedFakeQuant(s.output_bw, learn_ranges, name=q.name) for name, q in sim.output_quantizers.items()}
+    """A trainable copy of a calibrated sim, ranges initialised from its encodings. Every quantizer keeps the
+    sim's bitwidth for its layer (``quant.overrides`` included); layers the sim leaves float stay float."""
+    quantizers = {name: LearnedFakeQuant(q.bitwidth, learn_ranges, name=q.name) for name, q in sim.output_quantizers.items()}
     params = sim.param_quantizers
 
     def clone_function(layer):
         new = clone_layer(layer)
         if layer.name in params:
             channels = params[layer.name].encoding.num_channels
-            return QuantizedKernel(new, s.param_bw, channels, learn_ranges)
+            return QuantizedKernel(new, params[layer.name].bitwidth, channels, learn_ranges)
         return new
 
     qat = insert_quantizers(sim.fp_model, quantizers, set(sim.plan.inputs), clone_function)
