@@ -1,5 +1,7 @@
 """Mixed precision: BitOps by hand, a monotone front, the hard layer kept high, the stage end to end."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -52,7 +54,7 @@ def test_front_is_monotone_and_the_hard_layer_stays_at_8_bit(hard_layer_sim):
 
 @pytest.mark.slow
 def test_mixed_precision_stage_logs_the_front_and_reusable_overrides(tmp_path):
-    ctx = stage_context(tmp_path, QuantSettings(), amp=AmpConfig(eval_samples=48))
+    ctx = stage_context(tmp_path, QuantSettings(param_bw=4), amp=AmpConfig(eval_samples=48))  # quant=w4a8 asked
     result = StageResult()
     run_mixed_precision(ctx, result)
     front = result.tables[keys.ARTIFACT_AMP_FRONT]
@@ -60,3 +62,25 @@ def test_mixed_precision_stage_logs_the_front_and_reusable_overrides(tmp_path):
     assert 0.5 <= result.metrics[keys.AMP_RELATIVE_BITOPS] <= 1.0 and keys.SIM_TOP1 in result.metrics
     overrides = parse_overrides(result.documents[keys.ARTIFACT_AMP_OVERRIDES])
     assert {o.param_bw for o in overrides} <= {4, 8} and keys.ARTIFACT_AMP_FRONT_PNG in result.figures
+    # what it simulated: the highest candidate (W8A8) with the chosen per-layer overrides, not the config's W4
+    assert (result.simulated.param_bw, result.simulated.output_bw) == (8, 8) and result.simulated.overrides == overrides
+
+
+def test_a_run_is_tagged_and_named_by_the_setting_it_simulated(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from workbench.app import tracked_run
+    from workbench.config.schema import register_configs
+    from workbench.tracking.mlflow_run import Tracker
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["quant=w4a8", "+stage=mixed_precision"])
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "exp")
+    with tracked_run(tracker, cfg, "mixed_precision") as (tracked, result):
+        result.simulated = QuantSettings(param_bw=8, output_bw=8)
+    run = tracker.client.get_run(tracked.run_id)
+    assert run.data.tags["param_bw"] == "8" and run.data.tags["output_bw"] == "8"  # grouped with W8A8 in reports
+    assert run.info.run_name == "mixed_precision · mnist_mobilenet · W8A8 · tf/tf"
+    assert run.data.tags["requested"] == "mixed_precision · mnist_mobilenet · W4A8 · tf/tf"
+    assert run.data.params["quant.param_bw"] == "4"  # the config as given stays in the params

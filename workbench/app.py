@@ -36,6 +36,22 @@ def _text(value) -> str:
     return str(getattr(value, "value", value))
 
 
+def setting_tags(param_bw, output_bw, per_channel, param_scheme, output_scheme) -> dict[str, str]:
+    """The tags that say which quantization setting a run is (its report groups by them)."""
+    return {
+        keys.TAG_SCHEME: f"{_text(param_scheme)}/{_text(output_scheme)}",
+        keys.TAG_PARAM_BW: str(param_bw),
+        keys.TAG_OUTPUT_BW: str(output_bw),
+        keys.TAG_PER_CHANNEL: str(per_channel),
+    }
+
+
+def simulated_setting(settings) -> dict[str, str]:
+    """:func:`setting_tags` of the settings a stage actually simulated with (``StageResult.simulated``)."""
+    s = settings
+    return setting_tags(s.param_bw, s.output_bw, s.per_channel, s.param_scheme, s.output_scheme)
+
+
 def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
     """Tags of a run; ``stage`` None for a pipeline's parent run (reports skip runs without a stage)."""
     choices, overrides = _hydra_choices_and_overrides()
@@ -43,10 +59,7 @@ def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
     tags = {
         keys.TAG_MODEL: str(cfg.model.name),
         keys.TAG_DATASET: str(cfg.dataset.name),
-        keys.TAG_SCHEME: f"{_text(q.param_scheme)}/{_text(q.output_scheme)}",
-        keys.TAG_PARAM_BW: str(q.param_bw),
-        keys.TAG_OUTPUT_BW: str(q.output_bw),
-        keys.TAG_PER_CHANNEL: str(q.per_channel),
+        **setting_tags(q.param_bw, q.output_bw, q.per_channel, q.param_scheme, q.output_scheme),
         keys.TAG_OVERRIDES: overrides,
         **{f"choice.{k}": str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra")},
     }
@@ -163,8 +176,30 @@ def tracked_run(tracker, cfg: DictConfig, stage: str | None, parent_run_id: str 
             error = f"{type(err).__name__}: {err}"
             raise
         finally:
+            if result.simulated is not None:  # what ran, not what the config asked for
+                name = record_simulated(tracked, result, stage, str(cfg.model.name), container["quant"], name)
             describe(result, name, error)
             tracked.log_result(result, register_as=cfg.export.register_as)
+
+
+def record_simulated(tracked, result, stage: str | None, model: str, quant: dict, name: str) -> str:
+    """Setting tags and run name from the settings the stage simulated with, when they differ from the config's
+    (the config's stay in the params and in ``requested``). Returns the run's name."""
+    from workbench.reporting.describe import run_name
+
+    ran = simulated_setting(result.simulated)
+    configured = setting_tags(quant["param_bw"], quant["output_bw"], quant["per_channel"], quant["param_scheme"], quant["output_scheme"])
+    if ran == configured:
+        return name
+    s = result.simulated
+    plain = {**quant, "param_bw": s.param_bw, "output_bw": s.output_bw, "per_channel": s.per_channel}
+    plain.update(param_scheme=_text(s.param_scheme), output_scheme=_text(s.output_scheme))
+    result.tags.update(ran)
+    result.tags[keys.TAG_REQUESTED] = name
+    renamed = run_name(stage, model, plain)
+    tracked.rename(renamed)
+    log.info("%s simulated %s: run renamed %s", stage, renamed.split(" · ", 2)[-1], renamed)
+    return renamed
 
 
 def describe(result, name: str, error: str | None) -> None:

@@ -59,6 +59,7 @@ TAG_SCHEME = "scheme"
 TAG_PARAM_BW = "param_bw"
 TAG_OUTPUT_BW = "output_bw"
 TAG_PER_CHANNEL = "per_channel"
+TAG_REQUESTED = "requested"  # the run name the config asked for, when the stage simulated another setting (mixed_precision)
 TAG_OVERRIDES = "overrides"
 TAG_DEPLOYABLE = "deployable"  # on baseline runs: "false" when BNs stayed float (not what a device runs)
 TAG_EVAL_DIGEST = "eval.digest"  # identifies the validation images (count + labels): paired tests need equal digests

@@ -39,6 +39,9 @@ class StageResult:
     directories: dict[str, str] = field(default_factory=dict)
     # set by the exporting stages: logged as an MLflow model (Keras flavor) with the files beside it
     exported: ExportedModel | None = None
+    # set by a stage whose reported sim ran at other global settings than the config's (mixed_precision: the
+    # highest candidate plus per-layer overrides): the run's setting tags and name are then written from these
+    simulated: Any = None  # options.QuantSettings
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

@@ -89,5 +89,6 @@ def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
     if kept:  # the AdaRounded kernels of the lowered layers, on their frozen grids
         model = apply_edit(model, GraphEdit(kernels={n: k for n, (k, _) in kept.items()}))
     evaluate_sim(final, calibrated_sim(final, model, result, param_encodings={n: e for n, (_, e) in kept.items()}), result)
+    result.simulated = final.settings  # the highest candidate with per-layer overrides: its tags and name say so
     if any(c[0] < 8 or c[1] < 8 for c in found.chosen.values()):
         result.tags["tflite"] = "not converted: TFLite int8 kernels cannot run weights or activations below 8 bits"

@@ -318,6 +318,10 @@ class TrackedRun:
             except Exception as err:
                 raise RunNotEnded(self.run_id, status, self.uri, err) from (error or err)
 
+    def rename(self, name: str) -> None:
+        """The run's name in the UI (``mlflow.runName``)."""
+        self.client.update_run(self.run_id, name=name)
+
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), BATCH):
