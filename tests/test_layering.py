@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
-NEUTRAL = {"keys", "results", "options", "interrupts", "paths"}  # plain data (and the signal checkpoint) every layer may use
+NEUTRAL = {"keys", "results", "options", "interrupts", "paths", "registry"}  # plain data (and the signal checkpoint) every layer may use
 # layer -> the layers it may import (besides itself and the neutral modules)
 ALLOWED = {
     "graph": set(),

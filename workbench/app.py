@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from workbench import interrupts, keys
 from workbench.config.validate import ConfigError, validate
-from workbench.stages import STAGE_NAMES
+from workbench.registry import stage_names
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def run(cfg: DictConfig) -> float | None:
 
     parent = os.environ.get(keys.ENV_PARENT_RUN_ID)
     try:
-        validate(cfg, STAGE_NAMES)
+        validate(cfg, stage_names())
     except ConfigError as err:
         if parent is not None:
             _record_invalid_job(cfg, err, parent)
@@ -295,11 +295,11 @@ def run_stage(
 
     Returns sim/top1 (None if never measured) and the run id.
     """
-    from workbench.stages import get_stage
+    from workbench import registry
     from workbench.stages.setup import build_context, check_pairing
     from workbench.tracking.datasets import dataset_inputs
 
-    stage_fn = get_stage(stage)
+    stage_fn = registry.get(stage).function()
     with tracked_run(tracker, cfg, stage, parent_run_id) as (tracked, result):
         data, model = built if built is not None else _build(cfg, result)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, BiasCorrectionMode, QuantScheme, ReLU6Mode, Target
+from workbench.registry import stages
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 INTERNAL_PREFIX = "base_"
@@ -23,16 +24,6 @@ GROUP_NOTES = {
     "tracking": "where runs go (tracking.uri=http://HOST:PORT or sqlite:///FILE)",
     "paths": "where outputs go (paths.outputs_dir=DIR)",
 }
-STAGES = {
-    "baseline": "the deployable baseline: BN folded, calibrated quantsim",
-    "bn_fold": "the folded model plus the fold diagnostics",
-    "cle": "BN fold + cross-layer equalization",
-    "bc": "BN fold + CLE + bias correction",
-    "adaround": "BN fold + CLE + AdaRound (learned weight rounding)",
-    "analyze": "per-layer sensitivity and ranges (AIMET's QuantAnalyzer)",
-    "mixed_precision": "per-layer bitwidths from a BitOps/accuracy Pareto front (AMP)",
-    "qat": "BN fold + CLE + quantization-aware training with range learning",
-}
 
 
 def _values(enum) -> str:
@@ -44,6 +35,8 @@ def group_options(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
     groups = {}
     for folder in sorted(p for p in conf_dir.iterdir() if p.is_dir() and p.name not in HIDDEN_GROUPS):
         options = sorted(f.stem for f in folder.glob("*.yaml") if not f.stem.startswith(INTERNAL_PREFIX))
+        if folder.name == "stage":  # plug-in stages may come without a YAML file
+            options = sorted({*options, *stages()})
         if options:
             groups[folder.name] = options
     return groups
@@ -63,7 +56,7 @@ def help_template(conf_dir: Path = CONF_DIR) -> str:
         "  python -m workbench -m +stage=NAME KEY=V1,V2 [...]              a sweep: a parent run, a child run per job",
         "",
         "Stages (+stage=NAME):",
-        *(f"  {name:<17}{text}" for name, text in STAGES.items()),
+        *(f"  {name:<17}{record.help}" for name, record in stages().items()),
         "",
         "Config groups (GROUP=OPTION):",
         *(

@@ -13,20 +13,10 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from workbench.config.help import help_template
+from workbench.config.help import CONF_DIR, help_template
 from workbench.options import AdaroundParameters, BiasCorrectionMode, QuantScheme, QuantSettings, ReLU6Mode, Rounding, Target
 from workbench.paths import safe_component
-
-
-class StageName(str, Enum):
-    baseline = "baseline"
-    bn_fold = "bn_fold"
-    cle = "cle"
-    bc = "bc"
-    qat = "qat"
-    adaround = "adaround"
-    analyze = "analyze"
-    mixed_precision = "mixed_precision"
+from workbench.registry import stage_names
 
 
 class ChannelOrder(str, Enum):
@@ -303,12 +293,13 @@ class ExportConfig:
 class PipelineConfig:
     # the stages `python -m workbench` runs (no +stage), each a child run of one parent run; bn_fold is
     # left out: the deployable baseline already quantizes the folded model (bn_fold adds its diagnostics)
-    stages: List[StageName] = field(default_factory=lambda: [StageName.baseline, StageName.cle, StageName.bc, StageName.qat])
+    # names from the stage registry (workbench.registry), checked when the run starts
+    stages: List[str] = field(default_factory=lambda: ["baseline", "cle", "bc", "qat"])
 
 
 @dataclass
 class StageConfig:
-    name: StageName = MISSING
+    name: str = MISSING  # a name of the stage registry (workbench.registry)
 
 
 @dataclass
@@ -369,3 +360,6 @@ def register_configs() -> None:
     cs.store(group="model", name="base_mnist_mobilenet_v2", node=MnistMobilenetV2Config)
     cs.store(group="model", name="base_keras_app", node=KerasAppConfig)
     cs.store(group="model", name="base_keras_file", node=KerasFileConfig)
+    for name in stage_names():  # a plug-in stage without its YAML file: +stage=NAME still selects it
+        if not (CONF_DIR / "stage" / f"{name}.yaml").exists():
+            cs.store(group="stage", name=name, node={"stage": {"name": name}}, package="_global_")

@@ -132,6 +132,11 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     """Raise :class:`ConfigError` for the first setting that is not allowed."""
     if cfg.get("stage") is None:
         _require(len(cfg.pipeline.stages) > 0, f"pipeline.stages is empty: list some of {', '.join(stages)} (or add +stage=NAME)")
+        for name in cfg.pipeline.stages:
+            _require(str(name) in stages, f"pipeline.stages: {str(name)!r} is not a stage; allowed: {', '.join(stages)}")
+    else:
+        name = str(cfg.stage.name)
+        _require(name in stages, f"stage.name={name!r} is not allowed; allowed: {', '.join(stages)}")
     q = cfg.quant
     for key in ("param_bw", "output_bw"):
         bw = q[key]

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from workbench import keys
+from workbench import keys, registry
 from workbench.evaluation.statistics import BETTER, WORSE, mcnemar_exact
 from workbench.paths import write_atomically
 from workbench.reporting.runs import PARAM, ComparedRuns, ReportError, borrowed_baselines, identify, load_runs, same_setting, stage_key
@@ -132,7 +132,6 @@ def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame
     return table[columns]
 
 
-DIAGNOSTIC_STAGES = ("bn_fold", "analyze")
 PARTIAL = " (partial sim)"  # the stage label of a run whose coverage tag says partial
 
 
@@ -143,7 +142,9 @@ def best_by_setting(table: pd.DataFrame) -> pd.DataFrame:
         # baselines are references and analyze/bn_fold are diagnostics (their sim is the baseline's or cle's)
         # a partial sim (part of the model left float, not by the user) is optimistic: never "the best"
         techniques = group[
-            ~group["stage"].str.startswith("baseline") & ~group["stage"].isin(DIAGNOSTIC_STAGES) & ~group["stage"].str.endswith(PARTIAL)
+            ~group["stage"].str.startswith("baseline")
+            & ~group["stage"].isin(registry.with_role(registry.Role.DIAGNOSTIC))
+            & ~group["stage"].str.endswith(PARTIAL)
         ]
         techniques = techniques.dropna(subset=[keys.SIM_TOP1])
         if techniques.empty:

@@ -16,23 +16,24 @@ from dataclasses import dataclass
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from workbench import keys
+from workbench import keys, registry
 
-STAGE_ORDER = ["baseline", "bn_fold", "cle", "bc", "adaround", "qat", "mixed_precision", "analyze"]
 # params that say where and how a run was recorded, not what it computed
 BOOKKEEPING = ("paths.", "tracking.", "pipeline.", "stage.", "export_dir")
-# each stage's technique options; other stages' options do not apply to it
-TECHNIQUE_GROUPS = ("baseline.", "cle.", "bc.", "qat.", "adaround.", "analyze.", "amp.")
-STAGE_GROUPS = {
-    "baseline": ("baseline.",),
-    "bn_fold": (),
-    "cle": ("cle.",),
-    "bc": ("cle.", "bc."),
-    "qat": ("cle.", "qat."),
-    "adaround": ("cle.", "adaround."),
-    "analyze": ("cle.", "analyze."),
-    "mixed_precision": ("cle.", "amp."),
-}
+
+
+def technique_groups() -> tuple[str, ...]:
+    """Every stage's option groups (``cle.``, ``bc.``, ...): a key in one applies only to the stages that read it."""
+    return tuple(f"{group}." for group in registry.option_groups())
+
+
+def stage_groups(stage: str) -> tuple[str, ...]:
+    """The option groups that change a ``stage`` run's result (the registry's ``options``; every group for a
+    stage this process does not know)."""
+    known = registry.stages().get(stage)
+    return technique_groups() if known is None else tuple(f"{group}." for group in known.options)
+
+
 # the parts of a setting shown first, compactly (W4A8 pc)
 BITWIDTH_KEYS = ("quant.param_bw", "quant.output_bw", "quant.per_channel")
 PARAM = "param:"
@@ -54,16 +55,17 @@ class ReportError(ValueError):
 
 
 def stage_key(stage: str) -> int:
-    return STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+    order = registry.stage_names()
+    return order.index(stage) if stage in order else len(order)
 
 
 def applies(stage: str, params: dict[str, str], key: str) -> bool:
     """Whether param ``key`` can change the result of a ``stage`` run."""
     if key.startswith(BOOKKEEPING):
         return False
-    if not key.startswith(TECHNIQUE_GROUPS):
+    if not key.startswith(technique_groups()):
         return True
-    groups = STAGE_GROUPS.get(stage, TECHNIQUE_GROUPS)
+    groups = stage_groups(stage)
     if stage == "qat" and params.get("qat.bias_correction") == "True":
         groups = (*groups, "bc.")
     return key.startswith(groups)
@@ -119,7 +121,7 @@ def load_runs(client: MlflowClient, experiment: str, parent_run_id: str | None =
 
 
 def _shared_columns(runs: pd.DataFrame) -> list[str]:
-    return [c for c in runs.columns if c.startswith(PARAM) and not c[len(PARAM) :].startswith(TECHNIQUE_GROUPS)]
+    return [c for c in runs.columns if c.startswith(PARAM) and not c[len(PARAM) :].startswith(technique_groups())]
 
 
 def borrowed_baselines(runs: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:
@@ -195,8 +197,8 @@ def identify(runs: pd.DataFrame) -> ComparedRuns:
     excluded = runs[runs["status"] != "FINISHED"].assign(reason=lambda f: "status " + f["status"])
     done = runs[runs["status"] == "FINISHED"].sort_values("start_time")
     params = [c for c in done.columns if c.startswith(PARAM)]
-    technique = _varying(done, [c for c in params if c[len(PARAM) :].startswith(TECHNIQUE_GROUPS)], False)
-    shared = _varying(done, [c for c in params if not c[len(PARAM) :].startswith(TECHNIQUE_GROUPS)], True)
+    technique = _varying(done, [c for c in params if c[len(PARAM) :].startswith(technique_groups())], False)
+    shared = _varying(done, [c for c in params if not c[len(PARAM) :].startswith(technique_groups())], True)
     named = [c for c in _shown(done, shared) if c[len(PARAM) :] not in BITWIDTH_KEYS]
     labelled = done.assign(
         setting=done.apply(lambda r: " · ".join(x for x in (_bitwidths(r), _label(r, named)) if x != "-"), axis=1),

@@ -17,10 +17,9 @@ from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag
 
-from workbench import keys
+from workbench import keys, registry
 
 CONTEXT_TAG = "mlflow.data.context"  # MLflow's own tag: the role the dataset played
-TRAINING_STAGES = ("qat",)
 
 
 def _source(where: str | None) -> DatasetSource:
@@ -47,7 +46,7 @@ def dataset_inputs(name: str, where: str | None, stage: str | None, metrics: dic
     if keys.CALIBRATION_SAMPLES in metrics:
         samples = int(metrics[keys.CALIBRATION_SAMPLES])
         roles.append(("calibration", f"{name} calibration ({samples} training images)", _digest(name, where, "calibration", samples, seed)))
-    if stage in TRAINING_STAGES:
+    if stage in registry.training_stages():
         roles.append(("training", f"{name} training split", _digest(name, where, "training", seed)))
     return [
         DatasetInput(MetaDataset(source, name=label, digest=digest)._to_mlflow_entity(), tags=[InputTag(CONTEXT_TAG, context)])
