@@ -1,6 +1,7 @@
 """The layering of STYLE.md, checked on the source: imports point one way, private Keras API stays in graph/."""
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
@@ -77,3 +78,70 @@ def test_private_keras_api_only_in_graph():
         if _layer(path) != "graph":
             text = path.read_text()
             assert "_keras_history" not in text and "_nodes_by_depth" not in text, path.relative_to(PACKAGE)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycle_anywhere_lazy_imports_included():
+    modules = {_module_name(p): p for p in _modules()}
+    graph = {}
+    for name, path in modules.items():
+        graph[name] = {i for i in _imports(path) if i in modules and i != name and i != "workbench"}
+    cycles = []
+    for start in graph:  # a path from a module back to itself
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, trail = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    cycles.append(" → ".join([*trail, start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*trail, nxt]))
+    assert not cycles, "\n".join(sorted(set(cycles)))
+
+
+TAG_HOLDERS = ("tags", "metrics")
+SEARCHED_TAG = re.compile(r"tags\.`[^`]+`")  # a search filter naming a tag in the text itself
+
+
+def _literal_names(tree: ast.AST) -> list[tuple[int, str]]:
+    """Tag, metric and param names written as literals: ``x.tags["name"]``, ``x.metrics.get("name")``,
+    ``set_tag(run, "name", …)``, a dict key ``"mlflow.…"``, a search filter ``tags.`name```."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+            holder = node.value.attr if isinstance(node.value, ast.Attribute) else getattr(node.value, "id", None)
+            if holder in TAG_HOLDERS:
+                found.append((node.lineno, f"{holder}[{node.slice.value!r}]"))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            holder = node.func.value.attr if isinstance(node.func.value, ast.Attribute) else getattr(node.func.value, "id", None)
+            key = 0 if node.func.attr == "get" else 1  # get(name, default); set_tag(run_id, name, value)
+            arg = node.args[key] if len(node.args) > key else None
+            literal = arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
+            if literal is not None and node.func.attr == "get" and holder in TAG_HOLDERS:
+                found.append((node.lineno, f"{holder}.get({literal!r})"))
+            elif literal is not None and node.func.attr in ("set_tag", "log_metric", "set_experiment_tag"):
+                found.append((node.lineno, f"{node.func.attr}({literal!r})"))
+        elif isinstance(node, ast.Dict):
+            found += [(node.lineno, repr(k.value)) for k in node.keys if isinstance(k, ast.Constant) and str(k.value).startswith("mlflow.")]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and SEARCHED_TAG.search(node.value):
+            found.append((node.lineno, repr(node.value)))  # also the text parts of an f-string
+    return found
+
+
+def test_tag_and_metric_names_are_written_only_in_keys():
+    literals = [
+        f"{path.relative_to(PACKAGE)}:{line}: {what}"
+        for path in _modules()
+        if path.name != "keys.py"
+        for line, what in _literal_names(ast.parse(path.read_text()))
+    ]
+    assert not literals, "\n".join(literals)
+    sample = ast.parse(
+        'r.tags["stage"] = 1\nm.metrics.get("sim/top1")\nc.set_tag(i, "x", 1)\nt = {"mlflow.user": 1}\nq = f"tags.`s` = {v}"'
+    )
+    assert len(_literal_names(sample)) == 5  # the check sees each kind

@@ -64,6 +64,24 @@ TAG_OVERRIDES = "overrides"
 TAG_DEPLOYABLE = "deployable"  # on baseline runs: "false" when BNs stayed float (not what a device runs)
 TAG_EVAL_DIGEST = "eval.digest"  # identifies the validation images (count + labels): paired tests need equal digests
 TAG_PARENT = "mlflow.parentRunId"
+# MLflow's own tags: who ran a run and from what (the UI's Created by and Source), the experiment's kind,
+# the role a logged dataset played, and the prefix of a shared runs-table view (opened by ?viewStateShareKey=)
+TAG_USER = "mlflow.user"
+TAG_SOURCE_TYPE = "mlflow.source.type"
+TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+TAG_DATA_CONTEXT = "mlflow.data.context"
+TAG_SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+# what a stage noted about itself
+TAG_CALIBRATION_CAPPED = "calibration.capped"  # fewer calibration samples than asked for, and why
+TAG_CLE_RELU6_MODE = "cle.relu6_mode"
+TAG_QAT_SCHEME = "qat.scheme"  # the range-learning schemes QAT trained with
+TAG_ANALYZE_WORST = "analyze.worst_layers"
+TAG_AMP_OVERRIDES_FILE = "amp.overrides_file"  # the chosen per-layer bitwidths, reusable as quant.overrides
+TAG_TFLITE = "tflite"  # why no int8 TFLite model was converted
+TAG_TFLITE_IO = "tflite.io"  # the int8 model's input and output dtypes
+TAG_TFLITE_FLOAT_TENSORS = "tflite.float_tensors"  # the tensors left float in the int8 model
 TAG_HOST = "host"  # the machine and process a run executes in (for `python -m workbench.runs repair`)
 TAG_PID = "pid"
 TAG_PID_START = "pid.start"  # the process's start time (seconds since the epoch): a reused pid is another process

@@ -106,7 +106,7 @@ class SweepParentRun(Callback):
 
         client = self.tracker.client
         running = client.search_runs(
-            [self.tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{self.run_id}' and attributes.status = 'RUNNING'"
+            [self.tracker.experiment_id], f"tags.`{keys.TAG_PARENT}` = '{self.run_id}' and attributes.status = 'RUNNING'"
         )
         for child in running:
             end_if_gone(client, child, status, "the sweep's driver when the sweep stopped")
@@ -116,6 +116,6 @@ class SweepParentRun(Callback):
     def _final_status(self) -> str:
         """FINISHED when any job finished, FAILED when every job failed (or none ran)."""
         children = self.tracker.client.search_runs(
-            [self.tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{self.run_id}'", max_results=10000
+            [self.tracker.experiment_id], f"tags.`{keys.TAG_PARENT}` = '{self.run_id}'", max_results=10000
         )
         return "FINISHED" if any(r.info.status == "FINISHED" for r in children) else "FAILED"

@@ -32,15 +32,16 @@ from dataclasses import dataclass, field
 
 import keras
 
-from workbench.graph.functional import WEIGHTED_TYPES, activation_name, producer_name
+from workbench.graph.functional import (
+    SEPARABLE,
+    UnsupportedModel,
+    graph_of,
+    is_nested,
+    needs_flattening,
+    producer_name,
+    split_activation,
+)
 from workbench.graph.layers import AttentionCombine, AttentionScores, OperationLayer, argument_template
-
-SEPARABLE = {keras.layers.SeparableConv2D: (keras.layers.DepthwiseConv2D, keras.layers.Conv2D)}
-SEPARABLE[keras.layers.SeparableConv1D] = (keras.layers.DepthwiseConv1D, keras.layers.Conv1D)
-
-
-class UnsupportedModel(TypeError):
-    """A model that cannot be read as a functional graph (subclassed, or a Sequential never built)."""
 
 
 @dataclass
@@ -58,39 +59,6 @@ class FlattenReport:
         return bool(self.inlined or self.decomposed or self.wrapped)
 
 
-def graph_of(model: keras.Model) -> keras.Model:
-    """The functional graph that runs ``model``: itself, a built Sequential's inner graph, or an error."""
-    if isinstance(model, keras.Sequential):
-        inner = getattr(model, "_functional", None)
-        if inner is None:
-            raise UnsupportedModel(
-                f"Sequential model {model.name!r} has no input shape yet: start it with keras.Input(shape=...) "
-                "(or call model.build(input_shape)) so that its graph exists"
-            )
-        return inner
-    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
-        return model
-    raise UnsupportedModel(
-        f"{type(model).__name__} {getattr(model, 'name', '')!r} is a subclassed model (its own call()), which has no graph to "
-        "analyse: rebuild it with the functional API (keras.Input → layers → keras.Model) or as a keras.Sequential"
-    )
-
-
-def _is_nested(op) -> bool:
-    return isinstance(op, keras.Model)
-
-
-FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
-
-
-def _split_activation(op) -> str | None:
-    """The fused activation of a weighted layer that an int8 runtime does not fuse, or None."""
-    if not isinstance(op, WEIGHTED_TYPES + (keras.layers.EinsumDense, keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose)):
-        return None
-    name = activation_name(op)
-    return None if name is None or name in FUSABLE_ACTIVATIONS else name
-
-
 def _mha_decomposable(layer: keras.layers.MultiHeadAttention, kwargs: dict) -> str | None:
     """Why this MultiHeadAttention call must stay whole, or None."""
     masked = [k for k in ("query_mask", "value_mask", "key_mask", "attention_mask") if kwargs.get(k) is not None]
@@ -103,28 +71,6 @@ def _mha_decomposable(layer: keras.layers.MultiHeadAttention, kwargs: dict) -> s
     if type(layer)._compute_attention is not keras.layers.MultiHeadAttention._compute_attention:
         return "a subclass with its own attention"
     return None
-
-
-def needs_flattening(model: keras.Model) -> bool:
-    """Whether :func:`flatten_model` would change ``model`` (nesting, composite layers, list structures)."""
-    if isinstance(model, keras.Sequential):
-        return True
-    graph = graph_of(model)
-    if any(
-        _is_nested(op)
-        or type(op) in SEPARABLE
-        or isinstance(op, keras.layers.MultiHeadAttention)
-        or _split_activation(op)
-        or not isinstance(op, keras.layers.Layer)
-        for op in graph.operations
-    ):
-        return True
-    return _listed(graph._inputs_struct) or _listed(graph._outputs_struct)
-
-
-def _listed(struct) -> bool:
-    """A one-element list or tuple (Keras then insists on the same structure everywhere)."""
-    return isinstance(struct, (list, tuple)) and len(struct) == 1
 
 
 class _Flattener:
@@ -151,7 +97,7 @@ class _Flattener:
         if id(layer) in self.clones:
             return self.clones[id(layer)]
         config = {**layer.get_config(), "name": self.name(layer.name, prefix)}
-        if _split_activation(layer):
+        if split_activation(layer):
             config["activation"] = "linear"  # applied by its own Activation layer after the call
         if frozen and isinstance(layer, keras.layers.BatchNormalization):
             config["trainable"] = False  # the nested call had training=False: its BNs stay in inference mode
@@ -243,7 +189,7 @@ class _Flattener:
                     continue  # a branch that does not lead from these inputs
                 op = node.operation
                 args, kwargs = node.arguments.fill_in(tensors)
-                if _is_nested(op):
+                if is_nested(op):
                     training = kwargs.get("training", None)
                     self.report.inlined.append(op.name)
                     sub_inputs = keras.tree.flatten((args, {k: v for k, v in kwargs.items() if k not in ("training", "mask")}))
@@ -258,7 +204,7 @@ class _Flattener:
                     else:
                         self.report.kept_whole[op.name] = why
                         outputs = keras.tree.flatten(self.copy(op, prefix, frozen)(*args, **kwargs))
-                elif (split := _split_activation(op)) is not None:
+                elif (split := split_activation(op)) is not None:
                     new = self.copy(op, prefix, frozen)
                     activation = keras.layers.Activation(op.activation, name=self.name(f"{new.name}_{split}", ""))
                     self.report.decomposed[op.name] = [new.name, activation.name]

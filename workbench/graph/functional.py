@@ -72,8 +72,6 @@ class FunctionalGraph:
 
     @classmethod
     def from_model(cls, model: keras.Model) -> FunctionalGraph:
-        from workbench.graph.flatten import UnsupportedModel, graph_of, needs_flattening
-
         graph_of(model)  # a subclassed or unbuilt model: one line that says what to do
         if needs_flattening(model):
             raise UnsupportedModel(f"model {model.name!r} has nested models, composite layers or list inputs: call flatten_model() first")
@@ -138,3 +136,67 @@ def _node_in_model(layer: keras.layers.Layer, index: int, model: keras.Model) ->
     """Whether a layer's ``index``-th call belongs to ``model`` (Keras keys nodes as ``id_ib-index``)."""
     nodes = getattr(model, "_nodes", None)
     return True if nodes is None else f"{id(layer)}_ib-{index}" in nodes
+
+
+# what flattening (graph/flatten.py) rewrites, and what makes a model unreadable as a graph
+SEPARABLE = {keras.layers.SeparableConv2D: (keras.layers.DepthwiseConv2D, keras.layers.Conv2D)}
+SEPARABLE[keras.layers.SeparableConv1D] = (keras.layers.DepthwiseConv1D, keras.layers.Conv1D)
+
+
+class UnsupportedModel(TypeError):
+    """A model that cannot be read as a functional graph (subclassed, or a Sequential never built)."""
+
+
+def graph_of(model: keras.Model) -> keras.Model:
+    """The functional graph that runs ``model``: itself, a built Sequential's inner graph, or an error."""
+    if isinstance(model, keras.Sequential):
+        inner = getattr(model, "_functional", None)
+        if inner is None:
+            raise UnsupportedModel(
+                f"Sequential model {model.name!r} has no input shape yet: start it with keras.Input(shape=...) "
+                "(or call model.build(input_shape)) so that its graph exists"
+            )
+        return inner
+    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
+        return model
+    raise UnsupportedModel(
+        f"{type(model).__name__} {getattr(model, 'name', '')!r} is a subclassed model (its own call()), which has no graph to "
+        "analyse: rebuild it with the functional API (keras.Input → layers → keras.Model) or as a keras.Sequential"
+    )
+
+
+def is_nested(op) -> bool:
+    return isinstance(op, keras.Model)
+
+
+FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
+
+
+def split_activation(op) -> str | None:
+    """The fused activation of a weighted layer that an int8 runtime does not fuse, or None."""
+    if not isinstance(op, WEIGHTED_TYPES + (keras.layers.EinsumDense, keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose)):
+        return None
+    name = activation_name(op)
+    return None if name is None or name in FUSABLE_ACTIVATIONS else name
+
+
+def needs_flattening(model: keras.Model) -> bool:
+    """Whether :func:`flatten_model` would change ``model`` (nesting, composite layers, list structures)."""
+    if isinstance(model, keras.Sequential):
+        return True
+    graph = graph_of(model)
+    if any(
+        is_nested(op)
+        or type(op) in SEPARABLE
+        or isinstance(op, keras.layers.MultiHeadAttention)
+        or split_activation(op)
+        or not isinstance(op, keras.layers.Layer)
+        for op in graph.operations
+    ):
+        return True
+    return listed(graph._inputs_struct) or listed(graph._outputs_struct)
+
+
+def listed(struct) -> bool:
+    """A one-element list or tuple (Keras then insists on the same structure everywhere)."""
+    return isinstance(struct, (list, tuple)) and len(struct) == 1

@@ -13,6 +13,7 @@ import jinja2
 import pandas as pd
 
 from workbench.evaluation.statistics import BETTER, WORSE
+from workbench.reporting.tables import readable
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("workbench.reporting", "templates"), autoescape=jinja2.select_autoescape(["html", "j2"])
@@ -60,8 +61,6 @@ def _sqnr_table(sqnr: pd.DataFrame) -> str:
 
 def render_html(report, title: str, figures: dict[str, bytes]) -> str:
     """The whole report; ``report`` is a :class:`workbench.reporting.report.Report`, ``figures`` PNG bytes."""
-    from workbench.reporting.report import readable
-
     compared = report.compared
     differ = ", ".join(compared.setting_keys + compared.variant_keys) if compared is not None else ""
     commands = list(dict.fromkeys(compared.runs["command"])) if compared is not None and "command" in compared.runs else []

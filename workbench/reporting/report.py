@@ -24,10 +24,11 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from workbench import keys, registry
 from workbench.evaluation.statistics import BETTER, WORSE, mcnemar_exact
 from workbench.paths import write_atomically
+from workbench.reporting.html import render_html
 from workbench.reporting.runs import PARAM, ComparedRuns, ReportError, borrowed_baselines, identify, load_runs, same_setting, stage_key
+from workbench.reporting.tables import MISSING, readable, to_markdown
 
 __all__ = ["ReportError", "Report", "build_report", "comparison_table", "load_runs", "to_markdown"]
-MISSING = "missing"
 REFERENCE = "reference"
 NO_BASELINE = "no deployable baseline"
 NOT_PAIRED = "not paired"
@@ -227,47 +228,6 @@ def _merge_order(order: list[str], layers: list[str]) -> None:
         previous = layer
 
 
-PERCENT = [
-    keys.FP32_TOP1,
-    *keys.ci_keys(keys.FP32_TOP1),
-    keys.SIM_TOP1,
-    "ci_low",
-    "ci_high",
-    "drop_vs_fp32",
-    "delta_vs_baseline",
-    keys.TFLITE_TOP1,
-]
-
-
-def readable(table: pd.DataFrame) -> pd.DataFrame:
-    """The comparison for people: accuracies in %, p-values to 3 digits, short run ids."""
-    frame = table.drop(columns=[c for c in ("param_bw", "output_bw", "per_channel") if c in table])
-    for c in PERCENT:
-        if c in frame:
-            frame[c] = frame[c].map(lambda v: MISSING if pd.isna(v) else f"{100 * v:.1f}")
-    frame = frame.rename(columns={c: f"{c} (%)" for c in PERCENT if c in frame})
-    if "p_value" in frame:
-        frame["p_value"] = frame["p_value"].map(lambda v: "-" if pd.isna(v) else f"{v:.3g}")
-    if "run_id" in frame:
-        frame["run_id"] = frame["run_id"].str[:8]
-    return frame
-
-
-def to_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub Markdown table; NaN shows as 'missing', never as 0."""
-
-    def cell(v) -> str:
-        if isinstance(v, float):
-            return MISSING if math.isnan(v) else f"{v:.{digits}f}"
-        return str(v).replace("|", "\\|")
-
-    frame = frame.reset_index() if frame.index.name is not None else frame
-    head = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, rule, *body]) + "\n"
-
-
 @dataclass
 class Report:
     table: pd.DataFrame  # the comparison, numeric
@@ -316,7 +276,6 @@ def build_report(
     import matplotlib.pyplot as plt
 
     from workbench.figures import accuracy_vs_bitwidth_figure, layer_sqnr_figure
-    from workbench.reporting.html import render_html
 
     runs = load_runs(client, experiment, parent_run_id)
     if parent_run_id:  # a sweep of technique stages alone: its settings' baselines from earlier runs of the experiment

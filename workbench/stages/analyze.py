@@ -40,7 +40,7 @@ def run_analyze(ctx: StageContext, result: StageResult) -> None:
     with_outputs = [n for n in worst["layer"] if n in observed]
     if with_outputs:
         result.figures[keys.ARTIFACT_RANGE_HISTOGRAMS_PNG] = range_histograms_figure(observed, sim.output_encodings(), with_outputs)
-    result.tags["analyze.worst_layers"] = ", ".join(worst["layer"])
+    result.tags[keys.TAG_ANALYZE_WORST] = ", ".join(worst["layer"])
     lines = [
         f"**Most sensitive layers** ({len(labels)} validation images; FP32 {100 * refs['fp32']:.1f} %, "
         f"everything quantized {100 * refs['quantized']:.1f} %):",
@@ -50,4 +50,4 @@ def run_analyze(ctx: StageContext, result: StageResult) -> None:
         *(f"| {r.layer} | {100 * r.drop_alone:+.1f} pt | {100 * r.all_but:.1f} % |" for r in worst.itertuples()),
     ]
     result.tags[keys.TAG_DESCRIPTION] = "\n".join(lines)
-    log.info("most sensitive layers: %s", result.tags["analyze.worst_layers"])
+    log.info("most sensitive layers: %s", result.tags[keys.TAG_ANALYZE_WORST])

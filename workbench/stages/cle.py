@@ -52,7 +52,7 @@ def equalized_model(ctx: StageContext, result: StageResult):
     result.metrics[keys.LAYERS_SKIPPED] = len(summary["skipped"])
     result.metrics[keys.ABSORBED_LINKS] = len(summary["absorbed"])
     result.metrics[keys.BORDER_LINKS] = len(summary["border_links"])
-    result.tags["cle.relu6_mode"] = options["relu6_mode"]
+    result.tags[keys.TAG_CLE_RELU6_MODE] = options["relu6_mode"]
     record_ranges(folded_ranges(ctx.model), model, result, "per-channel weight ranges: BN-folded vs equalized")
     return model, summary
 

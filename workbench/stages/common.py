@@ -83,7 +83,7 @@ def calibrated_sim(
     result.metrics[keys.CALIBRATION_SAMPLES] = used  # the effective count, not the requested one
     if used < ctx.calibration_samples:
         note = f"{used} calibration samples used: quant.calibration_samples={ctx.calibration_samples} exceeds the training split"
-        result.tags["calibration.capped"] = note
+        result.tags[keys.TAG_CALIBRATION_CAPPED] = note
         log.warning("%s", note)
     return sim
 

@@ -70,7 +70,7 @@ def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
     path = os.path.join(export_dir, keys.ARTIFACT_AMP_OVERRIDES)
     with open(path, "w") as f:
         json.dump(overrides, f, indent=1)
-    result.tags["amp.overrides_file"] = path
+    result.tags[keys.TAG_AMP_OVERRIDES_FILE] = path
     log.info(
         "mixed precision: %d of %d groups lowered, %.1f %% of W%dA%d BitOps, search top-1 %.4f (FP32 %.4f on the same %d images); "
         "reuse with quant.overrides=%s",
@@ -91,4 +91,4 @@ def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
     evaluate_sim(final, calibrated_sim(final, model, result, param_encodings={n: e for n, (_, e) in kept.items()}), result)
     result.simulated = final.settings  # the highest candidate with per-layer overrides: its tags and name say so
     if any(c[0] < 8 or c[1] < 8 for c in found.chosen.values()):
-        result.tags["tflite"] = "not converted: TFLite int8 kernels cannot run weights or activations below 8 bits"
+        result.tags[keys.TAG_TFLITE] = "not converted: TFLite int8 kernels cannot run weights or activations below 8 bits"

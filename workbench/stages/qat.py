@@ -35,7 +35,7 @@ def run_qat(ctx: StageContext, result: StageResult) -> None:
     learn = q.learn_ranges
     if learn:
         ctx = dataclasses.replace(ctx, settings=ctx.settings.with_range_learning())
-    result.tags["qat.scheme"] = f"{ctx.settings.param_scheme.value}/{ctx.settings.output_scheme.value}"
+    result.tags[keys.TAG_QAT_SCHEME] = f"{ctx.settings.param_scheme.value}/{ctx.settings.output_scheme.value}"
     sim = calibrated_sim(ctx, model, result)
     result.metrics[keys.QAT_SIM_BEFORE] = evaluate_top1(sim.model, ctx.data.val_batches(), ctx.eval_output)
     losses, top1s = result.series.setdefault(keys.QAT_LOSS, {}), result.series.setdefault(keys.QAT_TOP1, {})
@@ -88,9 +88,9 @@ def check_tflite(ctx: StageContext, sim, export_dir: str, result: StageResult) -
         result.tags[keys.TAG_TFLITE_ERROR] = str(err)[:5000]
         return
     result.metrics[keys.TFLITE_FLOAT_TENSORS] = len(report["float_tensors"])
-    result.tags["tflite.io"] = f"{report['input_dtype']}->{report['output_dtype']}"
+    result.tags[keys.TAG_TFLITE_IO] = f"{report['input_dtype']}->{report['output_dtype']}"
     if report["float_tensors"]:
-        result.tags["tflite.float_tensors"] = ", ".join(report["float_tensors"])[:5000]
+        result.tags[keys.TAG_TFLITE_FLOAT_TENSORS] = ", ".join(report["float_tensors"])[:5000]
         shown = ", ".join(name.split(";")[0] for name in report["float_tensors"][:3])
         log.warning(
             "the int8 TFLite model is not fully integer: %d float tensors (%s%s), most often an op the sim leaves "

@@ -19,8 +19,6 @@ from mlflow.entities import DatasetInput, InputTag
 
 from workbench import keys, registry
 
-CONTEXT_TAG = "mlflow.data.context"  # MLflow's own tag: the role the dataset played
-
 
 def _source(where: str | None) -> DatasetSource:
     if where and os.path.exists(where):
@@ -49,6 +47,6 @@ def dataset_inputs(name: str, where: str | None, stage: str | None, metrics: dic
     if stage in registry.training_stages():
         roles.append(("training", f"{name} training split", _digest(name, where, "training", seed)))
     return [
-        DatasetInput(MetaDataset(source, name=label, digest=digest)._to_mlflow_entity(), tags=[InputTag(CONTEXT_TAG, context)])
+        DatasetInput(MetaDataset(source, name=label, digest=digest)._to_mlflow_entity(), tags=[InputTag(keys.TAG_DATA_CONTEXT, context)])
         for context, label, digest in roles
     ]

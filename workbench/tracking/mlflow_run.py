@@ -35,7 +35,7 @@ __all__ = ["RunNotEnded", "Tracker", "TrackedRun", "flatten", "open_client", "pr
 log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000
 SYSTEM_METRICS_INTERVAL_S = 10.0
-EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+TRAINING_KIND = "custom_model_development"  # the experiment kind (keys.TAG_EXPERIMENT_KIND) of model training
 # The MLflow UI's shared view ("Share" on the runs table): an experiment tag ``mlflow.sharedViewState.<key>``
 # holding the table's state as JSON, opened by ``?viewStateShareKey=<key>``. The workbench's view shows the
 # figures that answer its questions as columns, newest runs first.
@@ -65,13 +65,13 @@ def process_tags() -> dict[str, str]:
         keys.TAG_HOST: socket.gethostname(),
         keys.TAG_PID: str(os.getpid()),
         keys.TAG_PID_START: f"{_process_start():.2f}",
-        "mlflow.user": _user(),
-        "mlflow.source.type": "LOCAL",
-        "mlflow.source.name": "python -m workbench",
+        keys.TAG_USER: _user(),
+        keys.TAG_SOURCE_TYPE: "LOCAL",
+        keys.TAG_SOURCE_NAME: "python -m workbench",
     }
     commit = _git_commit()
     if commit:
-        tags["mlflow.source.git.commit"] = commit
+        tags[keys.TAG_GIT_COMMIT] = commit
     return tags
 
 
@@ -189,9 +189,6 @@ class RunNotEnded(RuntimeError):
         self.status = status
 
 
-SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
-
-
 def shared_view() -> str:
     """The runs table's state for :data:`VIEW_KEY`: the columns of :data:`VIEW_COLUMNS`, newest first."""
     columns = [f"{kind}.`{name}`" for kind, name in VIEW_COLUMNS]
@@ -219,14 +216,14 @@ class Tracker:
     def _experiment(self, name: str, artifact_location: str | None) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
-            if SHARED_VIEW_PREFIX + VIEW_KEY not in exp.tags:  # an experiment made before the view existed, or by hand
+            if keys.TAG_SHARED_VIEW_PREFIX + VIEW_KEY not in exp.tags:  # an experiment made before the view existed, or by hand
                 try:
-                    self.client.set_experiment_tag(exp.experiment_id, SHARED_VIEW_PREFIX + VIEW_KEY, shared_view())
+                    self.client.set_experiment_tag(exp.experiment_id, keys.TAG_SHARED_VIEW_PREFIX + VIEW_KEY, shared_view())
                 except MlflowException as err:  # a read-only server: the UI still works, with its default columns
                     log.debug("could not set the runs table view on %s: %s", name, err)
             return exp.experiment_id
         location = Path(artifact_location).resolve().as_uri() if artifact_location and "://" not in artifact_location else artifact_location
-        tags = {EXPERIMENT_KIND: TRAINING_KIND, SHARED_VIEW_PREFIX + VIEW_KEY: shared_view()}
+        tags = {keys.TAG_EXPERIMENT_KIND: TRAINING_KIND, keys.TAG_SHARED_VIEW_PREFIX + VIEW_KEY: shared_view()}
         try:  # a model-training experiment (its kind), with the workbench's runs-table view (ui_url opens it)
             return self.client.create_experiment(name, artifact_location=location, tags=tags)
         except MlflowException:
@@ -240,7 +237,7 @@ class Tracker:
         """A new RUNNING run with its params; ended FAILED if logging them fails. :meth:`run` also ends it."""
         tags = {**process_tags(), **tags}
         if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
+            tags[keys.TAG_PARENT] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         tracked = TrackedRun(self.client, run.info.run_id, self.uri)
         try:
