@@ -20,7 +20,18 @@ ALLOWED = {
     "reporting": {"tracking", "evaluation", "figures"},
     "stages": {"techniques", "quantsim", "graph", "data", "models", "evaluation", "figures", "config"},
 }
-ENTRY = {"__main__", "app", "console", "sweep_callback", "launcher", "report", "runs", "weights", "__init__"}  # may import anything
+ENTRY = {
+    "__main__",
+    "app",
+    "console",
+    "sweep_callback",
+    "launcher",
+    "threads",
+    "report",
+    "runs",
+    "weights",
+    "__init__",
+}  # may import anything
 NO_FRAMEWORKS = {"graph", "evaluation", "data", "quantsim", "techniques", "models"}  # a plain library: no hydra, no mlflow
 
 

@@ -28,7 +28,7 @@ PARENT_ENV = keys.ENV_PARENT_RUN_ID
 def _hand_to_ray_workers(config: DictConfig, run_id: str) -> None:
     """Ray's workers do not inherit the driver's environment: the parent run id travels in the job's
     ``runtime_env`` (the Ray launcher passes ``hydra.launcher.ray.init`` to ``ray.init`` after this callback)."""
-    from workbench.app import launcher_kind
+    from workbench.threads import launcher_kind
 
     if launcher_kind(config.hydra.get("launcher")) != "ray":
         return
@@ -43,8 +43,9 @@ class SweepParentRun(Callback):
         self.tracker = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from workbench.app import launcher_kind, tracker_for
+        from workbench.app import tracker_for
         from workbench.reporting.describe import sweep_name
+        from workbench.threads import launcher_kind
         from workbench.tracking.mlflow_run import process_tags
         from workbench.tracking.probe import TrackingUnavailable, check_tracking_uri, resolve_tracking_uri
 

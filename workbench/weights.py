@@ -25,10 +25,10 @@ def _retrained(model: str, store: bool) -> tuple[str, dict]:
     from omegaconf import OmegaConf
 
     from workbench.__main__ import CONF_DIR
-    from workbench.app import configure_threads, seed_everything
     from workbench.models.embedded import BuildContext
     from workbench.models.shipped import TRAINING_THREADS, store_shipped, values_digest
     from workbench.stages.setup import _instantiate, build_data
+    from workbench.threads import configure_threads, seed_everything
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"model={model}"])
