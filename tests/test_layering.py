@@ -156,3 +156,17 @@ def test_tag_and_metric_names_are_written_only_in_keys():
         'r.tags["stage"] = 1\nm.metrics.get("sim/top1")\nc.set_tag(i, "x", 1)\nt = {"mlflow.user": 1}\nq = f"tags.`s` = {v}"'
     )
     assert len(_literal_names(sample)) == 5  # the check sees each kind
+
+
+def test_stages_do_not_borrow_from_sibling_stages():
+    """Shared preparation is in stages/prepare.py, the TFLite check in stages/tflite_check.py."""
+    from workbench import registry
+
+    stage_modules = {record.run.split(":")[0] for record in registry.stages().values()}
+    borrowed = [
+        f"{name} imports {imported}"
+        for name in stage_modules
+        for imported in _imports(PACKAGE.parent / (name.replace(".", "/") + ".py"))
+        if imported in stage_modules and imported != name
+    ]
+    assert not borrowed, "\n".join(borrowed)

@@ -13,7 +13,7 @@ from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, evaluate_tflite_top1, integer_report
 from workbench.results import StageResult
 from workbench.stages.context import StageContext
-from workbench.stages.qat import check_tflite
+from workbench.stages.tflite_check import check_tflite
 from workbench.techniques import equalize_model
 
 W8 = QuantSettings(scheme="tf", param_bw=8, output_bw=8, per_channel=True)

@@ -8,30 +8,14 @@ import pandas as pd
 
 from workbench import keys
 from workbench.data.dataset import as_array
-from workbench.options import AdaroundParameters
 from workbench.results import StageResult
-from workbench.stages.cle import prepared_model
 from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, export_sim
 from workbench.stages.context import StageContext
-from workbench.stages.qat import check_tflite
+from workbench.stages.prepare import adaround_parameters, prepared_model
+from workbench.stages.tflite_check import check_tflite
 from workbench.techniques.adaround import apply_adaround
 
 log = logging.getLogger(__name__)
-
-
-def adaround_parameters(ctx: StageContext) -> AdaroundParameters:
-    a = ctx.adaround
-    return AdaroundParameters(
-        num_batches=a.num_batches,
-        num_iterations=a.num_iterations,
-        default_reg_param=a.default_reg_param,
-        default_beta_range=tuple(a.default_beta_range),
-        default_warm_start=a.default_warm_start,
-        learning_rate=a.learning_rate,
-        batch_size=a.batch_size,
-        quantized_input=a.quantized_input,
-        seed=ctx.seed,
-    )
 
 
 def run_adaround(ctx: StageContext, result: StageResult) -> None:

@@ -11,9 +11,9 @@ from workbench import keys
 from workbench.figures import range_histograms_figure, sensitivity_figure
 from workbench.quantsim.analysis import layer_ranges, layer_sensitivity, quantized_layers
 from workbench.results import StageResult
-from workbench.stages.cle import prepared_model
 from workbench.stages.common import evaluate_fp32, quantize_and_evaluate, single_output_only, validation_arrays
 from workbench.stages.context import StageContext
+from workbench.stages.prepare import prepared_model
 
 log = logging.getLogger(__name__)
 RANGE_SAMPLES = 256

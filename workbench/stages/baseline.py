@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from workbench import keys
 from workbench.results import StageResult
-from workbench.stages.bn_fold import folded_model
 from workbench.stages.common import evaluate_fp32, quantize_and_evaluate
 from workbench.stages.context import StageContext
+from workbench.stages.prepare import folded_model
 
 
 def run_baseline(ctx: StageContext, result: StageResult) -> None:

@@ -17,10 +17,9 @@ from workbench.figures import pareto_front_figure
 from workbench.graph.rewrite import GraphEdit, apply_edit
 from workbench.options import parse_overrides
 from workbench.results import StageResult
-from workbench.stages.adaround import adaround_parameters
-from workbench.stages.cle import prepared_model
 from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, single_output_only, validation_arrays
 from workbench.stages.context import StageContext
+from workbench.stages.prepare import adaround_parameters, prepared_model
 from workbench.techniques.adaround import apply_adaround
 from workbench.techniques.mixed_precision import RoundedKernels, choose_mixed_precision
 

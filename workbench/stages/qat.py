@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
 import numpy as np
 
 from workbench import keys
 from workbench.evaluation.accuracy import evaluate_top1
-from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, integer_report, predict_tflite_classes
 from workbench.results import StageResult
-from workbench.stages.bc import bias_corrected_model
-from workbench.stages.cle import equalized_model
-from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, export_sim, record_accuracy
+from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, export_sim
 from workbench.stages.context import StageContext
+from workbench.stages.prepare import bias_corrected_model, equalized_model
+from workbench.stages.tflite_check import check_tflite
 from workbench.techniques.range_learning import simulate_trained, train_qat
 
 log = logging.getLogger(__name__)
@@ -68,40 +66,3 @@ def run_qat(ctx: StageContext, result: StageResult) -> None:
     export_dir = export_sim(ctx, final, "qat", result)
     if q.export_tflite:
         check_tflite(ctx, final, export_dir, result)
-
-
-def check_tflite(ctx: StageContext, sim, export_dir: str, result: StageResult) -> None:
-    """Convert to a fully integer TFLite model and measure it next to the sim (fidelity/gap)."""
-    try:
-        with result.timed("tflite_convert"):
-            blob = convert_to_int8_tflite(sim)
-        with open(os.path.join(export_dir, "model_int8.tflite"), "wb") as f:
-            f.write(blob)
-        report = integer_report(blob)
-        predictions = None
-        if ctx.eval_output is None:  # the interpreter's output order need not be the model's: one output only
-            with result.timed("tflite_eval"):
-                predictions = predict_tflite_classes(blob, ctx.data.val_batches())
-    except (TFLiteConversionError, RuntimeError, ValueError) as err:
-        # the conversion (or the interpreter's preparation) failed: say so, keep the rest of the run
-        log.error("%s", err)
-        result.tags[keys.TAG_TFLITE_ERROR] = str(err)[:5000]
-        return
-    result.metrics[keys.TFLITE_FLOAT_TENSORS] = len(report["float_tensors"])
-    result.tags[keys.TAG_TFLITE_IO] = f"{report['input_dtype']}->{report['output_dtype']}"
-    if report["float_tensors"]:
-        result.tags[keys.TAG_TFLITE_FLOAT_TENSORS] = ", ".join(report["float_tensors"])[:5000]
-        shown = ", ".join(name.split(";")[0] for name in report["float_tensors"][:3])
-        log.warning(
-            "the int8 TFLite model is not fully integer: %d float tensors (%s%s), most often an op the sim leaves "
-            "unquantized (coverage.csv says which and why); all of them in the run's tflite.float_tensors tag",
-            len(report["float_tensors"]),
-            shown,
-            ", …" if len(report["float_tensors"]) > 3 else "",
-        )
-    if predictions is None:
-        log.info("int8 TFLite top-1 is measured on single-output models only: this one was converted and checked, not evaluated")
-        return
-    top1 = record_accuracy(result, "tflite", predictions)
-    result.metrics[keys.FIDELITY_GAP] = result.metrics[keys.SIM_TOP1] - top1
-    log.debug("int8 TFLite top-1 %.4f (sim %.4f)", top1, result.metrics[keys.SIM_TOP1])
