@@ -1,5 +1,6 @@
 """Every option of every config group composes; bad values fail early with one clear line."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,19 @@ def test_wrong_types_and_choices_fail_at_compose(override, fragment):
         _compose(override)
     text = str(info.value) + str(info.value.__cause__)
     assert fragment in text
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["dataset.name=digits", "dataset.val_size=0"], "dataset.val_size=0 is not allowed: use an integer in 1..4999"),
+        (["model=keras_file", "model.name=mine", "model.path=nope.keras"], "model.path='nope.keras' does not exist"),
+        (["model=mobilenet_v2", "model.name=backbone", "model.weights=nope.h5"], "model.weights='nope.h5' does not exist"),
+    ],
+)
+def test_checks_follow_the_config_type_not_its_editable_name(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(_compose(*overrides), stage_names())
 
 
 def test_a_pipeline_stage_that_is_not_registered_is_one_line():

@@ -2,21 +2,29 @@
 
 YAML files under ``conf/`` extend these nodes, so a wrong type or an unknown enum value
 fails at compose time with OmegaConf's message naming the key and the allowed values.
-Range checks that a type cannot express live in :mod:`workbench.config.validate`.
+Range and file checks that a type cannot express: each dataset and model type's own ``problems`` (cheap
+probes, no TensorFlow), run by :mod:`workbench.config.validate` with the cross-group checks.
 """
 
+import glob
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from workbench.config.help import CONF_DIR, help_template
+from workbench.config.probes import KERAS_SUFFIXES, keras_archive_problem, keras_file_problem, positive, tfrecord_problem
 from workbench.options import AdaroundParameters, BiasCorrectionMode, QuantScheme, QuantSettings, ReLU6Mode, Rounding, Target
 from workbench.paths import safe_component
 from workbench.registry import stage_names
+
+
+def _missing(node, key: str) -> bool:
+    return OmegaConf.is_missing(node, key)
 
 
 class ChannelOrder(str, Enum):
@@ -74,6 +82,18 @@ class DatasetConfig:
     batch_size: int = 64
     # null: evaluate on the whole validation split
     eval_samples: Optional[int] = None
+    channels: ClassVar[Optional[int]] = None  # of the images it yields (None: the type cannot say)
+
+    @classmethod
+    def problems(cls, d) -> Iterator[str]:
+        """One line for each value of node ``d`` that cannot be used (ranges, files), before TensorFlow."""
+        for message in (positive(d.batch_size, "dataset.batch_size"), positive(d.eval_samples, "dataset.eval_samples", allow_none=True)):
+            if message:
+                yield message
+
+    @classmethod
+    def image_channels(cls, d) -> Optional[int]:
+        return cls.channels
 
 
 @dataclass
@@ -81,6 +101,13 @@ class MnistDatasetConfig(DatasetConfig):
     _target_: str = "workbench.data.mnist.load_mnist"
     name: str = "mnist"
     val_size: int = 1000
+    channels: ClassVar[Optional[int]] = 1
+
+    @classmethod
+    def problems(cls, d) -> Iterator[str]:
+        yield from super().problems(d)
+        if not (isinstance(d.val_size, int) and 1 <= d.val_size <= 4999):
+            yield f"dataset.val_size={d.val_size!r} is not allowed: use an integer in 1..4999"
 
 
 @dataclass
@@ -92,6 +119,22 @@ class SyntheticDatasetConfig(DatasetConfig):
     num_classes: int = 10
     image_shape: List[int] = field(default_factory=lambda: [28, 28, 1])
     noise: float = 0.5
+
+    @classmethod
+    def problems(cls, d) -> Iterator[str]:
+        yield from super().problems(d)
+        for key in ("num_train", "num_val"):
+            message = positive(d[key], f"dataset.{key}")
+            if message:
+                yield message
+        if d.num_classes < 2:
+            yield f"dataset.num_classes={d.num_classes!r} is not allowed: use an integer >= 2"
+        if len(d.image_shape) != 3 or any(v < 1 for v in d.image_shape):
+            yield f"dataset.image_shape={list(d.image_shape)!r} is not allowed: use [H, W, C]"
+
+    @classmethod
+    def image_channels(cls, d) -> Optional[int]:
+        return int(d.image_shape[-1])
 
 
 @dataclass
@@ -105,6 +148,16 @@ class ImageFilesConfig(DatasetConfig):
     channel_order: ChannelOrder = ChannelOrder.rgb
     mean: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
     std: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+    channels: ClassVar[Optional[int]] = 3
+
+    @classmethod
+    def problems(cls, d) -> Iterator[str]:
+        yield from super().problems(d)
+        image, resize = d.image_size, d.resize_size
+        if not ((image is None or image >= 1) and (resize is None or resize >= (image or 1))):
+            yield f"dataset.image_size={image} / dataset.resize_size={resize} are not allowed: need resize_size >= image_size >= 1"
+        if len(d.mean) != 3 or len(d.std) != 3 or any(v <= 0 for v in d.std):
+            yield "dataset.mean and dataset.std must be 3 values each, std > 0"
 
 
 @dataclass
@@ -116,6 +169,24 @@ class ImagenetDatasetConfig(ImageFilesConfig):
     label_offset: int = 1
     num_classes: int = 1000
     shuffle_buffer: int = 2048
+
+    @classmethod
+    def problems(cls, d) -> Iterator[str]:
+        yield from super().problems(d)
+        if _missing(d, "path"):
+            yield "dataset.path is missing: give the folder that holds the train*/valid* TFRecord files"
+            return
+        if not os.path.isdir(d.path):
+            yield f"dataset.path={d.path!r} is not a folder"
+            return
+        valid = sorted(glob.glob(os.path.join(d.path, d.valid_pattern)))
+        if not valid:
+            yield f"dataset.path={d.path!r} has no files matching dataset.valid_pattern={d.valid_pattern!r}"
+            return
+        for first in (valid[0], *sorted(glob.glob(os.path.join(d.path, d.train_pattern)))[:1]):
+            problem = tfrecord_problem(first)
+            if problem:
+                yield f"dataset.path: {first} {problem}"
 
 
 @dataclass
@@ -133,6 +204,19 @@ class ImageFolderDatasetConfig(ImageFilesConfig):
     validation_split: float = 0.2
     # an empty class folder is an error (it would be a class with no images) unless this is true: then skipped
     allow_empty_classes: bool = False
+
+    @classmethod
+    def problems(cls, d) -> Iterator[str]:
+        if _missing(d, "path"):
+            yield "dataset.path is missing: give a folder with one subfolder of images per class"
+            return
+        for key in ("path", "validation_path"):
+            folder = d.get(key)
+            if folder is not None and not os.path.isdir(folder):
+                yield f"dataset.{key}={folder!r} is not a folder"
+        if d.validation_path is None and not 0.0 < d.validation_split < 1.0:
+            yield f"dataset.validation_split={d.validation_split!r} is not allowed: a fraction in (0, 1), or give dataset.validation_path"
+        yield from super().problems(d)
 
 
 @dataclass
@@ -152,6 +236,12 @@ class EmbeddedModelConfig(ModelConfig):
     bn_momentum: float = 0.9
     augment: bool = True
 
+    @classmethod
+    def problems(cls, m) -> Iterator[str]:
+        message = positive(m.epochs, "model.epochs", allow_zero=True)
+        if message:
+            yield message
+
 
 @dataclass
 class MnistMobilenetConfig(EmbeddedModelConfig):
@@ -160,6 +250,13 @@ class MnistMobilenetConfig(EmbeddedModelConfig):
     input_shape: List[int] = field(default_factory=lambda: [28, 28, 1])
     width: int = 16
     epochs: int = 20
+
+    @classmethod
+    def problems(cls, m) -> Iterator[str]:
+        yield from super().problems(m)
+        message = positive(m.width, "model.width")
+        if message:
+            yield message
 
 
 @dataclass
@@ -179,6 +276,13 @@ class KerasAppConfig(ModelConfig):
     # null: random initialisation; else a local weights file (never downloaded)
     weights: Optional[str] = None
 
+    @classmethod
+    def problems(cls, m) -> Iterator[str]:
+        if m.weights is not None and not os.path.isfile(m.weights):
+            yield f"model.weights={m.weights!r} does not exist: give a local file or null (weights are never downloaded)"
+        if len(m.input_shape) != 3:
+            yield f"model.input_shape={list(m.input_shape)!r} is not allowed: use [H, W, C]"
+
 
 @dataclass
 class KerasFileConfig(ModelConfig):
@@ -187,6 +291,22 @@ class KerasFileConfig(ModelConfig):
     path: str = MISSING
     # custom layer classes the file needs: class name -> "package.module:Name"
     custom_objects: Dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def problems(cls, m) -> Iterator[str]:
+        if _missing(m, "path"):
+            yield "model.path is missing: give a local .keras or .h5 file"
+            return
+        if not str(m.path).endswith(KERAS_SUFFIXES):
+            yield f"model.path={m.path!r} is not allowed: use a .keras or .h5 file"
+        elif not os.path.isfile(m.path):
+            yield f"model.path={m.path!r} does not exist"
+        else:
+            problem = keras_file_problem(m.path)
+            if problem is None and m.path.endswith(".keras"):
+                problem = keras_archive_problem(m.path, m.get("custom_objects") or {})
+            if problem:
+                yield f"model.path={m.path!r} {problem}"
 
 
 @dataclass

@@ -5,99 +5,13 @@ Each failure is one line naming the setting and what is allowed.
 
 from __future__ import annotations
 
-import glob
-import io
-import json
 import os
 import re
-import zipfile
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, load_overrides, target_conflict
-
-KERAS_SUFFIXES = (".keras", ".h5")
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-# channels of the images each dataset yields (synthetic: its image_shape)
-DATASET_CHANNELS = {"mnist": 1, "imagenet": 3, "image_folder": 3}
-
-
-TFRECORD_FEATURES = ("image/encoded", "image/class/label")
-
-
-def _tfrecord_problem(path: str) -> str | None:
-    """Why ``path`` cannot hold the ImageNet-style records, from its first record's bytes (no TensorFlow).
-
-    A TFRecord record is a little-endian uint64 length, 4 CRC bytes, the serialized Example, 4 CRC bytes;
-    a feature key that is absent from the bytes is absent from the Example. (A deeper check, parsing and
-    decoding the record, runs when the data is built.)
-    """
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(12)
-        length = int.from_bytes(head[:8], "little") if len(head) == 12 else 0
-        if length == 0 or 12 + length + 4 > size:
-            return "is not a TFRecord file (its first record's length does not fit the file)"
-        record = f.read(length)
-    missing = [key for key in TFRECORD_FEATURES if key.encode() not in record]
-    return f"has records without the required feature(s) {', '.join(missing)}" if missing else None
-
-
-def _keras_archive_problem(path: str, custom_objects) -> str | None:
-    """What a .keras file's config.json already shows (no TensorFlow): a subclassed model, a custom class
-    nobody registers, a model input that is not an image batch. An unreadable config is left to the loader."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-        layers = config["config"].get("layers")
-    except (KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile):
-        return None
-    if layers is None:
-        return f"holds a subclassed model ({config.get('class_name')}): the workbench rewrites graphs of layers (functional or Sequential)"
-    for layer in layers:
-        package, _, name = (layer.get("registered_name") or "").rpartition(">")
-        if package and package != "workbench" and name not in custom_objects:
-            return f"uses the custom class {name!r}, which is not registered: pass it with +model.custom_objects.{name}=your_module:{name}"
-        shape = layer.get("config", {}).get("batch_shape") if layer.get("class_name") == "InputLayer" else None
-        if shape is not None and len(shape) != 4:
-            return f"takes inputs of shape {tuple(shape)}, not an image batch (N, H, W, C): the workbench quantizes image classifiers"
-    return _non_finite_weights(path)
-
-
-def _non_finite_weights(path: str) -> str | None:
-    """A weight with NaN/Inf in the archive's ``model.weights.h5`` (h5py, no TensorFlow): its sim would not be the model."""
-    import h5py
-    import numpy as np
-
-    try:
-        with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
-            found: list[str] = []
-
-            def visit(name: str, node) -> None:
-                if found or not isinstance(node, h5py.Dataset) or node.dtype.kind != "f":
-                    return
-                values = node[()]
-                bad = int(np.size(values) - np.isfinite(values).sum())
-                if bad:
-                    found.append(f"{name}: {bad} of {np.size(values)} values NaN or infinite, in model.weights.h5")
-
-            weights.visititems(visit)
-    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
-        return None
-    return f"has non-finite weights ({found[0]}): the workbench quantizes models whose weights are finite" if found else None
-
-
-def _keras_file_problem(path: str) -> str | None:
-    """Why ``path`` cannot be a Keras model file, from its first bytes (no TensorFlow needed)."""
-    if path.endswith(".keras") and not zipfile.is_zipfile(path):
-        return "is not a Keras 3 model file (a .keras file is a zip archive; this one is not)"
-    if path.endswith(".h5"):
-        with open(path, "rb") as f:
-            if f.read(8) != HDF5_SIGNATURE:
-                return "is not an HDF5 model file (no HDF5 signature)"
-    return None
-
 
 REGISTERED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\- ]{0,255}")  # what every MLflow store accepts as a model name
 
@@ -120,12 +34,6 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False, allow_none: b
         isinstance(value, int) and not isinstance(value, bool) and value >= low,
         f"{key}={value!r} is not allowed: use an integer >= {low}" + (" or null" if allow_none else ""),
     )
-
-
-def _missing(cfg: DictConfig, key: str) -> bool:
-    parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    return OmegaConf.is_missing(node, leaf)
 
 
 def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
@@ -202,78 +110,35 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     )
     _require(bool(cfg.tracking.experiment), "tracking.experiment must be a non-empty name")
 
-    d = cfg.dataset
-    _positive(cfg, "dataset.batch_size")
-    _positive(cfg, "dataset.eval_samples", allow_none=True)
-    if d.name == "mnist":
-        _require(
-            isinstance(d.val_size, int) and 1 <= d.val_size <= 4999,
-            f"dataset.val_size={d.val_size!r} is not allowed: use an integer in 1..4999",
-        )
-    elif d.name == "synthetic":
-        for key in ("num_train", "num_val"):
-            _positive(cfg, f"dataset.{key}")
-        _require(d.num_classes >= 2, f"dataset.num_classes={d.num_classes!r} is not allowed: use an integer >= 2")
-        _require(
-            len(d.image_shape) == 3 and all(v >= 1 for v in d.image_shape),
-            f"dataset.image_shape={list(d.image_shape)!r} is not allowed: use [H, W, C]",
-        )
-    elif d.name == "imagenet":
-        _require(not _missing(cfg, "dataset.path"), "dataset.path is missing: give the folder that holds the train*/valid* TFRecord files")
-        _require(os.path.isdir(d.path), f"dataset.path={d.path!r} is not a folder")
-        valid = sorted(glob.glob(os.path.join(d.path, d.valid_pattern)))
-        _require(bool(valid), f"dataset.path={d.path!r} has no files matching dataset.valid_pattern={d.valid_pattern!r}")
-        for first in (valid[0], *sorted(glob.glob(os.path.join(d.path, d.train_pattern)))[:1]):
-            problem = _tfrecord_problem(first)
-            _require(problem is None, f"dataset.path: {first} {problem}")
-    elif d.name == "image_folder":
-        _require(not _missing(cfg, "dataset.path"), "dataset.path is missing: give a folder with one subfolder of images per class")
-        for key in ("path", "validation_path"):
-            folder = d.get(key)
-            _require(folder is None or os.path.isdir(folder), f"dataset.{key}={folder!r} is not a folder")
-        _require(
-            d.validation_path is not None or 0.0 < d.validation_split < 1.0,
-            f"dataset.validation_split={d.validation_split!r} is not allowed: a fraction in (0, 1), or give dataset.validation_path",
-        )
-    if d.name in ("imagenet", "image_folder"):
-        image, resize = d.image_size, d.resize_size
-        _require(
-            (image is None or image >= 1) and (resize is None or resize >= (image or 1)),
-            f"dataset.image_size={image} / dataset.resize_size={resize} are not allowed: need resize_size >= image_size >= 1",
-        )
-        _require(
-            len(d.mean) == 3 and len(d.std) == 3 and all(s > 0 for s in d.std),
-            "dataset.mean and dataset.std must be 3 values each, std > 0",
-        )
+    problems = [message for group in ("dataset", "model") for message in config_problems(cfg[group])]
+    _require(not problems, problems[0] if problems else "")
+    d, m = cfg.dataset, cfg.model
+    channels, takes = image_channels(d), input_channels(m)
+    _require(
+        not (takes == 1 and channels is not None and channels > 1),
+        f"model={m.name} takes 1-channel images (model.input_shape={list(m.input_shape)}) but dataset={d.name} "
+        f"gives {channels}-channel images: set model.input_shape=[H, W, {channels}]",
+    )
 
-    m = cfg.model
-    if m.name == "keras_file":
-        _require(not _missing(cfg, "model.path"), "model.path is missing: give a local .keras or .h5 file")
-        _require(str(m.path).endswith(KERAS_SUFFIXES), f"model.path={m.path!r} is not allowed: use a .keras or .h5 file")
-        _require(os.path.isfile(m.path), f"model.path={m.path!r} does not exist")
-        problem = _keras_file_problem(m.path)
-        if problem is None and m.path.endswith(".keras"):
-            problem = _keras_archive_problem(m.path, m.get("custom_objects") or {})
-        _require(problem is None, f"model.path={m.path!r} {problem}")
-    elif m.name in ("mobilenet_v2", "resnet50"):
-        _require(
-            m.weights is None or os.path.isfile(m.weights),
-            f"model.weights={m.weights!r} does not exist: give a local file or null (weights are never downloaded)",
-        )
-        _require(len(m.input_shape) == 3, f"model.input_shape={list(m.input_shape)!r} is not allowed: use [H, W, C]")
-    if m.name != "keras_file":
-        channels = DATASET_CHANNELS.get(d.name, d.get("image_shape", [0, 0, 0])[-1])
-        _require(
-            not (m.input_shape[-1] == 1 and channels > 1),
-            f"model={m.name} takes 1-channel images (model.input_shape={list(m.input_shape)}) but dataset={d.name} "
-            f"gives {channels}-channel images: set model.input_shape=[H, W, {channels}]",
-        )
-    if m.name in ("mnist_mobilenet", "mnist_mobilenet_v2"):
-        _positive(cfg, "model.epochs", allow_zero=True)
-        if m.name == "mnist_mobilenet":
-            _positive(cfg, "model.width")
-        else:
-            _require(m.alpha > 0, f"model.alpha={m.alpha!r} is not allowed: use a value > 0 (e.g. 0.35)")
-        _positive(cfg, "model.batch_size")
-        _require(m.learning_rate > 0, f"model.learning_rate={m.learning_rate!r} is not allowed: use a value > 0")
-        _require(0.0 <= m.bn_momentum < 1.0, f"model.bn_momentum={m.bn_momentum!r} is not allowed: use a value in [0, 1)")
+
+def _schema_of(node: DictConfig) -> type | None:
+    kind = OmegaConf.get_type(node)
+    return kind if isinstance(kind, type) else None
+
+
+def config_problems(node: DictConfig) -> list[str]:
+    """What the node's schema type says is wrong with its values (``problems``; nothing for a type without one)."""
+    kind = _schema_of(node)
+    return list(kind.problems(node)) if kind is not None and hasattr(kind, "problems") else []
+
+
+def image_channels(node: DictConfig) -> int | None:
+    """The channels of the images a dataset node yields, None when its type does not say."""
+    kind = _schema_of(node)
+    return kind.image_channels(node) if kind is not None and hasattr(kind, "image_channels") else None
+
+
+def input_channels(node: DictConfig) -> int | None:
+    """The channels a model node takes (its ``input_shape``), None for a model file (read when it is loaded)."""
+    shape = node.get("input_shape")
+    return int(shape[-1]) if shape is not None and len(shape) else None
