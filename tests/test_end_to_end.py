@@ -102,6 +102,7 @@ def test_baseline_run_is_recorded(tmp_path):
     columns = [re.fullmatch(r"(metrics|tags|attributes)\.`(.+)`", c).groups() for c in view["selectedColumns"]]
     assert {k for kind, k in columns if kind == "metrics"} - {"tflite/top1"} <= set(m)  # tflite/top1: exporting stages
     assert {k for kind, k in columns if kind == "tags"} <= set(tags) and view["orderByKey"] == "attributes.start_time"
+    assert tags["mlflow.runType"] == "evaluation"  # the UI expands a parent row over such runs
     encodings = {a.path for a in client.list_artifacts(run.info.run_id, "encodings")}
     assert "encodings/model.encodings.json" in encodings  # previewable in the UI
 

@@ -68,6 +68,7 @@ def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
         tags[keys.TAG_THREADS] = str(sys.modules["tensorflow"].config.threading.get_intra_op_parallelism_threads())
     if stage is not None:
         tags[keys.TAG_STAGE] = stage
+        tags[keys.TAG_RUN_TYPE] = keys.EVALUATION_RUN
     else:
         tags[keys.TAG_PIPELINE] = ",".join(_text(s) for s in cfg.pipeline.stages)
     return tags

@@ -73,6 +73,9 @@ TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 TAG_DATA_CONTEXT = "mlflow.data.context"
 TAG_SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+# a stage run is an evaluation of a quantized model (MLflow's run type): the UI then shows a pipeline's or a
+# sweep's parent row expanded, its children with their figures, instead of one folded row
+TAG_RUN_TYPE, EVALUATION_RUN = "mlflow.runType", "evaluation"
 # what a stage noted about itself
 TAG_CALIBRATION_CAPPED = "calibration.capped"  # fewer calibration samples than asked for, and why
 TAG_CLE_RELU6_MODE = "cle.relu6_mode"
