@@ -117,11 +117,20 @@ def test_wrong_types_and_choices_fail_at_compose(override, fragment):
         (["dataset.name=digits", "dataset.val_size=0"], "dataset.val_size=0 is not allowed: use an integer in 1..4999"),
         (["model=keras_file", "model.name=mine", "model.path=nope.keras"], "model.path='nope.keras' does not exist"),
         (["model=mobilenet_v2", "model.name=backbone", "model.weights=nope.h5"], "model.weights='nope.h5' does not exist"),
+        (["model=keras_file", "model.path=x.onnx"], "model.path='x.onnx' is not allowed: use a .keras or .h5 file"),
     ],
 )
 def test_checks_follow_the_config_type_not_its_editable_name(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate(_compose(*overrides), stage_names())
+
+
+def test_a_model_file_config_without_an_input_shape_passes_the_checks(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as archive:  # the probes read no more than a zip's entries
+        archive.writestr("metadata.json", "{}")
+    validate(_compose("model=keras_file", f"model.path={tmp_path / 'm.keras'}"), stage_names())
 
 
 def test_a_pipeline_stage_that_is_not_registered_is_one_line():

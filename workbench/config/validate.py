@@ -114,11 +114,11 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     _require(not problems, problems[0] if problems else "")
     d, m = cfg.dataset, cfg.model
     channels, takes = image_channels(d), input_channels(m)
-    _require(
-        not (takes == 1 and channels is not None and channels > 1),
-        f"model={m.name} takes 1-channel images (model.input_shape={list(m.input_shape)}) but dataset={d.name} "
-        f"gives {channels}-channel images: set model.input_shape=[H, W, {channels}]",
-    )
+    if takes == 1 and channels is not None and channels > 1:  # (only such a model has an input_shape to name)
+        raise ConfigError(
+            f"model={m.name} takes 1-channel images (model.input_shape={list(m.input_shape)}) but dataset={d.name} "
+            f"gives {channels}-channel images: set model.input_shape=[H, W, {channels}]"
+        )
 
 
 def _schema_of(node: DictConfig) -> type | None:
@@ -140,5 +140,5 @@ def image_channels(node: DictConfig) -> int | None:
 
 def input_channels(node: DictConfig) -> int | None:
     """The channels a model node takes (its ``input_shape``), None for a model file (read when it is loaded)."""
-    shape = node.get("input_shape")
+    shape = node["input_shape"] if "input_shape" in node else None  # a structured node refuses .get of a key it lacks
     return int(shape[-1]) if shape is not None and len(shape) else None
