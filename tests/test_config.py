@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from workbench.config.schema import register_configs
 from workbench.config.validate import ConfigError, validate
+from workbench.options import AdaroundParameters, QuantSettings
 from workbench.registry import stage_names
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -123,6 +124,25 @@ def test_wrong_types_and_choices_fail_at_compose(override, fragment):
 def test_checks_follow_the_config_type_not_its_editable_name(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate(_compose(*overrides), stage_names())
+
+
+@pytest.mark.parametrize(
+    "kind, override, own",
+    [
+        (QuantSettings, "quant.param_bw=1", {"param_bw": 1}),
+        (QuantSettings, "quant.percentile=20.0", {"percentile": 20.0}),
+        (QuantSettings, "quant.target=tflite", {"target": "tflite"}),
+        (AdaroundParameters, "adaround.default_warm_start=1.5", {"default_warm_start": 1.5}),
+        (AdaroundParameters, "adaround.num_iterations=0", {"num_iterations": 0}),
+    ],
+)
+def test_an_option_is_checked_once_by_its_own_type(kind, override, own):
+    """validate's message is the option type's own, prefixed with its node: one check, not two that may drift."""
+    with pytest.raises(ValueError) as direct:
+        kind(**own)
+    with pytest.raises(ConfigError) as checked:
+        validate(_compose(override), stage_names())
+    assert str(checked.value) == f"{override.split('.')[0]}.{direct.value}"
 
 
 def test_a_model_file_config_without_an_input_shape_passes_the_checks(tmp_path):

@@ -6,6 +6,7 @@ simulator takes, so it can be used as a plain Python library.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -156,7 +157,7 @@ class QuantSettings:
         for key in ("param_bw", "output_bw"):
             bw = getattr(self, key)
             if not isinstance(bw, int) or not MIN_BITWIDTH <= bw <= MAX_BITWIDTH:
-                raise ValueError(f"{key}={bw!r} is not allowed: use an integer in {MIN_BITWIDTH}..{MAX_BITWIDTH}")
+                raise ValueError(f"{key}={bw!r} is not allowed: bitwidths are integers in {MIN_BITWIDTH}..{MAX_BITWIDTH}")
         if not 50.0 <= float(self.percentile) <= 100.0:
             raise ValueError(f"percentile={self.percentile!r} is not allowed: use a value in [50, 100]")
         problem = target_conflict(self)
@@ -209,6 +210,13 @@ def target_conflict(q) -> str | None:
     )
 
 
+def options_of(kind, mapping, **extra):
+    """An instance of the dataclass ``kind`` from the keys of ``mapping`` it has fields for (a config node's
+    or a dict's; the others are left out), plus ``extra``: one mapping, its checks in ``kind`` alone."""
+    names = {f.name for f in dataclasses.fields(kind)}
+    return kind(**{k: mapping[k] for k in mapping if k in names}, **extra)
+
+
 @dataclass(frozen=True)
 class AdaroundParameters:
     """AIMET's names: ``num_batches`` batches of ``batch_size`` samples are cached; each iteration uses one batch."""
@@ -229,8 +237,10 @@ class AdaroundParameters:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not allowed: use an integer >= 1")
         if not 0.0 <= float(self.default_warm_start) < 1.0:
             raise ValueError(f"default_warm_start={self.default_warm_start!r} is not allowed: use a value in [0, 1)")
-        if float(self.default_reg_param) < 0 or float(self.learning_rate) <= 0:
-            raise ValueError("default_reg_param must be >= 0 and learning_rate > 0")
+        if float(self.default_reg_param) < 0:
+            raise ValueError(f"default_reg_param={self.default_reg_param!r} is not allowed: use a value >= 0")
+        if float(self.learning_rate) <= 0:
+            raise ValueError(f"learning_rate={self.learning_rate!r} is not allowed: use a value > 0")
         beta = tuple(float(b) for b in self.default_beta_range)
         if len(beta) != 2 or min(beta) <= 0:
             raise ValueError(f"default_beta_range={self.default_beta_range!r} is not allowed: two values > 0, e.g. [20, 2]")

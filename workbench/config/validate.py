@@ -11,7 +11,7 @@ import re
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, load_overrides, target_conflict
+from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, AdaroundParameters, QuantSettings, load_overrides, options_of
 
 REGISTERED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\- ]{0,255}")  # what every MLflow store accepts as a model name
 
@@ -46,16 +46,9 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         name = str(cfg.stage.name)
         _require(name in stages, f"stage.name={name!r} is not allowed; allowed: {', '.join(stages)}")
     q = cfg.quant
-    for key in ("param_bw", "output_bw"):
-        bw = q[key]
-        _require(
-            isinstance(bw, int) and MIN_BITWIDTH <= bw <= MAX_BITWIDTH,
-            f"quant.{key}={bw!r} is not allowed: bitwidths are integers in {MIN_BITWIDTH}..{MAX_BITWIDTH}",
-        )
+    # the option types check their own fields (once, in their __post_init__): bitwidths, percentile, target
+    _options(QuantSettings, q, "quant")
     _positive(cfg, "quant.calibration_samples")
-    _require(50.0 <= float(q.percentile) <= 100.0, f"quant.percentile={q.percentile!r} is not allowed: use a value in [50, 100]")
-    conflict = target_conflict(q)
-    _require(conflict is None, f"quant.{conflict}")
     if q.overrides:
         _require(os.path.isfile(q.overrides), f"quant.overrides={q.overrides!r} is not a file: give a YAML/JSON file of per-layer settings")
         try:
@@ -79,8 +72,7 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     _positive(cfg, "qat.decay_steps")
     _positive(cfg, "qat.batch_size")
     _require(cfg.qat.learning_rate > 0, f"qat.learning_rate={cfg.qat.learning_rate!r} is not allowed: use a value > 0")
-    for key in ("num_batches", "num_iterations", "batch_size"):
-        _positive(cfg, f"adaround.{key}")
+    _options(AdaroundParameters, {**cfg.adaround, "default_beta_range": list(cfg.adaround.default_beta_range)}, "adaround")
     _positive(cfg, "analyze.eval_samples")
     _positive(cfg, "amp.eval_samples")
     candidates = [list(c) for c in cfg.amp.candidates]
@@ -95,18 +87,8 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     _positive(cfg, "analyze.top_k")
     a = cfg.adaround
     _require(
-        0.0 <= a.default_warm_start < 1.0, f"adaround.default_warm_start={a.default_warm_start!r} is not allowed: use a value in [0, 1)"
-    )
-    _require(a.default_reg_param >= 0, f"adaround.default_reg_param={a.default_reg_param!r} is not allowed: use a value >= 0")
-    _require(a.learning_rate > 0, f"adaround.learning_rate={a.learning_rate!r} is not allowed: use a value > 0")
-    _require(
         a.fold_batch_norms or not a.cle,
         "adaround.cle=true needs adaround.fold_batch_norms=true (CLE folds first): set adaround.cle=false too",
-    )
-    beta = list(a.default_beta_range)
-    _require(
-        len(beta) == 2 and min(beta) > 0,
-        f"adaround.default_beta_range={beta!r} is not allowed: two values > 0, from and to (e.g. [20, 2])",
     )
     _require(bool(cfg.tracking.experiment), "tracking.experiment must be a non-empty name")
 
@@ -119,6 +101,16 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
             f"model={m.name} takes 1-channel images (model.input_shape={list(m.input_shape)}) but dataset={d.name} "
             f"gives {channels}-channel images: set model.input_shape=[H, W, {channels}]"
         )
+
+
+def _options(kind: type, node, prefix: str) -> None:
+    """Build the option type ``kind`` from the node's keys it has (``overrides`` is a file here, checked above
+    or below on its own): its own check's message, prefixed with the node's name, becomes the ConfigError."""
+    values = {k: v for k, v in dict(node).items() if k != "overrides"}
+    try:
+        options_of(kind, values)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{prefix}.{err}") from None
 
 
 def _schema_of(node: DictConfig) -> type | None:

@@ -3,6 +3,7 @@ diagnostics) and AdaRound's parameters. Stages take these from here, never from 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from functools import partial
 
@@ -14,7 +15,7 @@ from workbench import keys
 from workbench.data.dataset import as_array
 from workbench.graph.functional import FunctionalGraph
 from workbench.graph.rewrite import GraphEdit
-from workbench.options import AdaroundParameters, ReLU6Mode
+from workbench.options import AdaroundParameters, ReLU6Mode, options_of
 from workbench.results import StageResult
 from workbench.stages.context import StageContext
 from workbench.stages.transforms import cached_transform, record_ranges
@@ -121,15 +122,7 @@ def bias_corrected_model(ctx: StageContext, result: StageResult, equalized, summ
 
 
 def adaround_parameters(ctx: StageContext) -> AdaroundParameters:
-    a = ctx.adaround
-    return AdaroundParameters(
-        num_batches=a.num_batches,
-        num_iterations=a.num_iterations,
-        default_reg_param=a.default_reg_param,
-        default_beta_range=tuple(a.default_beta_range),
-        default_warm_start=a.default_warm_start,
-        learning_rate=a.learning_rate,
-        batch_size=a.batch_size,
-        quantized_input=a.quantized_input,
-        seed=ctx.seed,
-    )
+    """The ``adaround`` options as the technique's parameters (same names; the stage's own keys left out)."""
+    a = dataclasses.asdict(ctx.adaround)
+    a["default_beta_range"] = tuple(a["default_beta_range"])
+    return options_of(AdaroundParameters, a, seed=ctx.seed)
