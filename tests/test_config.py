@@ -119,6 +119,10 @@ def test_wrong_types_and_choices_fail_at_compose(override, fragment):
         (["model=keras_file", "model.name=mine", "model.path=nope.keras"], "model.path='nope.keras' does not exist"),
         (["model=mobilenet_v2", "model.name=backbone", "model.weights=nope.h5"], "model.weights='nope.h5' does not exist"),
         (["model=keras_file", "model.path=x.onnx"], "model.path='x.onnx' is not allowed: use a .keras or .h5 file"),
+        (["model.name=digits_net", "model.bn_momentum=1.5"], "model.bn_momentum=1.5 is not allowed: use a value in [0, 1)"),
+        (["model.learning_rate=0"], "model.learning_rate=0.0 is not allowed: use a value > 0"),
+        (["model.batch_size=0"], "model.batch_size=0 is not allowed: use an integer >= 1"),
+        (["model=mnist_mobilenet_v2", "model.alpha=0"], "model.alpha=0.0 is not allowed: use a value > 0"),
     ],
 )
 def test_checks_follow_the_config_type_not_its_editable_name(overrides, message):

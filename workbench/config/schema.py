@@ -238,9 +238,13 @@ class EmbeddedModelConfig(ModelConfig):
 
     @classmethod
     def problems(cls, m) -> Iterator[str]:
-        message = positive(m.epochs, "model.epochs", allow_zero=True)
-        if message:
-            yield message
+        for message in (positive(m.epochs, "model.epochs", allow_zero=True), positive(m.batch_size, "model.batch_size")):
+            if message:
+                yield message
+        if m.learning_rate <= 0:
+            yield f"model.learning_rate={m.learning_rate!r} is not allowed: use a value > 0"
+        if not 0.0 <= m.bn_momentum < 1.0:
+            yield f"model.bn_momentum={m.bn_momentum!r} is not allowed: use a value in [0, 1)"
 
 
 @dataclass
@@ -266,6 +270,12 @@ class MnistMobilenetV2Config(EmbeddedModelConfig):
     name: str = "mnist_mobilenet_v2"
     input_shape: List[int] = field(default_factory=lambda: [32, 32, 3])
     alpha: float = 0.35
+
+    @classmethod
+    def problems(cls, m) -> Iterator[str]:
+        yield from super().problems(m)
+        if m.alpha <= 0:
+            yield f"model.alpha={m.alpha!r} is not allowed: use a value > 0 (e.g. 0.35)"
 
 
 @dataclass
