@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from workbench.config.schema import register_configs
 from workbench.models import embedded, shipped
-from workbench.models.embedded import BuildContext
-from workbench.stages.setup import _instantiate, build_data
+from workbench.stages.setup import build_data, built_model
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()
@@ -21,10 +19,7 @@ register_configs()
 def _build(tmp_path, *overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
-    data = build_data(cfg)
-    dataset = OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True)
-    context = BuildContext(data=data, cache_dir=str(tmp_path), seed=int(cfg.seed), dataset=dataset)
-    return _instantiate(cfg.model, _partial_=True, _convert_="all")(context=context)
+    return built_model(cfg, build_data(cfg), cache_dir=str(tmp_path))
 
 
 class Trained(Exception):

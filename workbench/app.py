@@ -47,12 +47,6 @@ def setting_tags(param_bw, output_bw, per_channel, param_scheme, output_scheme) 
     }
 
 
-def simulated_setting(settings) -> dict[str, str]:
-    """:func:`setting_tags` of the settings a stage actually simulated with (``StageResult.simulated``)."""
-    s = settings
-    return setting_tags(s.param_bw, s.output_bw, s.per_channel, s.param_scheme, s.output_scheme)
-
-
 def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
     """Tags of a run; ``stage`` None for a pipeline's parent run (reports skip runs without a stage)."""
     choices, overrides = _hydra_choices_and_overrides()
@@ -124,11 +118,11 @@ def record_simulated(tracked, result, stage: str | None, model: str, quant: dict
     (the config's stay in the params and in ``requested``). Returns the run's name."""
     from workbench.reporting.describe import run_name
 
-    ran = simulated_setting(result.simulated)
+    s = result.simulated
+    ran = setting_tags(s.param_bw, s.output_bw, s.per_channel, s.param_scheme, s.output_scheme)
     configured = setting_tags(quant["param_bw"], quant["output_bw"], quant["per_channel"], quant["param_scheme"], quant["output_scheme"])
     if ran == configured:
         return name
-    s = result.simulated
     plain = {**quant, "param_bw": s.param_bw, "output_bw": s.output_bw, "per_channel": s.per_channel}
     plain.update(param_scheme=_text(s.param_scheme), output_scheme=_text(s.output_scheme))
     result.tags.update(ran)

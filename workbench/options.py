@@ -243,4 +243,5 @@ class AdaroundParameters:
             raise ValueError(f"learning_rate={self.learning_rate!r} is not allowed: use a value > 0")
         beta = tuple(float(b) for b in self.default_beta_range)
         if len(beta) != 2 or min(beta) <= 0:
-            raise ValueError(f"default_beta_range={self.default_beta_range!r} is not allowed: two values > 0, e.g. [20, 2]")
+            raise ValueError(f"default_beta_range={list(beta)!r} is not allowed: two values > 0, e.g. [20, 2]")
+        object.__setattr__(self, "default_beta_range", beta)  # a config's list, a caller's tuple: one form

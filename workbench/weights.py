@@ -19,15 +19,13 @@ from workbench.console import quiet_environment
 MODELS = ("mnist_mobilenet", "mnist_mobilenet_v2")
 
 
-def _retrained(model: str, store: bool) -> tuple[str, dict]:
-    """Train ``model`` at its shipped settings; returns (weights digest, the spec it was trained with)."""
+def _retrained(model: str, store: bool) -> str:
+    """Train ``model`` at its shipped settings; returns its weights' digest."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from workbench.__main__ import CONF_DIR
-    from workbench.models.embedded import BuildContext
     from workbench.models.shipped import TRAINING_THREADS, store_shipped, values_digest
-    from workbench.stages.setup import _instantiate, build_data
+    from workbench.stages.setup import build_data, built_model
     from workbench.threads import configure_threads, seed_everything
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -35,18 +33,13 @@ def _retrained(model: str, store: bool) -> tuple[str, dict]:
     configure_threads(TRAINING_THREADS)
     seed_everything(int(cfg.seed), deterministic=True)
     data = build_data(cfg)
-    trained: dict = {}
 
-    def keep(name: str, spec: dict, built) -> None:
-        trained.update(name=name, spec=spec, digest=values_digest(built))
+    def keep(name: str, spec: dict, trained) -> None:
         if store:
-            store_shipped(name, spec, built)
+            store_shipped(name, spec, trained)
 
-    dataset = OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True)
     with tempfile.TemporaryDirectory() as cache:
-        context = BuildContext(data=data, cache_dir=cache, seed=int(cfg.seed), dataset=dataset, use_shipped=False, on_trained=keep)
-        _instantiate(cfg.model, _partial_=True, _convert_="all")(context=context)
-    return trained["digest"], trained["spec"]
+        return values_digest(built_model(cfg, data, cache_dir=cache, on_trained=keep))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     register_configs()
     failed = 0
     for model in args.models or MODELS:
-        digest, _ = _retrained(model, store=args.command == "retrain")
+        digest = _retrained(model, store=args.command == "retrain")
         if args.command == "retrain":
             print(f"{model}: trained, digest {digest}, written to workbench/models/weights/")
             continue

@@ -11,6 +11,7 @@ import re
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from workbench.config.probes import positive
 from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, AdaroundParameters, QuantSettings, load_overrides, options_of
 
 REGISTERED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\- ]{0,255}")  # what every MLflow store accepts as a model name
@@ -26,14 +27,8 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _positive(cfg: DictConfig, key: str, allow_zero: bool = False, allow_none: bool = False) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is None and allow_none:
-        return
-    low = 0 if allow_zero else 1
-    _require(
-        isinstance(value, int) and not isinstance(value, bool) and value >= low,
-        f"{key}={value!r} is not allowed: use an integer >= {low}" + (" or null" if allow_none else ""),
-    )
+    message = positive(OmegaConf.select(cfg, key), key, allow_zero, allow_none)
+    _require(message is None, message or "")
 
 
 def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
@@ -72,7 +67,7 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     _positive(cfg, "qat.decay_steps")
     _positive(cfg, "qat.batch_size")
     _require(cfg.qat.learning_rate > 0, f"qat.learning_rate={cfg.qat.learning_rate!r} is not allowed: use a value > 0")
-    _options(AdaroundParameters, {**cfg.adaround, "default_beta_range": list(cfg.adaround.default_beta_range)}, "adaround")
+    _options(AdaroundParameters, cfg.adaround, "adaround")
     _positive(cfg, "analyze.eval_samples")
     _positive(cfg, "amp.eval_samples")
     candidates = [list(c) for c in cfg.amp.candidates]

@@ -43,7 +43,7 @@ def weights_digest(model: keras.Model) -> str:
     return h.hexdigest()[:16]
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -58,7 +58,7 @@ def _load(path: str, sidecar: str) -> tuple[keras.Model, dict] | None:
             meta = json.load(f)
         if "sha256" not in meta:
             raise ValueError("written without a SHA-256 by an older version")
-        if meta["sha256"] != _file_sha256(path):
+        if meta["sha256"] != file_sha256(path):
             raise ValueError("its SHA-256 does not match the one recorded when it was written")
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # any unreadable entry is rebuilt
@@ -86,7 +86,7 @@ def _store(cache_dir: str, path: str, sidecar: str, spec: dict, model: keras.Mod
 
     def write_sidecar(tmp: str) -> None:
         with open(tmp, "w") as f:
-            json.dump({"spec": spec, "extra": extra, "sha256": _file_sha256(path)}, f, indent=2, sort_keys=True, default=str)
+            json.dump({"spec": spec, "extra": extra, "sha256": file_sha256(path)}, f, indent=2, sort_keys=True, default=str)
 
     _write_atomically(cache_dir, sidecar, write_sidecar)
 

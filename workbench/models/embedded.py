@@ -33,8 +33,9 @@ class BuildContext:
     cache_dir: str = "outputs/cache"
     seed: int = 0
     dataset: Mapping[str, Any] = field(default_factory=dict)  # the dataset's config: part of a trained model's cache key
-    use_shipped: bool = True  # the shipped weights for the shipped settings (models.shipped); False: train
-    on_trained: Callable[[str, dict, keras.Model], None] | None = None  # called with (name, spec, model) after training
+    # retraining (python -m workbench.weights): neither the shipped weights nor the cache; called with
+    # (name, spec, model) after training
+    on_trained: Callable[[str, dict, keras.Model], None] | None = None
 
 
 def _trained(name: str, context: BuildContext, options: dict, build: Callable[[], keras.Model]) -> keras.Model:
@@ -49,7 +50,7 @@ def _trained(name: str, context: BuildContext, options: dict, build: Callable[[]
         "keras": keras.__version__,
     }
 
-    if context.use_shipped:
+    if context.on_trained is None:
         model = load_shipped(name, spec, build)
         if model is not None:
             return model
@@ -63,7 +64,7 @@ def _trained(name: str, context: BuildContext, options: dict, build: Callable[[]
         )
         return model, {}
 
-    if context.on_trained is not None:  # retraining (python -m workbench.weights): never from the cache
+    if context.on_trained is not None:
         model, _ = train()
         context.on_trained(name, spec, model)
         return model

@@ -22,6 +22,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from workbench.models.cache import file_sha256
+
 log = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
@@ -29,8 +31,9 @@ TRAINING_THREADS = 1  # the thread count the shipped weights were trained at (re
 
 
 def shipped_spec(spec: dict) -> dict:
-    """The settings that identify a trained model, less the Keras version (weights load across versions)."""
-    return {k: v for k, v in spec.items() if k != "keras"}
+    """The settings that identify a trained model as JSON reads them back, less the Keras version (weights
+    load across versions)."""
+    return {k: v for k, v in json.loads(json.dumps(spec, default=str)).items() if k != "keras"}
 
 
 def manifest() -> dict[str, Any]:
@@ -39,14 +42,6 @@ def manifest() -> dict[str, Any]:
         return {}
     with open(MANIFEST) as f:
         return json.load(f)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def values_digest(model: keras.Model) -> str:
@@ -78,7 +73,7 @@ def load_shipped(name: str, spec: dict, build: Callable[[], keras.Model]) -> ker
     building the architecture differently), cost a warning and the model is trained instead.
     """
     entry = manifest().get(name)
-    if entry is None or entry["spec"] != shipped_spec(json.loads(json.dumps(spec, default=str))):
+    if entry is None or entry["spec"] != shipped_spec(spec):
         return None
     path = WEIGHTS_DIR / entry["file"]
     try:
@@ -102,7 +97,7 @@ def store_shipped(name: str, spec: dict, model: keras.Model) -> Path:
     bare.save_weights(path)
     entries = manifest()
     entries[name] = {
-        "spec": shipped_spec(json.loads(json.dumps(spec, default=str))),
+        "spec": shipped_spec(spec),
         "file": path.name,
         "sha256": file_sha256(path),
         "digest": values_digest(model),

@@ -123,6 +123,4 @@ def bias_corrected_model(ctx: StageContext, result: StageResult, equalized, summ
 
 def adaround_parameters(ctx: StageContext) -> AdaroundParameters:
     """The ``adaround`` options as the technique's parameters (same names; the stage's own keys left out)."""
-    a = dataclasses.asdict(ctx.adaround)
-    a["default_beta_range"] = tuple(a["default_beta_range"])
-    return options_of(AdaroundParameters, a, seed=ctx.seed)
+    return options_of(AdaroundParameters, dataclasses.asdict(ctx.adaround), seed=ctx.seed)

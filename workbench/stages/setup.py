@@ -46,13 +46,19 @@ def build_data(cfg: DictConfig) -> ImageData:
 
 
 def build_model(cfg: DictConfig, data: ImageData) -> keras.Model:
-    """The ``model`` group's builder (its ``_target_``) called with its keys and a BuildContext."""
+    """The ``model`` group's builder's model (:func:`built_model`) as one flat graph."""
+    return flat_model(built_model(cfg, data))
+
+
+def built_model(cfg: DictConfig, data: ImageData, **context) -> keras.Model:
+    """The ``model`` group's builder (its ``_target_``) called with its keys and a BuildContext (``context``
+    sets its other fields, e.g. ``on_trained``), the model as the builder returns it."""
     from workbench.models.embedded import BuildContext
 
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True)
-    context = BuildContext(data=data, cache_dir=cfg.paths.cache_dir, seed=int(cfg.seed), dataset=dataset)
+    context = {"cache_dir": cfg.paths.cache_dir, **context}
     builder = _instantiate(cfg.model, _partial_=True, _convert_="all")  # the context is no config: passed apart
-    return flat_model(builder(context=context))
+    return builder(context=BuildContext(data=data, seed=int(cfg.seed), dataset=dataset, **context))
 
 
 def flat_model(model: keras.Model) -> keras.Model:

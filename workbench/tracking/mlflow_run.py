@@ -186,7 +186,6 @@ class RunNotEnded(RuntimeError):
             f"run {run_id} could not be marked {status} ({why}): it stays RUNNING until "
             f"`python -m workbench.runs repair --tracking-uri {uri}` marks it FAILED, once the store can be written"
         )
-        self.status = status
 
 
 def shared_view() -> str:
