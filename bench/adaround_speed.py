@@ -25,12 +25,14 @@ from doc_blocks import markdown_table, rewrite_block  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from workbench.config.schema import register_configs  # noqa: E402
+from workbench.config.validate import validate  # noqa: E402
 from workbench.data.dataset import as_array  # noqa: E402
 from workbench.evaluation.accuracy import predict_classes  # noqa: E402
 from workbench.evaluation.statistics import wilson_interval  # noqa: E402
 from workbench.options import AdaroundParameters  # noqa: E402
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over  # noqa: E402
-from workbench.stages.setup import build_data, build_model, quant_settings  # noqa: E402
+from workbench.registry import stage_names  # noqa: E402
+from workbench.stages.setup import build_data, build_model  # noqa: E402
 from workbench.techniques.adaround import apply_adaround  # noqa: E402
 from workbench.techniques.cross_layer_equalization import equalize_model  # noqa: E402
 
@@ -50,19 +52,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         for per_channel in (False, True):
-            cfg = compose(
-                "config",
-                [
-                    "model=mnist_mobilenet_v2",
-                    "quant.param_bw=4",
-                    f"quant.per_channel={per_channel}",
-                    f"paths.outputs_dir={ROOT / 'outputs'}",
-                ],
+            cfg = validate(
+                compose(
+                    "config",
+                    [
+                        "model=mnist_mobilenet_v2",
+                        "quant.param_bw=4",
+                        f"quant.per_channel={per_channel}",
+                        f"paths.outputs_dir={ROOT / 'outputs'}",
+                    ],
+                ),
+                stage_names(),
             )
             data = build_data(cfg)
             model = build_model(cfg, data)
             data = data.for_model(model.input_shape[1:])
-            settings = quant_settings(cfg)
+            settings = cfg.quant
             equalized, _ = equalize_model(model)
             setting = f"W4A8 {'per-channel' if per_channel else 'per-tensor'}"
             calibration = forward_pass_over(data.calibration_batches(cfg.quant.calibration_samples, cfg.seed))

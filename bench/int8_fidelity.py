@@ -29,9 +29,11 @@ from doc_blocks import markdown_table, rewrite_block  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from workbench.config.schema import register_configs  # noqa: E402
+from workbench.config.validate import validate  # noqa: E402
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over  # noqa: E402
 from workbench.quantsim.tflite import Int8Runner, convert_to_int8_tflite, tensor_agreement  # noqa: E402
-from workbench.stages.setup import build_data, build_model, quant_settings  # noqa: E402
+from workbench.registry import stage_names  # noqa: E402
+from workbench.stages.setup import build_data, build_model  # noqa: E402
 from workbench.techniques import fold_batch_norms  # noqa: E402
 
 MODELS = ("mnist_mobilenet", "mnist_mobilenet_v2")
@@ -46,7 +48,7 @@ def compare(cfg, label: str, tensors: bool = False) -> dict:
     model = build_model(cfg, data)
     data = data.for_model(model.input_shape[1:])
     folded, _ = fold_batch_norms(model)
-    sim = QuantizationSimModel(folded, quant_settings(cfg))
+    sim = QuantizationSimModel(folded, cfg.quant)
     sim.compute_encodings(forward_pass_over(data.calibration_batches(cfg.quant.calibration_samples, cfg.seed)))
     images = np.concatenate([x.numpy() for x, _ in data.val_batches()])
     sim_logits = sim.model.predict(images, batch_size=256, verbose=0)
@@ -86,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             for target in ("aimet", "tflite"):
                 for per_channel in (False, True):
                     quant = ["quant=tflite"] if target == "tflite" else []
-                    cfg = compose(
-                        "config", [*overrides, *quant, f"quant.per_channel={per_channel}", f"paths.outputs_dir={ROOT / 'outputs'}"]
-                    )
+                    chosen = [*overrides, *quant, f"quant.per_channel={per_channel}", f"paths.outputs_dir={ROOT / 'outputs'}"]
+                    cfg = validate(compose("config", chosen), stage_names())
                     label = f"{name}, {'per-channel' if per_channel else 'per-tensor'}, target {target}"
                     rows.append(compare(cfg, label, args.tensors and target == "tflite"))
                     print(rows[-1], flush=True)

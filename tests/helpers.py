@@ -1,5 +1,7 @@
 """Small models for the tests."""
 
+import os
+
 import keras
 import numpy as np
 
@@ -116,20 +118,28 @@ def hard_layer_model(width: int, outlier: float, seed: int = 0) -> tuple[keras.M
     return model, images, model.predict(images, verbose=0).argmax(-1)  # FP32 is right by construction
 
 
+def context_of(model, data, settings, out, calibration_samples=1000, sqnr_samples=256, seed=0, eval_output=None, **options):
+    """A StageContext of ``model`` and ``data``: a typed Config with ``settings`` as its ``quant`` node, outputs under
+    ``out`` (cache and exports), and technique option nodes (e.g. amp=AmpConfig(...))."""
+    from dataclasses import replace
+
+    from workbench.config.schema import Config, PathsConfig, TrackingConfig
+    from workbench.stages.context import StageContext
+
+    out = str(out)
+    config = Config(
+        quant=replace(settings, calibration_samples=calibration_samples, seed=seed),
+        tracking=TrackingConfig(sqnr_samples=sqnr_samples),
+        paths=PathsConfig(outputs_dir=out, cache_dir=os.path.join(out, "cache"), reports_dir=os.path.join(out, "reports")),
+        seed=seed,
+        **options,
+    )
+    return StageContext(model=model, data=data, config=config, eval_output=eval_output)
+
+
 def stage_context(tmp_path, settings, **options):
     """A StageContext on 8×8×3 synthetic data and ``small_convnet``, with technique options (e.g. amp=AmpConfig(...))."""
     from workbench.data.synthetic import make_synthetic
-    from workbench.stages.context import StageContext
 
     data = make_synthetic(num_train=128, num_val=48, num_classes=4, image_shape=(8, 8, 3), seed=0, batch_size=16)
-    return StageContext(
-        model=small_convnet(),
-        data=data,
-        settings=settings,
-        calibration_samples=32,
-        sqnr_samples=0,
-        seed=0,
-        cache_dir=str(tmp_path / "cache"),
-        export_dir=str(tmp_path / "exports"),
-        **options,
-    )
+    return context_of(small_convnet(), data, settings, tmp_path, calibration_samples=32, sqnr_samples=0, **options)

@@ -4,13 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import randomize_batch_norms, small_convnet
+from helpers import context_of, randomize_batch_norms, small_convnet
 from workbench.config.schema import BiasCorrectionConfig
 from workbench.data.synthetic import make_synthetic
 from workbench.options import QuantSettings
 from workbench.results import StageResult
 from workbench.stages.bc import run_bc
-from workbench.stages.context import StageContext
 from workbench.techniques.bias_correction import (
     correct_bias,
     correction_sim,
@@ -113,13 +112,13 @@ def test_bc_stage_reports_shift_metrics(tmp_path):
     keras.utils.set_random_seed(0)
     model = randomize_batch_norms(small_convnet())
     data = make_synthetic(num_train=128, num_val=64, num_classes=4, image_shape=(8, 8, 3), batch_size=32)
-    ctx = StageContext(
-        model=model,
-        data=data,
-        settings=W4,
+    ctx = context_of(
+        model,
+        data,
+        W4,
+        tmp_path,
         calibration_samples=64,
         sqnr_samples=32,
-        cache_dir=str(tmp_path),
         bc=BiasCorrectionConfig(num_quant_samples=64, num_bias_correct_samples=64),
     )
     result = StageResult()

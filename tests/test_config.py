@@ -182,7 +182,7 @@ def test_cli_reports_one_line_before_any_tensorflow_work(tmp_path):
         ("quant.scheme=minmax", "Invalid value 'minmax', expected one of [tf, tf_enhanced, percentile"),
         ("quant.param_bw=abc", "Value 'abc' of type 'str' could not be converted to Integer — full_key: quant.param_bw"),
         ("+stage=nonexistent", "Could not find 'stage/nonexistent': stage is one of adaround, analyze, baseline, bc, bn_fold, cle"),
-        ("quant.parm_bw=4", "Could not override 'quant.parm_bw'. — Key 'parm_bw' not in 'QuantConfig'"),
+        ("quant.parm_bw=4", "Could not override 'quant.parm_bw'. — Key 'parm_bw' not in 'QuantSettings'"),
         ("+quant.parm_bw=4", "+quant.parm_bw=4 adds a key that is not a setting: did you mean quant.param_bw=4?"),
     ],
 )
@@ -197,14 +197,19 @@ def test_hydras_own_errors_are_one_line_and_exit_2(tmp_path, override, line):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_quant_config_and_quant_settings_stay_in_step():
-    from dataclasses import fields
+def test_the_config_is_typed_once_and_its_option_nodes_are_the_library_types(tmp_path):
+    """validate returns the typed config: ``quant`` is the simulator's QuantSettings (its overrides file read into
+    LayerOverrides), ``adaround`` an AdaroundParameters, both seeded by the run's seed; no DictConfig left."""
+    from omegaconf import DictConfig
 
-    from workbench.config.schema import QuantConfig
-    from workbench.options import QuantSettings
+    from workbench.options import LayerOverride
 
-    yaml_keys = {f.name for f in fields(QuantConfig)} - {"calibration_samples"}
-    assert yaml_keys == {f.name for f in fields(QuantSettings)} - {"seed"}
+    (tmp_path / "o.yaml").write_text("conv1: {param_bw: 4}\n")
+    config = validate(_compose("+stage=adaround", f"quant.overrides={tmp_path / 'o.yaml'}", "seed=3"), stage_names())
+    assert type(config.quant) is QuantSettings and isinstance(config.adaround, AdaroundParameters)
+    assert config.quant.overrides == (LayerOverride("conv1", param_bw=4),)
+    assert (config.quant.seed, config.adaround.seed, config.adaround.default_beta_range) == (3, 3, (20.0, 2.0))
+    assert not any(isinstance(getattr(config, f), DictConfig) for f in vars(config))
 
 
 def test_sweep_configs_compose():
@@ -218,25 +223,22 @@ def test_sweep_configs_compose():
 
 def test_datasets_and_models_are_built_from_their_targets(tmp_path):
     """Adding a dataset or model is a YAML node with a _target_ and a function (docs/extending.md)."""
-    from omegaconf import OmegaConf
-
+    from workbench.config.schema import Config, PathsConfig
     from workbench.stages.setup import build_data, build_model
 
-    cfg = OmegaConf.create(
-        {
-            "seed": 3,
-            "paths": {"cache_dir": str(tmp_path)},
-            "dataset": {
-                "_target_": "workbench.data.synthetic.make_synthetic",
-                "name": "tiny",
-                "num_train": 8,
-                "num_val": 4,
-                "num_classes": 3,
-                "image_shape": [8, 8, 1],
-                "batch_size": 4,
-            },
-            "model": {"_target_": "helpers.tiny_model", "name": "tiny", "filters": 5},
-        }
+    cfg = Config(  # schema-less nodes: plain mappings with a _target_
+        seed=3,
+        paths=PathsConfig(cache_dir=str(tmp_path)),
+        dataset={
+            "_target_": "workbench.data.synthetic.make_synthetic",
+            "name": "tiny",
+            "num_train": 8,
+            "num_val": 4,
+            "num_classes": 3,
+            "image_shape": [8, 8, 1],
+            "batch_size": 4,
+        },
+        model={"_target_": "helpers.tiny_model", "name": "tiny", "filters": 5},
     )
     data = build_data(cfg)
     assert (data.num_train, data.num_val, data.num_classes) == (8, 4, 3)

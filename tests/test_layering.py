@@ -170,3 +170,30 @@ def test_stages_do_not_borrow_from_sibling_stages():
         if imported in stage_modules and imported != name
     ]
     assert not borrowed, "\n".join(borrowed)
+
+
+# where the composed DictConfig may be seen: the entry points that compose or receive it, and the config layer
+# that converts it (config.validate) and declares its types (config.schema)
+DICTCONFIG_SEEN = {"__main__.py", "app.py", "sweep_callback.py", "launcher.py", "weights.py", "config/validate.py", "config/schema.py"}
+
+
+def _annotations_naming(tree: ast.AST, name: str) -> list[str]:
+    return [
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef)
+        and any(name in ast.unparse(a.annotation) for a in (*node.args.args, *node.args.kwonlyargs) if a.annotation is not None)
+    ]
+
+
+def test_no_dictconfig_below_app_run():
+    """``app.run`` converts the composed config once (``config.validate``); below it only the typed config and plain data."""
+    seen = [
+        str(path.relative_to(PACKAGE))
+        for path in _modules()
+        if str(path.relative_to(PACKAGE)) not in DICTCONFIG_SEEN and ("DictConfig" in path.read_text() or "omegaconf" in _imports(path))
+    ]
+    assert not seen, seen
+    assert _annotations_naming(ast.parse((PACKAGE / "app.py").read_text()), "DictConfig") == ["resolved", "run"]
+    converters = [str(p.relative_to(PACKAGE)) for p in _modules() if "OmegaConf.to_object" in p.read_text()]
+    assert converters == ["config/validate.py"], converters

@@ -69,7 +69,7 @@ def test_mixed_precision_stage_logs_the_front_and_reusable_overrides(tmp_path):
 def test_a_run_is_tagged_and_named_by_the_setting_it_simulated(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from workbench.app import tracked_run
+    from workbench.app import resolved, tracked_run
     from workbench.config.schema import register_configs
     from workbench.tracking.mlflow_run import Tracker
 
@@ -77,7 +77,7 @@ def test_a_run_is_tagged_and_named_by_the_setting_it_simulated(tmp_path):
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["quant=w4a8", "+stage=mixed_precision"])
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "exp")
-    with tracked_run(tracker, cfg, "mixed_precision") as (tracked, result):
+    with tracked_run(tracker, resolved(cfg), "mixed_precision") as (tracked, result):
         result.simulated = QuantSettings(param_bw=8, output_bw=8)
     run = tracker.client.get_run(tracked.run_id)
     assert run.data.tags["param_bw"] == "8" and run.data.tags["output_bw"] == "8"  # grouped with W8A8 in reports

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import small_convnet
+from helpers import context_of, small_convnet
 from workbench.config.schema import QATConfig
 from workbench.data.dataset import Dataset
 from workbench.data.synthetic import make_synthetic
@@ -17,7 +17,6 @@ from workbench.quantsim.encodings import sqnr_db
 from workbench.quantsim.export import export_model, load_encodings
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.results import StageResult
-from workbench.stages.context import StageContext
 from workbench.stages.qat import run_qat
 from workbench.techniques.range_learning import LearnedFakeQuant, QuantizedKernel, build_qat_model, train_qat
 
@@ -107,15 +106,14 @@ def test_exported_model_and_encodings_reproduce_the_sim(calibrated, tmp_path):
 def test_qat_stage_logs_per_epoch_series(tmp_path):
     keras.utils.set_random_seed(0)
     data = make_synthetic(num_train=128, num_val=64, num_classes=4, image_shape=(8, 8, 3), batch_size=32)
-    ctx = StageContext(
-        model=small_convnet(),
-        data=data,
-        settings=RL,
+    ctx = context_of(
+        small_convnet(),
+        data,
+        RL,
+        tmp_path,
         calibration_samples=64,
         sqnr_samples=0,
-        cache_dir=str(tmp_path),
         qat=QATConfig(epochs=2, learning_rate=1e-3, decay_steps=100),
-        export_dir=str(tmp_path / "exports"),
     )
     result = StageResult()
     run_qat(ctx, result)

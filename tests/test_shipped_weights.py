@@ -9,7 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from workbench.config.schema import register_configs
+from workbench.config.validate import validate
 from workbench.models import embedded, shipped
+from workbench.registry import stage_names
 from workbench.stages.setup import build_data, built_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +21,8 @@ register_configs()
 def _build(tmp_path, *overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
-    return built_model(cfg, build_data(cfg), cache_dir=str(tmp_path))
+    config = validate(cfg, stage_names())
+    return built_model(config, build_data(config), cache_dir=str(tmp_path))
 
 
 class Trained(Exception):

@@ -46,9 +46,21 @@ def test_an_unknown_stage_is_one_line_naming_the_allowed_ones():
 PLUGIN = textwrap.dedent(
     '''
     """A stage declared by a test, in a package of its own: FP32 and the sim of the model as it is."""
+    from dataclasses import dataclass
+
     from workbench.registry import Stage
 
-    STAGE = Stage("throwaway", "throwaway_stage:run", "a stage a test declared in a module of its own")
+
+    @dataclass
+    class Options:
+        scale: float = 1.0
+
+        def __post_init__(self):
+            if self.scale <= 0:
+                raise ValueError(f"scale={self.scale!r} is not allowed: use a value > 0")
+
+
+    STAGE = Stage("throwaway", "throwaway_stage:run", "a stage a test declared in a module of its own", schema=Options)
 
 
     def run(ctx, result):
@@ -56,6 +68,7 @@ PLUGIN = textwrap.dedent(
 
         evaluate_fp32(ctx, result)
         quantize_and_evaluate(ctx, ctx.model, result)
+        result.metrics["throwaway/scale"] = ctx.options("throwaway").scale
     '''
 )
 
@@ -63,7 +76,8 @@ PLUGIN = textwrap.dedent(
 @pytest.mark.slow  # subprocesses
 def test_a_stage_declared_in_another_package_is_everywhere(tmp_path):
     """Declared under the ``workbench.stages`` entry point of an installed package, with no other edit: in
-    --help, a +stage= choice, in a pipeline, and in the report's stage order."""
+    --help, a +stage= choice, in a pipeline, and in the report's stage order; its own options are composed
+    (``throwaway.scale=3``), checked by their type and refused when misspelt."""
     site = tmp_path / "site"
     (site / "throwaway-0.1.dist-info").mkdir(parents=True)
     (site / "throwaway_stage.py").write_text(PLUGIN)
@@ -79,7 +93,10 @@ def test_a_stage_declared_in_another_package_is_everywhere(tmp_path):
     shown = workbench("--help")
     assert "  throwaway        a stage a test declared in a module of its own" in shown.stdout, shown.stdout
     assert "throwaway" in next(line for line in shown.stdout.splitlines() if line.strip().startswith("stage:"))
-    one = workbench("+stage=throwaway", *TINY_EMBEDDED, f"paths.outputs_dir={tmp_path}")
+    for wrong, line in (("throwaway.scal=3", "Key 'scal' not in 'Options'"), ("throwaway.scale=-1", "throwaway.scale=-1.0 is not allowed")):
+        refused = workbench("+stage=throwaway", wrong, f"paths.outputs_dir={tmp_path}")
+        assert refused.returncode == 2 and line in refused.stderr, refused.stderr[-3000:]
+    one = workbench("+stage=throwaway", "throwaway.scale=3", *TINY_EMBEDDED, f"paths.outputs_dir={tmp_path}")
     assert one.returncode == 0, one.stderr[-3000:]
     both = workbench("pipeline.stages=[baseline,throwaway]", *TINY_EMBEDDED, f"paths.outputs_dir={tmp_path}")
     assert both.returncode == 0, both.stderr[-3000:]
@@ -89,3 +106,5 @@ def test_a_stage_declared_in_another_package_is_everywhere(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
     stages = sorted((r.data.tags.get("stage"), r.info.status) for r in runs if "stage" in r.data.tags)
     assert stages == [("baseline", "FINISHED"), ("throwaway", "FINISHED"), ("throwaway", "FINISHED")]
+    scales = sorted(r.data.metrics["throwaway/scale"] for r in runs if r.data.tags.get("stage") == "throwaway")
+    assert scales == [1.0, 3.0] and all(r.data.params["throwaway.scale"] in ("1.0", "3.0") for r in runs if "stage" in r.data.tags)

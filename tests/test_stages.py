@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from helpers import small_convnet
+from helpers import context_of, small_convnet
 from workbench import keys
 from workbench.config.schema import BaselineConfig
 from workbench.data.synthetic import make_synthetic
@@ -21,15 +21,8 @@ SETTINGS = QuantSettings(scheme="tf", param_bw=4, output_bw=8)
 
 def _context(tmp_path, fold: bool) -> StageContext:
     data = make_synthetic(num_train=64, num_val=48, num_classes=4, image_shape=(8, 8, 3), seed=0, batch_size=16)
-    return StageContext(
-        model=small_convnet(),
-        data=data,
-        settings=SETTINGS,
-        calibration_samples=32,
-        sqnr_samples=0,
-        seed=0,
-        cache_dir=str(tmp_path),
-        baseline=BaselineConfig(fold_batch_norms=fold),
+    return context_of(
+        small_convnet(), data, SETTINGS, tmp_path, calibration_samples=32, sqnr_samples=0, baseline=BaselineConfig(fold_batch_norms=fold)
     )
 
 
@@ -98,7 +91,8 @@ def test_adaptations_are_said_not_silent(tmp_path):
 def test_calibration_logs_the_samples_it_used(tmp_path):
     import dataclasses
 
-    ctx = dataclasses.replace(_context(tmp_path, True), calibration_samples=100000)
+    ctx = _context(tmp_path, True)
+    ctx = ctx.with_settings(dataclasses.replace(ctx.settings, calibration_samples=100000))
     result = StageResult()
     run_baseline(ctx, result)
     assert result.metrics[keys.CALIBRATION_SAMPLES] == 64  # the whole training split, not 100000
@@ -126,9 +120,7 @@ def test_a_multi_output_model_is_read_at_its_classification_output(tmp_path):
     with pytest.raises(ValueError, match=r"2 outputs \(score, classes\) and 0 of them give 3 classes: set eval.output=NAME"):
         classifier_output_index(model, 3, None)
     assert "classes" in check_pairing(model, ctx.data)["eval.output"]
-    ctx = StageContext(
-        model=model, data=ctx.data, settings=SETTINGS, calibration_samples=32, sqnr_samples=16, cache_dir=str(tmp_path), eval_output=1
-    )
+    ctx = context_of(model, ctx.data, SETTINGS, tmp_path, calibration_samples=32, sqnr_samples=16, eval_output=1)
     result = StageResult()
     run_baseline(ctx, result)
     sim = _sim_of(fold_batch_norms(model)[0], ctx)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import context_of
 from workbench.data.synthetic import make_synthetic
 from workbench.evaluation.accuracy import evaluate_top1
 from workbench.models.training import train_classifier
@@ -12,7 +13,6 @@ from workbench.options import QuantSettings
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, evaluate_tflite_top1, integer_report
 from workbench.results import StageResult
-from workbench.stages.context import StageContext
 from workbench.stages.tflite_check import check_tflite
 from workbench.techniques import equalize_model
 
@@ -64,7 +64,7 @@ def test_failed_conversion_names_the_layer_and_the_run_goes_on(tmp_path):
     with pytest.raises(TFLiteConversionError, match="layer 'bessel_layer'"):
         convert_to_int8_tflite(sim)
     result = StageResult(metrics={"sim/top1": 0.5})
-    ctx = StageContext(model=model, data=make_synthetic(num_train=8, num_val=8, image_shape=(6, 6, 2)), settings=W8)
+    ctx = context_of(model, make_synthetic(num_train=8, num_val=8, image_shape=(6, 6, 2)), W8, tmp_path)
     check_tflite(ctx, sim, str(tmp_path), result)  # recorded, not raised
     assert "bessel_layer" in result.tags["tflite.error"] and "tflite/top1" not in result.metrics
 
@@ -155,7 +155,7 @@ def test_a_float_tensor_in_the_int8_model_is_named_with_its_cause(tmp_path, capl
     sim = QuantizationSimModel(model, W8)
     sim.compute_encodings(forward_pass_over([np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)]))
     result = StageResult(metrics={"sim/top1": 0.5})
-    ctx = StageContext(model=model, data=make_synthetic(num_train=8, num_val=8, image_shape=(6, 6, 2), num_classes=2), settings=W8)
+    ctx = context_of(model, make_synthetic(num_train=8, num_val=8, image_shape=(6, 6, 2), num_classes=2), W8, tmp_path)
     with caplog.at_level("WARNING"):
         check_tflite(ctx, sim, str(tmp_path), result)
     assert result.metrics["tflite/float_tensors"] > 0 and result.tags["tflite.float_tensors"]

@@ -11,11 +11,13 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 from omegaconf import DictConfig, OmegaConf
 
 from workbench import interrupts, keys
-from workbench.config.validate import ConfigError, validate
+from workbench.config.schema import Config
+from workbench.config.validate import ConfigError, node_name, validate
 from workbench.registry import stage_names
 from workbench.threads import configure_threads, seed_everything
 
@@ -47,14 +49,20 @@ def setting_tags(param_bw, output_bw, per_channel, param_scheme, output_scheme) 
     }
 
 
-def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
+def resolved(cfg: DictConfig) -> dict:
+    """The composed config as plain data, interpolations resolved: the run's params and ``config.yaml`` (what was
+    asked for). Everything below ``run`` reads this or the typed config, never the ``DictConfig``."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def run_tags(plain: dict, stage: str | None) -> dict[str, str]:
     """Tags of a run; ``stage`` None for a pipeline's parent run (reports skip runs without a stage)."""
     choices, overrides = _hydra_choices_and_overrides()
-    q = cfg.quant
+    q = plain["quant"]
     tags = {
-        keys.TAG_MODEL: str(cfg.model.name),
-        keys.TAG_DATASET: str(cfg.dataset.name),
-        **setting_tags(q.param_bw, q.output_bw, q.per_channel, q.param_scheme, q.output_scheme),
+        keys.TAG_MODEL: str(plain["model"]["name"]),
+        keys.TAG_DATASET: str(plain["dataset"]["name"]),
+        **setting_tags(q["param_bw"], q["output_bw"], q["per_channel"], q["param_scheme"], q["output_scheme"]),
         keys.TAG_OVERRIDES: overrides,
         **{f"choice.{k}": str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra")},
     }
@@ -64,25 +72,24 @@ def run_tags(cfg: DictConfig, stage: str | None) -> dict[str, str]:
         tags[keys.TAG_STAGE] = stage
         tags[keys.TAG_RUN_TYPE] = keys.EVALUATION_RUN
     else:
-        tags[keys.TAG_PIPELINE] = ",".join(_text(s) for s in cfg.pipeline.stages)
+        tags[keys.TAG_PIPELINE] = ",".join(str(s) for s in plain["pipeline"]["stages"])
     return tags
 
 
-def tracker_for(cfg: DictConfig):
+def tracker_for(outputs_dir: str, tracking):
     """The run's tracking store and experiment. A local store (SQLite, files) keeps artifacts under
     ``<outputs>/mlartifacts``; a tracking server keeps them where it is configured to (its artifact proxy),
     unless ``tracking.artifact_location`` says otherwise."""
     from workbench.tracking.mlflow_run import Tracker, resolve_tracking_uri
 
-    outputs = cfg.paths.outputs_dir
-    uri = resolve_tracking_uri(cfg.tracking.uri, outputs)
+    uri = resolve_tracking_uri(tracking.uri, outputs_dir)
     local = not uri.startswith(("http://", "https://", "databricks"))
-    default = os.path.join(outputs, "mlartifacts") if local else None
-    return Tracker(uri, cfg.tracking.experiment, cfg.tracking.artifact_location or default)
+    default = os.path.join(outputs_dir, "mlartifacts") if local else None
+    return Tracker(uri, tracking.experiment, tracking.artifact_location or default)
 
 
 @contextmanager
-def tracked_run(tracker, cfg: DictConfig, stage: str | None, parent_run_id: str | None = None) -> Iterator[tuple]:
+def tracked_run(tracker, plain: dict, stage: str | None, parent_run_id: str | None = None) -> Iterator[tuple]:
     """One MLflow run (a stage's, or a pipeline's parent with ``stage`` None) and the result it logs.
 
     Params are the resolved config, ``config.yaml`` is logged first; whatever the block put into the
@@ -92,12 +99,11 @@ def tracked_run(tracker, cfg: DictConfig, stage: str | None, parent_run_id: str 
     from workbench.results import StageResult
     from workbench.tracking.mlflow_run import flatten
 
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    if stage is not None:
-        container["stage"] = {"name": stage}
-    name = run_name(stage, str(cfg.model.name), container["quant"])
+    container = {**plain, "stage": {"name": stage}} if stage is not None else plain
+    model = str(plain["model"]["name"])
+    name = run_name(stage, model, plain["quant"])
     result = StageResult()
-    with tracker.run(name, run_tags(cfg, stage), flatten(container), parent_run_id) as tracked:
+    with tracker.run(name, run_tags(plain, stage), flatten(container), parent_run_id) as tracked:
         log.log(logging.INFO if stage else logging.DEBUG, "%s: MLflow run %s", name, tracked.run_id)
         tracked.log_text(OmegaConf.to_yaml(container), keys.ARTIFACT_CONFIG)
         error = None
@@ -108,9 +114,9 @@ def tracked_run(tracker, cfg: DictConfig, stage: str | None, parent_run_id: str 
             raise
         finally:
             if result.simulated is not None:  # what ran, not what the config asked for
-                name = record_simulated(tracked, result, stage, str(cfg.model.name), container["quant"], name)
+                name = record_simulated(tracked, result, stage, model, plain["quant"], name)
             describe(result, name, error)
-            tracked.log_result(result, register_as=cfg.export.register_as)
+            tracked.log_result(result, register_as=plain["export"]["register_as"])
 
 
 def record_simulated(tracked, result, stage: str | None, model: str, quant: dict, name: str) -> str:
@@ -144,11 +150,11 @@ def describe(result, name: str, error: str | None) -> None:
     result.tags[keys.TAG_DESCRIPTION] = (text + (f"\n{own}" if own else ""))[: keys.MAX_TAG_LENGTH]
 
 
-def _record_invalid_job(cfg: DictConfig, err: ConfigError, parent_run_id: str) -> None:
+def _record_invalid_job(plain: dict, err: ConfigError, parent_run_id: str) -> None:
     """A sweep job with a value that is not allowed: a FAILED child run whose error is the one-line message."""
-    stage = _text(cfg.stage.name) if cfg.get("stage") is not None else None
+    stage = str(plain["stage"]["name"]) if plain.get("stage") is not None else None
     try:  # raising inside the run ends it FAILED with the message as its error tag and traceback.txt
-        with tracked_run(tracker_for(cfg), cfg, stage, parent_run_id):
+        with tracked_run(tracker_for(plain["paths"]["outputs_dir"], SimpleNamespace(**plain["tracking"])), plain, stage, parent_run_id):
             raise err
     except ConfigError:
         pass
@@ -163,28 +169,29 @@ def run(cfg: DictConfig) -> float | None:
     from workbench.tracking.probe import check_tracking_uri, resolve_tracking_uri
 
     parent = os.environ.get(keys.ENV_PARENT_RUN_ID)
+    plain = resolved(cfg)
     try:
-        validate(cfg, stage_names())
+        config = validate(cfg, stage_names())  # typed from here on
     except ConfigError as err:
         if parent is not None:
-            _record_invalid_job(cfg, err, parent)
+            _record_invalid_job(plain, err, parent)
         raise
-    check_tracking_uri(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs_dir))
+    check_tracking_uri(resolve_tracking_uri(config.tracking.uri, config.paths.outputs_dir))
 
     interrupts.install()  # SIGTERM/Ctrl-C: the run ends KILLED at the next checkpoint
-    tracker = tracker_for(cfg)  # before TensorFlow: a store problem shows in seconds
-    configure_threads(cfg.get("threads"))
+    tracker = tracker_for(config.paths.outputs_dir, config.tracking)  # before TensorFlow: a store problem shows in seconds
+    configure_threads(config.threads)
     import keras
 
     keras.backend.clear_session()  # launcher workers (joblib/loky) are reused across jobs
-    seed_everything(cfg.seed, cfg.deterministic)
-    log.debug("MLflow tracking at %s, experiment %r", tracker.uri, cfg.tracking.experiment)
-    if cfg.get("stage") is None:
-        return run_pipeline(cfg, tracker)
-    top1, run_id = run_stage(cfg, tracker, _text(cfg.stage.name), parent)
+    seed_everything(config.seed, config.deterministic)
+    log.debug("MLflow tracking at %s, experiment %r", tracker.uri, config.tracking.experiment)
+    if config.stage is None:
+        return run_pipeline(config, plain, tracker)
+    top1, run_id = run_stage(config, plain, tracker, config.stage.name, parent)
     if parent is None:  # a sweep's summary comes at its end, from the Hydra callback
-        out = os.path.join(cfg.paths.reports_dir, f"run-{run_id[:8]}")
-        report_and_summarise(tracker, cfg.tracking.experiment, out, "run", run_id, like_run=run_id)
+        out = os.path.join(config.paths.reports_dir, f"run-{run_id[:8]}")
+        report_and_summarise(tracker, config.tracking.experiment, out, "run", run_id, like_run=run_id)
     return top1
 
 
@@ -209,18 +216,18 @@ def report_and_summarise(tracker, experiment: str, out_dir: str, label: str, run
     return report.markdown()
 
 
-def _build(cfg: DictConfig, result) -> tuple:
+def _build(config: Config, result) -> tuple:
     from workbench.stages.setup import build_data, build_model
 
     with result.timed("data"):
-        data = build_data(cfg)
+        data = build_data(config)
     with result.timed("model"):
-        model = build_model(cfg, data)
+        model = build_model(config, data)
     return data, model
 
 
 def run_stage(
-    cfg: DictConfig, tracker, stage: str, parent_run_id: str | None = None, built: tuple | None = None
+    config: Config, plain: dict, tracker, stage: str, parent_run_id: str | None = None, built: tuple | None = None
 ) -> tuple[float | None, str]:
     """One MLflow run around one stage; ``built`` = (data, model) reuses what a pipeline built.
 
@@ -231,36 +238,37 @@ def run_stage(
     from workbench.tracking.datasets import dataset_inputs
 
     stage_fn = registry.get(stage).function()
-    with tracked_run(tracker, cfg, stage, parent_run_id) as (tracked, result):
-        data, model = built if built is not None else _build(cfg, result)
+    with tracked_run(tracker, plain, stage, parent_run_id) as (tracked, result):
+        data, model = built if built is not None else _build(config, result)
         try:
-            result.tags.update(check_pairing(model, data, cfg.eval.output, cfg.eval.allow_class_mismatch))
-            stage_fn(build_context(cfg, model, data), result)
+            result.tags.update(check_pairing(model, data, config.eval.output, config.eval.allow_class_mismatch))
+            stage_fn(build_context(config, model, data), result)
         finally:  # what the data was used for, also when the stage failed midway
-            tracked.log_inputs(dataset_inputs(str(cfg.dataset.name), data.source, stage, result.metrics, result.tags, int(cfg.seed)))
+            name = node_name(config.dataset)
+            tracked.log_inputs(dataset_inputs(name, data.source, stage, result.metrics, result.tags, config.seed))
     return result.metrics.get(keys.SIM_TOP1), tracked.run_id
 
 
-def run_pipeline(cfg: DictConfig, tracker) -> float | None:
+def run_pipeline(config: Config, plain: dict, tracker) -> float | None:
     """A parent run with one child run per stage (the model and data built once), then the report."""
-    stages = [_text(s) for s in cfg.pipeline.stages]
+    stages = list(config.pipeline.stages)
     last = None
-    with tracked_run(tracker, cfg, None) as (parent, result):
+    with tracked_run(tracker, plain, None) as (parent, result):
         log.info("pipeline %s: MLflow parent run %s", " → ".join(stages), parent.run_id)
-        built = _build(cfg, result)
+        built = _build(config, result)
         failed = []
         for i, stage in enumerate(stages, 1):
             log.debug("pipeline stage %d/%d: %s", i, len(stages), stage)
             try:
-                top1, _ = run_stage(cfg, tracker, stage, parent.run_id, built)
+                top1, _ = run_stage(config, plain, tracker, stage, parent.run_id, built)
                 last = top1 if top1 is not None else last
             except Exception:  # the child run is FAILED with its traceback; the pipeline goes on
                 log.exception("stage %s failed", stage)
                 failed.append(stage)
         result.metrics[keys.PIPELINE_FAILED] = len(failed)
-        out = os.path.join(cfg.paths.reports_dir, f"pipeline-{parent.run_id[:8]}")
+        out = os.path.join(config.paths.reports_dir, f"pipeline-{parent.run_id[:8]}")
         with result.timed("report"):
-            text = report_and_summarise(tracker, cfg.tracking.experiment, out, "parent run", parent.run_id, parent_run_id=parent.run_id)
+            text = report_and_summarise(tracker, config.tracking.experiment, out, "parent run", parent.run_id, parent_run_id=parent.run_id)
         if text:
             result.tags[keys.TAG_DESCRIPTION] = text
     return last

@@ -113,7 +113,7 @@ class _Launch:
         from workbench.app import tracker_for
         from workbench.tracking.repair import end_if_gone
 
-        tracker = tracker_for(self.config)
+        tracker = tracker_for(self.config.paths.outputs_dir, self.config.tracking)
         running = tracker.client.search_runs(
             [tracker.experiment_id], f"tags.`{keys.TAG_PARENT}` = '{parent}' and attributes.status = 'RUNNING'"
         )

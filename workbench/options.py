@@ -6,10 +6,11 @@ simulator takes, so it can be used as a plain Python library.
 
 from __future__ import annotations
 
-import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 MIN_BITWIDTH = 2
 MAX_BITWIDTH = 16
@@ -114,26 +115,68 @@ def parse_overrides(mapping: object) -> tuple[LayerOverride, ...]:
 
 
 def load_overrides(path: str) -> tuple[LayerOverride, ...]:
-    """Read an overrides file (YAML or JSON: JSON is YAML)."""
+    """Read an overrides file (YAML or JSON: JSON is YAML); its problems as one-line ValueErrors."""
+    import os
+
     import yaml
 
-    with open(path) as f:
-        return parse_overrides(yaml.safe_load(f) or {})
+    if not os.path.isfile(path):
+        raise ValueError(f"overrides={path!r} is not a file: give a YAML/JSON file of per-layer settings")
+    try:
+        with open(path) as f:
+            return parse_overrides(yaml.safe_load(f) or {})
+    except yaml.YAMLError as err:
+        raise ValueError(f"overrides={path!r} is not readable YAML/JSON: {str(err).splitlines()[0]}") from None
+    except (ValueError, TypeError, OSError) as err:
+        raise ValueError(f"overrides={path!r}: {err}") from None
 
 
-@dataclass(frozen=True)
+def _as_overrides(value: Any) -> tuple[LayerOverride, ...]:
+    """Overrides as given: a file (the config's ``quant.overrides=FILE``), a mapping, or LayerOverrides."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return load_overrides(value)
+    if isinstance(value, Mapping):
+        return parse_overrides(dict(value))
+    return tuple(o if isinstance(o, LayerOverride) else LayerOverride(**o) for o in value)
+
+
+def positive(value, key: str, allow_zero: bool = False, allow_none: bool = False) -> str | None:
+    """``key=value is not allowed: use an integer >= 1`` (or 0, or null), or None when it is."""
+    if value is None and allow_none:
+        return None
+    low = 0 if allow_zero else 1
+    if isinstance(value, int) and not isinstance(value, bool) and value >= low:
+        return None
+    return f"{key}={value!r} is not allowed: use an integer >= {low}" + (" or null" if allow_none else "")
+
+
+def check(message: str | None) -> None:
+    """Raise a field check's one-line message as a ValueError (the config prefixes its node's name)."""
+    if message:
+        raise ValueError(message)
+
+
+@dataclass
 class QuantSettings:
-    """Quantization simulator settings (AIMET's quantsim arguments and config flags).
+    """Quantization simulator settings (AIMET's quantsim arguments and config flags): the ``quant`` config node.
 
     ``scheme`` sets both analyzers; ``param_scheme`` / ``output_scheme`` (None: ``scheme``) choose the
     weight and the activation analyzer apart (a per-channel histogram search over a depthwise channel's
-    nine weights is a trap that ``tf`` avoids).
+    nine weights is a trap that ``tf`` avoids). Each field is checked in ``__post_init__``, with the one-line
+    message the command line shows prefixed by ``quant.``. Treat an instance as a value: change it with
+    :func:`dataclasses.replace` (it is not frozen only so that Hydra can merge command-line values into it).
     """
 
     scheme: QuantScheme = QuantScheme.tf  # chosen by measurement: docs/results.md
     # None: follow ``scheme`` (resolved in __post_init__, so always a QuantScheme afterwards)
-    param_scheme: QuantScheme = None  # type: ignore[assignment]
-    output_scheme: QuantScheme = None  # type: ignore[assignment]
+    if TYPE_CHECKING:  # what the fields hold after __post_init__
+        param_scheme: QuantScheme = None  # type: ignore[assignment]
+        output_scheme: QuantScheme = None  # type: ignore[assignment]
+    else:  # what a config may give (OmegaConf reads these annotations)
+        param_scheme: QuantScheme | None = None
+        output_scheme: QuantScheme | None = None
     param_bw: int = 8
     output_bw: int = 8
     per_channel: bool = False
@@ -143,17 +186,21 @@ class QuantSettings:
     unsigned_symmetric: bool = False
     rounding: Rounding = Rounding.nearest
     percentile: float = 99.99
+    # aimet: AIMET's default config; tflite: what the TFLite int8 runtime computes (conf/quant/tflite.yaml)
     target: Target = Target.aimet
-    # per-layer bitwidths / float layers, first match wins (quant.overrides=<file>)
-    overrides: tuple[LayerOverride, ...] = ()
+    # per-layer bitwidths / float layers, first match wins: LayerOverrides, or (from the config) a YAML/JSON
+    # file {layer name or regex: {param_bw, output_bw, enabled}}; a tuple of LayerOverride after __post_init__
+    overrides: Any = ()
+    # the images the encodings are computed from
+    calibration_samples: int = 1000
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "target", Target(self.target))
-        object.__setattr__(self, "scheme", QuantScheme(self.scheme))
-        for key in ("param_scheme", "output_scheme"):
-            object.__setattr__(self, key, QuantScheme(getattr(self, key) or self.scheme))
-        object.__setattr__(self, "rounding", Rounding(self.rounding))
+        self.target = Target(self.target)
+        self.scheme = QuantScheme(self.scheme)
+        self.param_scheme = QuantScheme(self.param_scheme or self.scheme)
+        self.output_scheme = QuantScheme(self.output_scheme or self.scheme)
+        self.rounding = Rounding(self.rounding)
         for key in ("param_bw", "output_bw"):
             bw = getattr(self, key)
             if not isinstance(bw, int) or not MIN_BITWIDTH <= bw <= MAX_BITWIDTH:
@@ -163,6 +210,8 @@ class QuantSettings:
         problem = target_conflict(self)
         if problem:
             raise ValueError(problem)
+        self.overrides = _as_overrides(self.overrides)
+        check(positive(self.calibration_samples, "calibration_samples"))
 
     def override_for(self, layer_name: str) -> LayerOverride | None:
         return next((o for o in self.overrides if o.matches(layer_name)), None)
@@ -210,21 +259,16 @@ def target_conflict(q) -> str | None:
     )
 
 
-def options_of(kind, mapping, **extra):
-    """An instance of the dataclass ``kind`` from the keys of ``mapping`` it has fields for (a config node's
-    or a dict's; the others are left out), plus ``extra``: one mapping, its checks in ``kind`` alone."""
-    names = {f.name for f in dataclasses.fields(kind)}
-    return kind(**{k: mapping[k] for k in mapping if k in names}, **extra)
-
-
-@dataclass(frozen=True)
+@dataclass
 class AdaroundParameters:
-    """AIMET's names: ``num_batches`` batches of ``batch_size`` samples are cached; each iteration uses one batch."""
+    """AIMET's names: ``num_batches`` batches of ``batch_size`` samples are cached; each iteration uses one batch.
+
+    The ``adaround`` config node is this type plus the stage's own steps (``config.schema.AdaroundConfig``)."""
 
     num_batches: int = 16
     num_iterations: int = 500
     default_reg_param: float = 0.01
-    default_beta_range: tuple[float, float] = (20.0, 2.0)
+    default_beta_range: tuple[float, float] = (20.0, 2.0)  # from, to (a list in a config)
     default_warm_start: float = 0.2
     learning_rate: float = 1e-3
     batch_size: int = 32
@@ -233,8 +277,7 @@ class AdaroundParameters:
 
     def __post_init__(self) -> None:
         for key in ("num_batches", "num_iterations", "batch_size"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{key}={getattr(self, key)!r} is not allowed: use an integer >= 1")
+            check(positive(getattr(self, key), key))
         if not 0.0 <= float(self.default_warm_start) < 1.0:
             raise ValueError(f"default_warm_start={self.default_warm_start!r} is not allowed: use a value in [0, 1)")
         if float(self.default_reg_param) < 0:
@@ -244,4 +287,4 @@ class AdaroundParameters:
         beta = tuple(float(b) for b in self.default_beta_range)
         if len(beta) != 2 or min(beta) <= 0:
             raise ValueError(f"default_beta_range={list(beta)!r} is not allowed: two values > 0, e.g. [20, 2]")
-        object.__setattr__(self, "default_beta_range", beta)  # a config's list, a caller's tuple: one form
+        self.default_beta_range = (beta[0], beta[1])  # a config's list, a caller's tuple: one form

@@ -42,6 +42,14 @@ class Stage:
     role: Role = Role.TECHNIQUE
     options: tuple[str, ...] = ()  # config nodes (cle, bc, ...) whose keys change its result: its identity in reports
     trains: bool = False  # fine-tunes on the training split (logged as the run's training dataset)
+    # a plug-in's own options: a dataclass composed as the config node of the stage's name (``+stage=NAME
+    # NAME.key=value``), defaults written there, read by the stage as ``ctx.options(NAME)``
+    schema: type | None = None
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The config nodes whose keys change its result: ``options``, and its own node if it has a schema."""
+        return (*self.options, self.name) if self.schema is not None else self.options
 
     def function(self) -> Callable[..., Any]:
         module, _, attribute = self.run.partition(":")
@@ -129,7 +137,7 @@ def get(name: str) -> Stage:
 
 def option_groups() -> tuple[str, ...]:
     """Every config node some stage reads: keys outside them apply to every stage."""
-    return tuple(dict.fromkeys(group for record in stages().values() for group in record.options))
+    return tuple(dict.fromkeys(group for record in stages().values() for group in record.groups))
 
 
 def with_role(role: Role) -> tuple[str, ...]:

@@ -56,7 +56,7 @@ class SweepParentRun(Callback):
         except TrackingUnavailable as err:
             print(f"workbench: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        self.tracker = tracker_for(config)
+        self.tracker = tracker_for(config.paths.outputs_dir, config.tracking)
         overrides = list(config.hydra.overrides.task)
         tags = {
             "sweep": " ".join(overrides),

@@ -24,22 +24,24 @@ def _retrained(model: str, store: bool) -> str:
     from hydra import compose, initialize_config_dir
 
     from workbench.__main__ import CONF_DIR
+    from workbench.config.validate import validate
     from workbench.models.shipped import TRAINING_THREADS, store_shipped, values_digest
+    from workbench.registry import stage_names
     from workbench.stages.setup import build_data, built_model
     from workbench.threads import configure_threads, seed_everything
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={model}"])
+        config = validate(compose("config", overrides=[f"model={model}"]), stage_names())
     configure_threads(TRAINING_THREADS)
-    seed_everything(int(cfg.seed), deterministic=True)
-    data = build_data(cfg)
+    seed_everything(config.seed, deterministic=True)
+    data = build_data(config)
 
     def keep(name: str, spec: dict, trained) -> None:
         if store:
             store_shipped(name, spec, trained)
 
     with tempfile.TemporaryDirectory() as cache:
-        return values_digest(built_model(cfg, data, cache_dir=cache, on_trained=keep))
+        return values_digest(built_model(config, data, cache_dir=cache, on_trained=keep))
 
 
 def main(argv: list[str] | None = None) -> int:

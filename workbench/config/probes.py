@@ -8,17 +8,6 @@ import json
 import os
 import zipfile
 
-
-def positive(value, key: str, allow_zero: bool = False, allow_none: bool = False) -> str | None:
-    """``key=value is not allowed: use an integer >= 1`` (or 0, or null), or None when it is."""
-    if value is None and allow_none:
-        return None
-    low = 0 if allow_zero else 1
-    if isinstance(value, int) and not isinstance(value, bool) and value >= low:
-        return None
-    return f"{key}={value!r} is not allowed: use an integer >= {low}" + (" or null" if allow_none else "")
-
-
 KERAS_SUFFIXES = (".keras", ".h5")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

@@ -1,15 +1,18 @@
-"""Structured-config schemas for every Hydra group, registered in the ConfigStore.
+"""The configuration's types: one dataclass per node, registered in the ConfigStore, and the only form the
+configuration takes after start-up (``config.validate`` converts the composed config once, in ``app.run``).
 
-YAML files under ``conf/`` extend these nodes, so a wrong type or an unknown enum value
-fails at compose time with OmegaConf's message naming the key and the allowed values.
-Range and file checks that a type cannot express: each dataset and model type's own ``problems`` (cheap
-probes, no TensorFlow), run by :mod:`workbench.config.validate` with the cross-group checks.
+YAML files under ``conf/`` extend these nodes, so a wrong type or an unknown enum value fails at compose time
+with OmegaConf's message naming the key and the allowed values. The option types are the library's own
+(``quant`` is :class:`~workbench.options.QuantSettings`, ``adaround`` extends
+:class:`~workbench.options.AdaroundParameters`); each checks its own fields in ``__post_init__``. Dataset and
+model types add ``problems()``: cheap probes of their files (no TensorFlow), run with the cross-group checks.
 """
 
 import glob
 import os
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
 from enum import Enum
 from typing import Any, ClassVar, Dict, List, Optional
 
@@ -17,14 +20,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from workbench.config.help import CONF_DIR, help_template
-from workbench.config.probes import KERAS_SUFFIXES, keras_archive_problem, keras_file_problem, positive, tfrecord_problem
-from workbench.options import AdaroundParameters, BiasCorrectionMode, QuantScheme, QuantSettings, ReLU6Mode, Rounding, Target
+from workbench.config.probes import KERAS_SUFFIXES, keras_archive_problem, keras_file_problem, tfrecord_problem
+from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, AdaroundParameters, BiasCorrectionMode, QuantSettings, ReLU6Mode, check, positive
 from workbench.paths import safe_component
-from workbench.registry import stage_names
+from workbench.registry import stage_names, stages
 
-
-def _missing(node, key: str) -> bool:
-    return OmegaConf.is_missing(node, key)
+REGISTERED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\- ]{0,255}")  # what every MLflow store accepts as a model name
 
 
 class ChannelOrder(str, Enum):
@@ -40,31 +41,6 @@ class PathsConfig:
 
 
 @dataclass
-class QuantConfig:
-    # The YAML-facing twin of workbench.options.QuantSettings (which is frozen, so OmegaConf could not
-    # merge overrides into it); stages.setup.quant_settings maps one to the other, a test keeps them in step.
-    # defaults are QuantSettings' own (written once, in workbench/options.py)
-    # scheme sets both analyzers; param_scheme / output_scheme override it for weights / activations
-    scheme: QuantScheme = QuantSettings.scheme
-    param_scheme: QuantScheme = "${quant.scheme}"  # type: ignore[assignment]
-    output_scheme: QuantScheme = "${quant.scheme}"  # type: ignore[assignment]
-    param_bw: int = QuantSettings.param_bw
-    output_bw: int = QuantSettings.output_bw
-    per_channel: bool = QuantSettings.per_channel
-    param_symmetric: bool = QuantSettings.param_symmetric
-    output_symmetric: bool = QuantSettings.output_symmetric
-    strict_symmetric: bool = QuantSettings.strict_symmetric
-    unsigned_symmetric: bool = QuantSettings.unsigned_symmetric
-    rounding: Rounding = QuantSettings.rounding
-    percentile: float = QuantSettings.percentile
-    # aimet: AIMET's default config; tflite: what the TFLite int8 runtime computes (conf/quant/tflite.yaml)
-    target: Target = QuantSettings.target
-    # a YAML/JSON file: {layer name or regex: {param_bw, output_bw, enabled}}, first match wins
-    overrides: Optional[str] = None
-    calibration_samples: int = 1000
-
-
-@dataclass
 class TrackingConfig:
     # null: $MLFLOW_TRACKING_URI if set, else sqlite:///<paths.outputs_dir>/mlflow.db
     uri: Optional[str] = None
@@ -72,6 +48,11 @@ class TrackingConfig:
     # null: <paths.outputs_dir>/mlartifacts (only used when the experiment is created)
     artifact_location: Optional[str] = None
     sqnr_samples: int = 256
+
+    def __post_init__(self) -> None:
+        check(positive(self.sqnr_samples, "sqnr_samples", allow_zero=True))
+        if not self.experiment:
+            raise ValueError("experiment must be a non-empty name")
 
 
 @dataclass
@@ -83,17 +64,20 @@ class DatasetConfig:
     # null: evaluate on the whole validation split
     eval_samples: Optional[int] = None
     channels: ClassVar[Optional[int]] = None  # of the images it yields (None: the type cannot say)
+    # what to give for a required key that is missing (``path: ???``), by key
+    hints: ClassVar[Dict[str, str]] = {}
 
-    @classmethod
-    def problems(cls, d) -> Iterator[str]:
-        """One line for each value of node ``d`` that cannot be used (ranges, files), before TensorFlow."""
-        for message in (positive(d.batch_size, "dataset.batch_size"), positive(d.eval_samples, "dataset.eval_samples", allow_none=True)):
+    def problems(self) -> Iterator[str]:
+        """One line for each value that cannot be used (ranges, files: cheap probes), before TensorFlow."""
+        for message in (
+            positive(self.batch_size, "dataset.batch_size"),
+            positive(self.eval_samples, "dataset.eval_samples", allow_none=True),
+        ):
             if message:
                 yield message
 
-    @classmethod
-    def image_channels(cls, d) -> Optional[int]:
-        return cls.channels
+    def image_channels(self) -> Optional[int]:
+        return self.channels
 
 
 @dataclass
@@ -103,11 +87,10 @@ class MnistDatasetConfig(DatasetConfig):
     val_size: int = 1000
     channels: ClassVar[Optional[int]] = 1
 
-    @classmethod
-    def problems(cls, d) -> Iterator[str]:
-        yield from super().problems(d)
-        if not (isinstance(d.val_size, int) and 1 <= d.val_size <= 4999):
-            yield f"dataset.val_size={d.val_size!r} is not allowed: use an integer in 1..4999"
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        if not (isinstance(self.val_size, int) and 1 <= self.val_size <= 4999):
+            yield f"dataset.val_size={self.val_size!r} is not allowed: use an integer in 1..4999"
 
 
 @dataclass
@@ -120,21 +103,19 @@ class SyntheticDatasetConfig(DatasetConfig):
     image_shape: List[int] = field(default_factory=lambda: [28, 28, 1])
     noise: float = 0.5
 
-    @classmethod
-    def problems(cls, d) -> Iterator[str]:
-        yield from super().problems(d)
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
         for key in ("num_train", "num_val"):
-            message = positive(d[key], f"dataset.{key}")
+            message = positive(getattr(self, key), f"dataset.{key}")
             if message:
                 yield message
-        if d.num_classes < 2:
-            yield f"dataset.num_classes={d.num_classes!r} is not allowed: use an integer >= 2"
-        if len(d.image_shape) != 3 or any(v < 1 for v in d.image_shape):
-            yield f"dataset.image_shape={list(d.image_shape)!r} is not allowed: use [H, W, C]"
+        if self.num_classes < 2:
+            yield f"dataset.num_classes={self.num_classes!r} is not allowed: use an integer >= 2"
+        if len(self.image_shape) != 3 or any(v < 1 for v in self.image_shape):
+            yield f"dataset.image_shape={list(self.image_shape)!r} is not allowed: use [H, W, C]"
 
-    @classmethod
-    def image_channels(cls, d) -> Optional[int]:
-        return int(d.image_shape[-1])
+    def image_channels(self) -> Optional[int]:
+        return int(self.image_shape[-1])
 
 
 @dataclass
@@ -150,13 +131,12 @@ class ImageFilesConfig(DatasetConfig):
     std: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
     channels: ClassVar[Optional[int]] = 3
 
-    @classmethod
-    def problems(cls, d) -> Iterator[str]:
-        yield from super().problems(d)
-        image, resize = d.image_size, d.resize_size
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        image, resize = self.image_size, self.resize_size
         if not ((image is None or image >= 1) and (resize is None or resize >= (image or 1))):
             yield f"dataset.image_size={image} / dataset.resize_size={resize} are not allowed: need resize_size >= image_size >= 1"
-        if len(d.mean) != 3 or len(d.std) != 3 or any(v <= 0 for v in d.std):
+        if len(self.mean) != 3 or len(self.std) != 3 or any(v <= 0 for v in self.std):
             yield "dataset.mean and dataset.std must be 3 values each, std > 0"
 
 
@@ -167,23 +147,20 @@ class ImagenetDatasetConfig(ImageFilesConfig):
     train_pattern: str = "train*"
     valid_pattern: str = "valid*"
     label_offset: int = 1
+    hints: ClassVar[Dict[str, str]] = {"path": "give the folder that holds the train*/valid* TFRecord files"}
     num_classes: int = 1000
     shuffle_buffer: int = 2048
 
-    @classmethod
-    def problems(cls, d) -> Iterator[str]:
-        yield from super().problems(d)
-        if _missing(d, "path"):
-            yield "dataset.path is missing: give the folder that holds the train*/valid* TFRecord files"
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        if not os.path.isdir(self.path):
+            yield f"dataset.path={self.path!r} is not a folder"
             return
-        if not os.path.isdir(d.path):
-            yield f"dataset.path={d.path!r} is not a folder"
-            return
-        valid = sorted(glob.glob(os.path.join(d.path, d.valid_pattern)))
+        valid = sorted(glob.glob(os.path.join(self.path, self.valid_pattern)))
         if not valid:
-            yield f"dataset.path={d.path!r} has no files matching dataset.valid_pattern={d.valid_pattern!r}"
+            yield f"dataset.path={self.path!r} has no files matching dataset.valid_pattern={self.valid_pattern!r}"
             return
-        for first in (valid[0], *sorted(glob.glob(os.path.join(d.path, d.train_pattern)))[:1]):
+        for first in (valid[0], *sorted(glob.glob(os.path.join(self.path, self.train_pattern)))[:1]):
             problem = tfrecord_problem(first)
             if problem:
                 yield f"dataset.path: {first} {problem}"
@@ -204,19 +181,17 @@ class ImageFolderDatasetConfig(ImageFilesConfig):
     validation_split: float = 0.2
     # an empty class folder is an error (it would be a class with no images) unless this is true: then skipped
     allow_empty_classes: bool = False
+    hints: ClassVar[Dict[str, str]] = {"path": "give a folder with one subfolder of images per class"}
 
-    @classmethod
-    def problems(cls, d) -> Iterator[str]:
-        if _missing(d, "path"):
-            yield "dataset.path is missing: give a folder with one subfolder of images per class"
-            return
+    def problems(self) -> Iterator[str]:
         for key in ("path", "validation_path"):
-            folder = d.get(key)
+            folder = getattr(self, key)
             if folder is not None and not os.path.isdir(folder):
                 yield f"dataset.{key}={folder!r} is not a folder"
-        if d.validation_path is None and not 0.0 < d.validation_split < 1.0:
-            yield f"dataset.validation_split={d.validation_split!r} is not allowed: a fraction in (0, 1), or give dataset.validation_path"
-        yield from super().problems(d)
+        if self.validation_path is None and not 0.0 < self.validation_split < 1.0:
+            split = self.validation_split
+            yield f"dataset.validation_split={split!r} is not allowed: a fraction in (0, 1), or give dataset.validation_path"
+        yield from super().problems()
 
 
 @dataclass
@@ -224,6 +199,11 @@ class ModelConfig:
     # the builder Hydra's instantiate calls with every key below and a BuildContext (docs/extending.md)
     _target_: str = MISSING
     name: str = MISSING
+    hints: ClassVar[Dict[str, str]] = {}
+
+    def problems(self) -> Iterator[str]:
+        """One line for each value that cannot be used (ranges, files: cheap probes), before TensorFlow."""
+        return iter(())
 
 
 @dataclass
@@ -236,15 +216,14 @@ class EmbeddedModelConfig(ModelConfig):
     bn_momentum: float = 0.9
     augment: bool = True
 
-    @classmethod
-    def problems(cls, m) -> Iterator[str]:
-        for message in (positive(m.epochs, "model.epochs", allow_zero=True), positive(m.batch_size, "model.batch_size")):
+    def problems(self) -> Iterator[str]:
+        for message in (positive(self.epochs, "model.epochs", allow_zero=True), positive(self.batch_size, "model.batch_size")):
             if message:
                 yield message
-        if m.learning_rate <= 0:
-            yield f"model.learning_rate={m.learning_rate!r} is not allowed: use a value > 0"
-        if not 0.0 <= m.bn_momentum < 1.0:
-            yield f"model.bn_momentum={m.bn_momentum!r} is not allowed: use a value in [0, 1)"
+        if self.learning_rate <= 0:
+            yield f"model.learning_rate={self.learning_rate!r} is not allowed: use a value > 0"
+        if not 0.0 <= self.bn_momentum < 1.0:
+            yield f"model.bn_momentum={self.bn_momentum!r} is not allowed: use a value in [0, 1)"
 
 
 @dataclass
@@ -255,10 +234,9 @@ class MnistMobilenetConfig(EmbeddedModelConfig):
     width: int = 16
     epochs: int = 20
 
-    @classmethod
-    def problems(cls, m) -> Iterator[str]:
-        yield from super().problems(m)
-        message = positive(m.width, "model.width")
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        message = positive(self.width, "model.width")
         if message:
             yield message
 
@@ -271,11 +249,10 @@ class MnistMobilenetV2Config(EmbeddedModelConfig):
     input_shape: List[int] = field(default_factory=lambda: [32, 32, 3])
     alpha: float = 0.35
 
-    @classmethod
-    def problems(cls, m) -> Iterator[str]:
-        yield from super().problems(m)
-        if m.alpha <= 0:
-            yield f"model.alpha={m.alpha!r} is not allowed: use a value > 0 (e.g. 0.35)"
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        if self.alpha <= 0:
+            yield f"model.alpha={self.alpha!r} is not allowed: use a value > 0 (e.g. 0.35)"
 
 
 @dataclass
@@ -286,12 +263,11 @@ class KerasAppConfig(ModelConfig):
     # null: random initialisation; else a local weights file (never downloaded)
     weights: Optional[str] = None
 
-    @classmethod
-    def problems(cls, m) -> Iterator[str]:
-        if m.weights is not None and not os.path.isfile(m.weights):
-            yield f"model.weights={m.weights!r} does not exist: give a local file or null (weights are never downloaded)"
-        if len(m.input_shape) != 3:
-            yield f"model.input_shape={list(m.input_shape)!r} is not allowed: use [H, W, C]"
+    def problems(self) -> Iterator[str]:
+        if self.weights is not None and not os.path.isfile(self.weights):
+            yield f"model.weights={self.weights!r} does not exist: give a local file or null (weights are never downloaded)"
+        if len(self.input_shape) != 3:
+            yield f"model.input_shape={list(self.input_shape)!r} is not allowed: use [H, W, C]"
 
 
 @dataclass
@@ -301,22 +277,19 @@ class KerasFileConfig(ModelConfig):
     path: str = MISSING
     # custom layer classes the file needs: class name -> "package.module:Name"
     custom_objects: Dict[str, str] = field(default_factory=dict)
+    hints: ClassVar[Dict[str, str]] = {"path": "give a local .keras or .h5 file"}
 
-    @classmethod
-    def problems(cls, m) -> Iterator[str]:
-        if _missing(m, "path"):
-            yield "model.path is missing: give a local .keras or .h5 file"
-            return
-        if not str(m.path).endswith(KERAS_SUFFIXES):
-            yield f"model.path={m.path!r} is not allowed: use a .keras or .h5 file"
-        elif not os.path.isfile(m.path):
-            yield f"model.path={m.path!r} does not exist"
+    def problems(self) -> Iterator[str]:
+        if not str(self.path).endswith(KERAS_SUFFIXES):
+            yield f"model.path={self.path!r} is not allowed: use a .keras or .h5 file"
+        elif not os.path.isfile(self.path):
+            yield f"model.path={self.path!r} does not exist"
         else:
-            problem = keras_file_problem(m.path)
-            if problem is None and m.path.endswith(".keras"):
-                problem = keras_archive_problem(m.path, m.get("custom_objects") or {})
+            problem = keras_file_problem(self.path)
+            if problem is None and self.path.endswith(".keras"):
+                problem = keras_archive_problem(self.path, self.custom_objects or {})
             if problem:
-                yield f"model.path={m.path!r} {problem}"
+                yield f"model.path={self.path!r} {problem}"
 
 
 @dataclass
@@ -344,6 +317,10 @@ class BiasCorrectionConfig:
     # layer names left untouched
     ignore: List[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        for key in ("num_quant_samples", "num_bias_correct_samples", "batch_size"):
+            check(positive(getattr(self, key), key))
+
 
 class Optimizer(str, Enum):
     adam = "adam"
@@ -365,27 +342,29 @@ class QATConfig:
     # convert the result to a fully integer TFLite model and measure tflite/top1
     export_tflite: bool = True
 
+    def __post_init__(self) -> None:
+        check(positive(self.epochs, "epochs", allow_zero=True))
+        check(positive(self.decay_steps, "decay_steps"))
+        check(positive(self.batch_size, "batch_size"))
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate={self.learning_rate!r} is not allowed: use a value > 0")
+
 
 @dataclass
-class AdaroundConfig:
-    # AIMET's names (adaround.*): num_batches batches of batch_size calibration samples are cached, each
-    # of num_iterations per layer uses one; λ (default_reg_param), β from/to (default_beta_range) after a
-    # warm start of default_warm_start of the iterations; Adam at learning_rate. The default iteration count
-    # is chosen by measurement: python bench/adaround_speed.py
-    num_batches: int = AdaroundParameters.num_batches
-    num_iterations: int = AdaroundParameters.num_iterations
-    default_reg_param: float = AdaroundParameters.default_reg_param
-    default_beta_range: List[float] = field(default_factory=lambda: list(AdaroundParameters.default_beta_range))
-    default_warm_start: float = AdaroundParameters.default_warm_start
-    learning_rate: float = AdaroundParameters.learning_rate
-    batch_size: int = AdaroundParameters.batch_size
-    # each layer's input from the model whose earlier layers are already rounded (AIMET's default) or FP32
-    quantized_input: bool = AdaroundParameters.quantized_input
+class AdaroundConfig(AdaroundParameters):
+    # AdaRound's own parameters are AdaroundParameters' fields (AIMET's names: adaround.num_iterations, ...,
+    # defaults written there once; the default iteration count is chosen by measurement: bench/adaround_speed.py);
+    # its seed follows the run's (conf/config.yaml). The stage's own steps:
     # the steps before AdaRound: BN fold, then cross-layer equalization (cle needs the fold)
     fold_batch_norms: bool = True
     cle: bool = True
     # convert the result to a fully integer TFLite model and measure tflite/top1 (8-bit weights only)
     export_tflite: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cle and not self.fold_batch_norms:
+            raise ValueError("cle=true needs adaround.fold_batch_norms=true (CLE folds first): set adaround.cle=false too")
 
 
 @dataclass
@@ -396,6 +375,10 @@ class AnalyzeConfig:
     cle: bool = True
     # how many of the most harmful layers the run description and the histogram figure name
     top_k: int = 5
+
+    def __post_init__(self) -> None:
+        check(positive(self.eval_samples, "eval_samples"))
+        check(positive(self.top_k, "top_k"))
 
 
 @dataclass
@@ -411,12 +394,34 @@ class AmpConfig:
     # the lower weight candidates are AdaRounded (adaround.* options) rather than rounded to nearest
     adaround: bool = True
 
+    def __post_init__(self) -> None:
+        check(positive(self.eval_samples, "eval_samples"))
+        candidates = [list(c) for c in self.candidates]
+        if not (
+            len(candidates) >= 2
+            and all(len(c) == 2 and all(isinstance(b, int) and MIN_BITWIDTH <= b <= MAX_BITWIDTH for b in c) for c in candidates)
+        ):
+            raise ValueError(
+                f"candidates={candidates!r} is not allowed: two or more [weight bits, activation bits] pairs in "
+                f"{MIN_BITWIDTH}..{MAX_BITWIDTH}, e.g. [[8,8],[4,8]]"
+            )
+        if not 0.0 <= self.allowed_accuracy_drop <= 1.0:
+            raise ValueError(f"allowed_accuracy_drop={self.allowed_accuracy_drop!r} is not allowed: a fraction in [0, 1] (0.01 = 1 point)")
+
 
 @dataclass
 class ExportConfig:
     # the exporting stages (qat, adaround) log their model as an MLflow model (Keras flavor, with the int8
     # TFLite file and encodings beside it); a name here also registers it in the Model Registry
     register_as: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        name = self.register_as
+        if not (name is None or (isinstance(name, str) and REGISTERED_NAME.fullmatch(name) is not None)):
+            raise ValueError(
+                f"register_as={name!r} is not allowed: a registered model name of letters, digits, '.', '_', '-' and spaces "
+                "(no '/', ':' or '%'), at most 256 characters"
+            )
 
 
 @dataclass
@@ -446,7 +451,7 @@ class EvalConfig:
 class Config:
     model: Any = MISSING
     dataset: Any = MISSING
-    quant: QuantConfig = field(default_factory=QuantConfig)
+    quant: QuantSettings = field(default_factory=QuantSettings)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
@@ -469,6 +474,29 @@ class Config:
     # TensorFlow's default when a job has the machine to itself; 0: TensorFlow's default always
     threads: Optional[int] = None
 
+    def __post_init__(self) -> None:
+        check(positive(self.threads, "threads", allow_zero=True, allow_none=True))
+        if self.verbosity not in (0, 1, 2):
+            raise ValueError(f"verbosity={self.verbosity!r} is not allowed: 0 (quiet), 1 (progress, default) or 2 (everything)")
+
+
+def plain(node: Any) -> Dict[str, Any]:
+    """A typed node's values as plain data, enums as their YAML values (a cache key's, a log's form); a schema-less
+    node (a dict) as it is."""
+    if isinstance(node, dict):
+        return dict(node)
+    return OmegaConf.to_container(OmegaConf.structured(node), resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def config_type() -> type:
+    """``Config`` with a node for each stage that declares its own options (``Stage.schema``), named after it."""
+    taken = {f.name for f in fields(Config)}
+    own = [(r.name, r.schema, field(default_factory=r.schema)) for r in stages().values() if r.schema is not None]
+    clash = [name for name, _, _ in own if name in taken]
+    if clash:
+        raise ValueError(f"stage {clash[0]} declares options, but {clash[0]!r} is already a config node: rename the stage")
+    return make_dataclass("Config", own, bases=(Config,)) if own else Config
+
 
 def register_configs() -> None:
     """Register the schemas (YAML options name them in their defaults lists) and our resolvers: ``wb.safe`` makes
@@ -477,9 +505,9 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("wb.safe", safe_component, replace=True)
     OmegaConf.register_new_resolver("wb.pid", os.getpid, replace=True)
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
+    cs.store(name="base_config", node=config_type())
     cs.store(group="hydra/help", name="workbench", node={"app_name": "workbench", "header": "", "footer": "", "template": help_template()})
-    cs.store(group="quant", name="base_quant", node=QuantConfig)
+    cs.store(group="quant", name="base_quant", node=QuantSettings)
     cs.store(group="tracking", name="base_tracking", node=TrackingConfig)
     cs.store(group="paths", name="base_paths", node=PathsConfig)
     cs.store(group="dataset", name="base_mnist", node=MnistDatasetConfig)

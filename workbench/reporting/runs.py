@@ -20,6 +20,7 @@ from workbench import keys, registry
 
 # params that say where and how a run was recorded, not what it computed
 BOOKKEEPING = ("paths.", "tracking.", "pipeline.", "stage.", "export_dir")
+FOLLOWS_SEED = ".seed"  # quant.seed, adaround.seed: the run's seed, interpolated (conf/config.yaml); ``seed`` names it
 
 
 def technique_groups() -> tuple[str, ...]:
@@ -31,7 +32,7 @@ def stage_groups(stage: str) -> tuple[str, ...]:
     """The option groups that change a ``stage`` run's result (the registry's ``options``; every group for a
     stage this process does not know)."""
     known = registry.stages().get(stage)
-    return technique_groups() if known is None else tuple(f"{group}." for group in known.options)
+    return technique_groups() if known is None else tuple(f"{group}." for group in known.groups)
 
 
 # the parts of a setting shown first, compactly (W4A8 pc)
@@ -61,7 +62,7 @@ def stage_key(stage: str) -> int:
 
 def applies(stage: str, params: dict[str, str], key: str) -> bool:
     """Whether param ``key`` can change the result of a ``stage`` run."""
-    if key.startswith(BOOKKEEPING):
+    if key.startswith(BOOKKEEPING) or key.endswith(FOLLOWS_SEED):
         return False
     if not key.startswith(technique_groups()):
         return True

@@ -11,7 +11,7 @@ from workbench.data.dataset import as_array
 from workbench.results import StageResult
 from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, export_sim
 from workbench.stages.context import StageContext
-from workbench.stages.prepare import adaround_parameters, prepared_model
+from workbench.stages.prepare import prepared_model
 from workbench.stages.tflite_check import check_tflite
 from workbench.techniques.adaround import apply_adaround
 
@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 
 def run_adaround(ctx: StageContext, result: StageResult) -> None:
     evaluate_fp32(ctx, result)
-    params = adaround_parameters(ctx)
-    if ctx.adaround.fold_batch_norms:
-        model = prepared_model(ctx, result, ctx.adaround.cle)
+    params = ctx.config.adaround
+    if ctx.config.adaround.fold_batch_norms:
+        model = prepared_model(ctx, result, ctx.config.adaround.cle)
     else:
         model = ctx.model  # BNs kept in float: not what a device runs
         result.tags[keys.TAG_DEPLOYABLE] = "false"
@@ -52,5 +52,5 @@ def run_adaround(ctx: StageContext, result: StageResult) -> None:
     sim = calibrated_sim(ctx, rounded, result, param_encodings=encodings)
     evaluate_sim(ctx, sim, result)
     export_dir = export_sim(ctx, sim, "adaround", result)
-    if ctx.adaround.export_tflite and ctx.settings.param_bw == 8 and ctx.settings.output_bw == 8:
+    if ctx.config.adaround.export_tflite and ctx.settings.param_bw == 8 and ctx.settings.output_bw == 8:
         check_tflite(ctx, sim, export_dir, result)

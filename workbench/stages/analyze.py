@@ -22,7 +22,7 @@ RANGE_SAMPLES = 256
 def run_analyze(ctx: StageContext, result: StageResult) -> None:
     single_output_only(ctx, "analyze")
     evaluate_fp32(ctx, result)
-    a = ctx.analyze
+    a = ctx.config.analyze
     sim = quantize_and_evaluate(ctx, prepared_model(ctx, result, a.cle), result)
     images, labels = validation_arrays(ctx, a.eval_samples)
     layers = quantized_layers(sim)

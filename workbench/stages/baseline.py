@@ -17,7 +17,7 @@ from workbench.stages.prepare import folded_model
 
 def run_baseline(ctx: StageContext, result: StageResult) -> None:
     evaluate_fp32(ctx, result)
-    deployable = ctx.baseline.fold_batch_norms
+    deployable = ctx.config.baseline.fold_batch_norms
     result.tags[keys.TAG_DEPLOYABLE] = str(deployable).lower()
     model = folded_model(ctx, result) if deployable else ctx.model
     quantize_and_evaluate(ctx, model, result)

@@ -1,22 +1,14 @@
-"""What every stage is given: the FP32 model, the data, the quant settings and its typed options."""
+"""What every stage is given: the FP32 model, the data and the typed configuration (its option nodes included)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import keras
 
-from workbench.config.schema import (
-    AdaroundConfig,
-    AmpConfig,
-    AnalyzeConfig,
-    BaselineConfig,
-    BiasCorrectionConfig,
-    CLEConfig,
-    QATConfig,
-    QuantConfig,
-    TrackingConfig,
-)
+from workbench.config.schema import Config
 from workbench.data.images import ImageData
 from workbench.options import QuantSettings
 
@@ -25,18 +17,38 @@ from workbench.options import QuantSettings
 class StageContext:
     model: keras.Model
     data: ImageData
-    settings: QuantSettings
-    calibration_samples: int = QuantConfig.calibration_samples
-    sqnr_samples: int = TrackingConfig.sqnr_samples
-    seed: int = 0
-    cache_dir: str = "outputs/cache"
-    export_dir: str = "outputs/exports"
+    # the run's configuration, typed: each stage reads its own node (ctx.config.cle, ctx.config.adaround, ...)
+    config: Config = field(default_factory=Config)
     eval_output: int | None = None  # which of several model outputs top-1 reads (eval.output); None: the only one
-    # each technique's options, as composed (defaults from the schema)
-    baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    cle: CLEConfig = field(default_factory=CLEConfig)
-    bc: BiasCorrectionConfig = field(default_factory=BiasCorrectionConfig)
-    qat: QATConfig = field(default_factory=QATConfig)
-    adaround: AdaroundConfig = field(default_factory=AdaroundConfig)
-    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
-    amp: AmpConfig = field(default_factory=AmpConfig)
+
+    @property
+    def settings(self) -> QuantSettings:
+        return self.config.quant
+
+    @property
+    def calibration_samples(self) -> int:
+        return self.config.quant.calibration_samples
+
+    @property
+    def sqnr_samples(self) -> int:
+        return self.config.tracking.sqnr_samples
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def cache_dir(self) -> str:
+        return self.config.paths.cache_dir
+
+    @property
+    def export_dir(self) -> str:
+        return os.path.join(self.config.paths.outputs_dir, "exports")
+
+    def with_settings(self, settings: QuantSettings) -> StageContext:
+        """The same context simulating with other settings (a search's candidate, QAT's range-learning schemes)."""
+        return replace(self, config=replace(self.config, quant=settings))
+
+    def options(self, stage: str) -> Any:
+        """A plug-in stage's own option node (``Stage.schema``, composed at the key of the stage's name)."""
+        return getattr(self.config, stage)

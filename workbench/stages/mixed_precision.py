@@ -19,7 +19,7 @@ from workbench.options import parse_overrides
 from workbench.results import StageResult
 from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, single_output_only, validation_arrays
 from workbench.stages.context import StageContext
-from workbench.stages.prepare import adaround_parameters, prepared_model
+from workbench.stages.prepare import prepared_model
 from workbench.techniques.adaround import apply_adaround
 from workbench.techniques.mixed_precision import RoundedKernels, choose_mixed_precision
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def adarounded_candidates(ctx: StageContext, model, candidates, highest, result: StageResult) -> RoundedKernels:
     """AdaRound of every layer at each lower weight candidate (activations at the highest candidate's bits)."""
-    params = adaround_parameters(ctx)
+    params = ctx.config.adaround
     samples = as_array(ctx.data.calibration_batches(params.num_batches * params.batch_size, ctx.seed, params.batch_size))
     rounded: RoundedKernels = {}
     for bits in sorted({w for w, _ in candidates if w < highest[0]}):
@@ -43,11 +43,11 @@ def adarounded_candidates(ctx: StageContext, model, candidates, highest, result:
 def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
     single_output_only(ctx, "mixed_precision")
     evaluate_fp32(ctx, result)
-    amp = ctx.amp
+    amp = ctx.config.amp
     model = prepared_model(ctx, result, amp.cle)
     candidates = [(int(w), int(a)) for w, a in amp.candidates]
     highest = max(candidates, key=lambda c: (c[0] * c[1], c))
-    search_ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, param_bw=highest[0], output_bw=highest[1]))
+    search_ctx = ctx.with_settings(dataclasses.replace(ctx.settings, param_bw=highest[0], output_bw=highest[1]))
     sim = calibrated_sim(search_ctx, model, result)
     rounded = adarounded_candidates(ctx, model, candidates, highest, result) if amp.adaround else {}
     images, labels = validation_arrays(ctx, amp.eval_samples)
@@ -83,7 +83,7 @@ def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
         path,
     )
     # the chosen configuration as any user would run it: per-layer overrides, calibrated afresh, every image
-    final = dataclasses.replace(search_ctx, settings=dataclasses.replace(search_ctx.settings, overrides=parse_overrides(overrides)))
+    final = search_ctx.with_settings(dataclasses.replace(search_ctx.settings, overrides=parse_overrides(overrides)))
     kept = {n: rounded[(n, c[0])] for n, c in found.chosen.items() if (n, c[0]) in rounded and c != highest}
     if kept:  # the AdaRounded kernels of the lowered layers, on their frozen grids
         model = apply_edit(model, GraphEdit(kernels={n: k for n, (k, _) in kept.items()}))

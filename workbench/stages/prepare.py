@@ -1,9 +1,8 @@
 """Shared preparation of the stages: BN fold, CLE, bias correction (each a cached transform with its
-diagnostics) and AdaRound's parameters. Stages take these from here, never from a sibling stage."""
+diagnostics). Stages take these from here, never from a sibling stage."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from functools import partial
 
@@ -15,7 +14,7 @@ from workbench import keys
 from workbench.data.dataset import as_array
 from workbench.graph.functional import FunctionalGraph
 from workbench.graph.rewrite import GraphEdit
-from workbench.options import AdaroundParameters, ReLU6Mode, options_of
+from workbench.options import ReLU6Mode
 from workbench.results import StageResult
 from workbench.stages.context import StageContext
 from workbench.stages.transforms import cached_transform, record_ranges
@@ -57,7 +56,7 @@ def folded_ranges(model) -> dict:
 
 def cle_options(ctx: StageContext) -> dict:
     """The options that change the equalized model (part of its cache key)."""
-    return {"relu6_mode": ReLU6Mode(ctx.cle.relu6_mode).value, "absorb": bool(ctx.cle.high_bias_absorption)}
+    return {"relu6_mode": ReLU6Mode(ctx.config.cle.relu6_mode).value, "absorb": bool(ctx.config.cle.high_bias_absorption)}
 
 
 def equalized_model(ctx: StageContext, result: StageResult):
@@ -91,7 +90,7 @@ def bias_corrected_model(ctx: StageContext, result: StageResult, equalized, summ
         k: (np.asarray(v["gamma"], np.float32), np.asarray(v["beta"], np.float32)) for k, v in summary.get("bn_effective", {}).items()
     }
     data = ctx.data
-    bc = ctx.bc
+    bc = ctx.config.bc
     quant = as_array(data.calibration_batches(bc.num_quant_samples, ctx.seed, bc.batch_size))
     samples = as_array(data.calibration_batches(bc.num_bias_correct_samples, ctx.seed + 1, bc.batch_size))
     with result.timed("bias_correction"):
@@ -119,8 +118,3 @@ def bias_corrected_model(ctx: StageContext, result: StageResult, equalized, summ
             len(done),
         )
     return corrected
-
-
-def adaround_parameters(ctx: StageContext) -> AdaroundParameters:
-    """The ``adaround`` options as the technique's parameters (same names; the stage's own keys left out)."""
-    return options_of(AdaroundParameters, dataclasses.asdict(ctx.adaround), seed=ctx.seed)

@@ -7,7 +7,6 @@ strict symmetric parameter grids; otherwise the ranges stay as calibrated and on
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -27,12 +26,12 @@ log = logging.getLogger(__name__)
 def run_qat(ctx: StageContext, result: StageResult) -> None:
     evaluate_fp32(ctx, result)
     model, summary = equalized_model(ctx, result)
-    q = ctx.qat
+    q = ctx.config.qat
     if q.bias_correction:
         model = bias_corrected_model(ctx, result, model, summary)
     learn = q.learn_ranges
     if learn:
-        ctx = dataclasses.replace(ctx, settings=ctx.settings.with_range_learning())
+        ctx = ctx.with_settings(ctx.settings.with_range_learning())
     result.tags[keys.TAG_QAT_SCHEME] = f"{ctx.settings.param_scheme.value}/{ctx.settings.output_scheme.value}"
     sim = calibrated_sim(ctx, model, result)
     result.metrics[keys.QAT_SIM_BEFORE] = evaluate_top1(sim.model, ctx.data.val_batches(), ctx.eval_output)

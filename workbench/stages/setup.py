@@ -1,37 +1,27 @@
-"""From the composed config to typed objects: quant settings, data, model, stage context."""
+"""From the typed config to what the stages are given: data, model, stage context."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
+from typing import Any
 
 import keras
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
+from workbench.config.schema import Config, plain
 from workbench.config.validate import ConfigError
 from workbench.data.images import ImageData
 from workbench.graph.flatten import flatten_with_report
 from workbench.graph.functional import FunctionalGraph, producer_name
 from workbench.graph.health import weight_problems
-from workbench.options import QuantSettings, load_overrides
 from workbench.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
 
-def quant_settings(cfg: DictConfig) -> QuantSettings:
-    """The typed simulator settings of ``cfg.quant`` (calibration size is the stage's business)."""
-    options = dataclasses.asdict(OmegaConf.to_object(cfg.quant))
-    options.pop("calibration_samples")
-    path = options.pop("overrides")
-    return QuantSettings(**options, overrides=load_overrides(path) if path else (), seed=int(cfg.seed))
-
-
-def _instantiate(node: DictConfig, **kwargs):
-    """Hydra's ``instantiate``, with the builder's own error raised as it is (not wrapped)."""
+def _instantiate(node: Any, **kwargs):
+    """Hydra's ``instantiate`` of a typed node (or a schema-less dict), the builder's own error raised as it is."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
@@ -40,25 +30,24 @@ def _instantiate(node: DictConfig, **kwargs):
         raise
 
 
-def build_data(cfg: DictConfig) -> ImageData:
-    """The ``dataset`` group's builder (its ``_target_``) called with its keys and the run's seed."""
-    return _instantiate(cfg.dataset, seed=int(cfg.seed), _convert_="all")
+def build_data(config: Config) -> ImageData:
+    """The ``dataset`` node's builder (its ``_target_``) called with its keys and the run's seed."""
+    return _instantiate(config.dataset, seed=config.seed, _convert_="all")
 
 
-def build_model(cfg: DictConfig, data: ImageData) -> keras.Model:
-    """The ``model`` group's builder's model (:func:`built_model`) as one flat graph."""
-    return flat_model(built_model(cfg, data))
+def build_model(config: Config, data: ImageData) -> keras.Model:
+    """The ``model`` node's builder's model (:func:`built_model`) as one flat graph."""
+    return flat_model(built_model(config, data))
 
 
-def built_model(cfg: DictConfig, data: ImageData, **context) -> keras.Model:
-    """The ``model`` group's builder (its ``_target_``) called with its keys and a BuildContext (``context``
+def built_model(config: Config, data: ImageData, **context) -> keras.Model:
+    """The ``model`` node's builder (its ``_target_``) called with its keys and a BuildContext (``context``
     sets its other fields, e.g. ``on_trained``), the model as the builder returns it."""
     from workbench.models.embedded import BuildContext
 
-    dataset = OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True)
-    context = {"cache_dir": cfg.paths.cache_dir, **context}
-    builder = _instantiate(cfg.model, _partial_=True, _convert_="all")  # the context is no config: passed apart
-    return builder(context=BuildContext(data=data, seed=int(cfg.seed), dataset=dataset, **context))
+    context = {"cache_dir": config.paths.cache_dir, **context}
+    builder = _instantiate(config.model, _partial_=True, _convert_="all")  # the context is no config: passed apart
+    return builder(context=BuildContext(data=data, seed=config.seed, dataset=plain(config.dataset), **context))
 
 
 def flat_model(model: keras.Model) -> keras.Model:
@@ -140,23 +129,10 @@ def check_pairing(model: keras.Model, data: ImageData, requested: str | None = N
     return notes
 
 
-def build_context(cfg: DictConfig, model: keras.Model, data: ImageData) -> StageContext:
+def build_context(config: Config, model: keras.Model, data: ImageData) -> StageContext:
     return StageContext(
         model=model,
         data=data.for_model(model.input_shape[1:]),
-        settings=quant_settings(cfg),
-        calibration_samples=cfg.quant.calibration_samples,
-        sqnr_samples=cfg.tracking.sqnr_samples,
-        seed=cfg.seed,
-        cache_dir=cfg.paths.cache_dir,
-        export_dir=os.path.join(cfg.paths.outputs_dir, "exports"),
-        eval_output=classifier_output_index(model, data.num_classes, cfg.eval.output),
-        # typed from here on: the schema's dataclasses, defaults written once there
-        baseline=OmegaConf.to_object(cfg.baseline),
-        cle=OmegaConf.to_object(cfg.cle),
-        bc=OmegaConf.to_object(cfg.bc),
-        qat=OmegaConf.to_object(cfg.qat),
-        adaround=OmegaConf.to_object(cfg.adaround),
-        analyze=OmegaConf.to_object(cfg.analyze),
-        amp=OmegaConf.to_object(cfg.amp),
+        config=config,
+        eval_output=classifier_output_index(model, data.num_classes, config.eval.output),
     )
