@@ -2,9 +2,12 @@
 
 Per model (BN folded, as the deployable baseline runs it), the median wall time of one evaluation pass
 of the FP32 model and of its calibrated W8A8 sim, alternated in one process, as the ratio sim/FP32, for
-three formulations of the activation quantizer:
+formulations of the activation quantizer's quantize form:
 
-- ``exact``: the project's `FakeQuant` (Δ·clip(rint(x/Δ), o, o + steps): AIMET's grid and rounding, 4 kernels);
+- ``exact``: the project's `FakeQuant` (Δ·clip(rint(x/Δ), o, o + steps): AIMET's grid and rounding, 4 kernels),
+  behind the ``tf.cond`` on its mode variable that lets a traced sim switch between passthrough and quantize;
+- ``exact_no_mode_branch``: the same formula with the mode fixed when traced (no ``tf.cond``): what the mode
+  variable costs is the difference between the two columns;
 - ``tf_fake_quant_op``: TensorFlow's fused ``fake_quant_with_min_max_vars`` (1 kernel; rounds half up and
   multiplies by a recomputed inverse scale, so it leaves AIMET's grid by an ulp at times);
 - ``xla_quantizer``: the exact formula compiled by XLA (``jit_compile``) as its own cluster;
@@ -40,16 +43,14 @@ from doc_blocks import markdown_table, rewrite_block  # noqa: E402
 
 from workbench.models.mnist_mobilenet import build_mnist_mobilenet  # noqa: E402
 from workbench.options import QuantSettings  # noqa: E402
-from workbench.quantsim.quantizer import QUANTIZE, FakeQuant  # noqa: E402
+from workbench.quantsim.quantizer import FakeQuant, Mode  # noqa: E402
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over  # noqa: E402
 from workbench.techniques import fold_batch_norms  # noqa: E402
 
-EXACT = FakeQuant.call
+EXACT = FakeQuant._quantize
 
 
 def _tf_fake_quant_op(self, inputs):
-    if self.mode != QUANTIZE:
-        return EXACT(self, inputs)
     s = self.scale.value
     return tf.quantization.fake_quant_with_min_max_vars(inputs, self.q_min.value * s, self.q_max.value * s, num_bits=self.bitwidth)
 
@@ -60,22 +61,20 @@ def _xla_qdq(x, scale, q_min, q_max):
 
 
 def _xla_quantizer(self, inputs):
-    if self.mode != QUANTIZE:
-        return EXACT(self, inputs)
     return _xla_qdq(inputs, self.scale.value, self.q_min.value, self.q_max.value)
 
 
 def _floor_one_kernel(self, inputs):
-    if self.mode != QUANTIZE:
-        return EXACT(self, inputs)
     return inputs * self.scale.value
 
 
-VARIANTS: dict[str, Callable] = {
-    "exact": EXACT,
-    "tf_fake_quant_op": _tf_fake_quant_op,
-    "xla_quantizer": _xla_quantizer,
-    "floor_one_kernel": _floor_one_kernel,
+# name -> (the quantize form, whether the mode is fixed when traced)
+VARIANTS: dict[str, tuple[Callable, bool]] = {
+    "exact": (EXACT, False),
+    "exact_no_mode_branch": (EXACT, True),
+    "tf_fake_quant_op": (_tf_fake_quant_op, False),
+    "xla_quantizer": (_xla_quantizer, False),
+    "floor_one_kernel": (_floor_one_kernel, False),
 }
 
 
@@ -98,11 +97,13 @@ def measure(name: str, model: keras.Model, shape: tuple[int, ...], n_batches: in
     try:
         for _ in range(repeats):  # alternate so drift hits every side alike
             fp.append(_timed_pass(model, batches))
-            for variant, call in VARIANTS.items():
-                FakeQuant.call = call
+            for variant, (form, static) in VARIANTS.items():
+                FakeQuant._quantize = form
+                for q in sim.output_quantizers.values():
+                    q.modes = (Mode.QUANTIZE,) if static else (Mode.PASSTHROUGH, Mode.QUANTIZE)
                 times[variant].append(_timed_pass(sim.model, batches))
     finally:
-        FakeQuant.call = EXACT
+        FakeQuant._quantize = EXACT
     fp_t = statistics.median(fp)
     row = {"model (BN folded)": name, "activation quantizers": str(len(sim.output_quantizers)), "FP32 pass (s)": f"{fp_t:.2f}"}
     for variant, values in times.items():

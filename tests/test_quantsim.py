@@ -11,7 +11,7 @@ from helpers import small_convnet
 from workbench.options import QuantSettings
 from workbench.quantsim.encodings import encoding_from_range, quantize_dequantize, sqnr_db
 from workbench.quantsim.export import encodings_json, export_encodings, load_encodings
-from workbench.quantsim.quantizer import FakeQuant
+from workbench.quantsim.quantizer import FakeQuant, Mode
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 
 F32 = np.float32
@@ -52,6 +52,41 @@ def test_fake_quant_is_serialisable():
     layer = FakeQuant(6, True, "stochastic", 3, name="q")
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
     assert (clone.bitwidth, clone.symmetric, clone.rounding.value, clone.seed) == (6, True, "stochastic", 3)
+
+
+def test_a_mode_switch_is_a_variable_the_traced_model_follows_without_retracing(model, images):
+    """The sim's quantizers switch between passthrough and quantize by a variable: one trace serves both."""
+    sim = QuantizationSimModel(model, QuantSettings(param_bw=8, output_bw=4))
+    sim.compute_encodings(forward_pass_over([images]))
+    traces = []
+
+    @tf.function
+    def step(x):
+        traces.append(1)
+        return sim.model(x, training=False)
+
+    quantized = step(images).numpy()
+    sim._set_mode(Mode.PASSTHROUGH)
+    passthrough = step(images).numpy()
+    sim._set_mode(Mode.QUANTIZE)
+    again = step(images).numpy()
+    assert len(traces) == 1 and np.array_equal(quantized, again) and not np.array_equal(quantized, passthrough)
+    with pytest.raises(ValueError, match="mode learn is not one of its modes"):
+        next(iter(sim.output_quantizers.values())).set_mode(Mode.LEARN)
+
+
+def test_the_sim_qat_and_the_conversion_graph_share_one_quantizer_layer():
+    """Every fake-quant op of the package is in quantsim/quantizer.py: the sim, QAT and the TFLite graph use its FakeQuant."""
+    from pathlib import Path
+
+    import workbench.quantsim.tflite
+    import workbench.techniques.range_learning  # noqa: F401
+
+    package = Path(__file__).resolve().parents[1] / "workbench"
+    users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "tf.quantization.fake_quant" in p.read_text())
+    assert users == ["quantsim/quantizer.py"], users
+    subclasses = [c.__name__ for c in keras.layers.Layer.__subclasses__() if c.__module__.startswith("workbench") and "Quant" in c.__name__]
+    assert sorted(subclasses) == ["FakeQuant", "QuantizedKernel"], subclasses
 
 
 def test_sim_does_not_touch_the_original(model, images):
@@ -211,21 +246,20 @@ def test_a_saved_sim_reloads_and_quantizes_identically(model, images, tmp_path):
     np.testing.assert_array_equal(reloaded(images).numpy(), sim.model(images).numpy())  # bit-identical
     assert not np.array_equal(reloaded(images).numpy(), model(images).numpy())  # and not the float model
     quantizers = [layer for layer in reloaded.layers if isinstance(layer, FakeQuant)]
-    assert quantizers and all(q.mode == "quantize" for q in quantizers)
+    assert quantizers and all(q.current_mode is Mode.QUANTIZE for q in quantizers)  # the saved mode variable
 
 
 @pytest.mark.parametrize("scheme", ["tf", "tf_enhanced"])
 def test_traced_calibration_equals_host_analyzers_bit_for_bit(model, images, scheme):
     """In-graph min/max (tf) and the traced pass give exactly the encodings of host analyzers on the raw tensors."""
     from workbench.quantsim.analyzers import EncodingAnalyzer
-    from workbench.quantsim.quantizer import PASSTHROUGH
 
     x = images.copy()
     x[0, 0, 0, 0], x[1, 0, 0, 1] = np.nan, np.inf  # non-finite values are ignored alike
     batches = [x[:32], x[32:]]
     sim = QuantizationSimModel(model, QuantSettings(scheme=scheme))
     sim.compute_encodings(forward_pass_over(batches))
-    sim._set_mode(PASSTHROUGH)  # the activations the quantizers saw (weights quantized, activations not)
+    sim._set_mode(Mode.PASSTHROUGH)  # the activations the quantizers saw (weights quantized, activations not)
     names = list(sim.output_quantizers)
     taps = keras.Model(sim.model.inputs, [sim.output_quantizers[n].input for n in names])
     analyzers = {n: EncodingAnalyzer(scheme, 8, False) for n in names}

@@ -15,30 +15,30 @@ from workbench.data.synthetic import make_synthetic
 from workbench.options import LayerOverride, QuantSettings
 from workbench.quantsim.encodings import sqnr_db
 from workbench.quantsim.export import export_model, load_encodings
+from workbench.quantsim.quantizer import FakeQuant, Mode, QuantizedKernel
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.results import StageResult
 from workbench.stages.qat import run_qat
-from workbench.techniques.range_learning import LearnedFakeQuant, QuantizedKernel, build_qat_model, train_qat
+from workbench.techniques.range_learning import build_qat_model, train_qat
 
 F32 = np.float32
 RL = QuantSettings(scheme="training_range_learning_with_tf_init", param_bw=4, output_bw=8, strict_symmetric=True)
 
 
 def test_gradients_follow_the_clipped_straight_through_formula():
-    layer = LearnedFakeQuant(8)
+    layer = FakeQuant(8, mode=Mode.LEARN, modes=(Mode.LEARN,), learn_range=True)  # QAT's form of the sim's quantizer
     layer.build(())
-    layer.q_min.assign(0.0)
-    layer.q_max.assign(2.55)  # scale 0.01, zero point 0: no nudging
+    layer.set_range(0.0, 2.55)  # scale 0.01, zero point 0: no nudging
     x = tf.constant(np.array([-0.5, -0.2, 0.013, 1.0, 2.0, 2.6, 3.0], F32))
     g = tf.constant(np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], F32))
     with tf.GradientTape() as tape:
         tape.watch(x)
         loss = tf.reduce_sum(g * layer(x))
-    dx, dmin, dmax = tape.gradient(loss, [x, layer.q_min, layer.q_max])
+    dx, dmin, dmax = tape.gradient(loss, [x, layer.range_min, layer.range_max])
     inside = (x.numpy() >= 0.0) & (x.numpy() <= 2.55)
     np.testing.assert_allclose(dx.numpy(), g.numpy() * inside)
-    assert float(dmin) == pytest.approx(1.0 + 2.0)  # Σ g where x < min
-    assert float(dmax) == pytest.approx(6.0 + 7.0)  # Σ g where x > max
+    assert float(dmin[0]) == pytest.approx(1.0 + 2.0)  # Σ g where x < min
+    assert float(dmax[0]) == pytest.approx(6.0 + 7.0)  # Σ g where x > max
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_qat_keeps_the_per_layer_overrides_of_the_sim():
     sim.compute_encodings(forward_pass_over([x]))
     qat = build_qat_model(sim)
     kernels = {layer.inner.name: layer.bitwidth for layer in qat.layers if isinstance(layer, QuantizedKernel)}
-    outputs = {layer.name: layer.bitwidth for layer in qat.layers if isinstance(layer, LearnedFakeQuant)}
+    outputs = {layer.name: layer.bitwidth for layer in qat.layers if isinstance(layer, FakeQuant)}
     assert kernels["pw"] == 8 and kernels["conv"] == 4 and "dw" not in kernels  # dw: float, as in the sim
     assert outputs["relu_quant"] == 16 and outputs["pw_quant"] == 8
     assert sqnr_db(sim.model(x).numpy(), qat(x).numpy()) > 40  # starts as the sim with its overrides

@@ -26,7 +26,7 @@ from workbench.options import QuantSettings, Rounding, Target
 from workbench.quantsim.analyzers import EncodingAnalyzer, compute_tensor_encoding
 from workbench.quantsim.encodings import F32, Encoding, quantize_dequantize
 from workbench.quantsim.placement import QuantizerPlan, plan_quantizers
-from workbench.quantsim.quantizer import CALIBRATE, PASSTHROUGH, QUANTIZE, SWITCHABLE, FakeQuant
+from workbench.quantsim.quantizer import FakeQuant, Mode
 from workbench.quantsim.rules import channels_last, from_channels_last, quantized_weight, rule_for
 
 QUANTIZER_SUFFIX = "_quant"
@@ -171,10 +171,15 @@ class QuantizationSimModel:
         return sim
 
     # ----------------------------------------------------------------- modes
-    def _set_mode(self, mode: str) -> None:
+    def _set_mode(self, mode: Mode) -> None:
+        """Every output quantizer to ``mode``: a variable each, so traced steps need no retracing."""
         for q in self.output_quantizers.values():
-            q.mode = mode
-        # Keras caches traced step functions; a mode change must retrace them
+            q.set_mode(mode)
+
+    def _drop_traced_steps(self) -> None:
+        """Calibration adds the analyzers' update ops to the graph and takes them out again: the one change a
+        variable cannot make, so Keras' cached step functions (a callback may call ``model.predict``) are
+        dropped when it starts and ends."""
         for attr in ("predict_function", "test_function", "train_function"):
             if hasattr(self.model, attr):
                 setattr(self.model, attr, None)
@@ -229,12 +234,13 @@ class QuantizationSimModel:
             q.start_calibration(
                 EncodingAnalyzer(s.output_scheme, q.bitwidth, s.output_symmetric, 1, s.strict_symmetric, s.unsigned_symmetric, s.percentile)
             )
-        self._set_mode(CALIBRATE)
+        self._drop_traced_steps()
         try:
             forward_pass_callback(self.model, forward_pass_args)
         finally:
-            self._set_mode(PASSTHROUGH)
+            self._set_mode(Mode.PASSTHROUGH)
             analyzers = {name: q.finish_calibration() for name, q in self.output_quantizers.items()}
+            self._drop_traced_steps()
         # kept: encodings at other bitwidths come from the same statistics (mixed precision)
         self.analyzers = analyzers
         for name, q in self.output_quantizers.items():
@@ -244,7 +250,7 @@ class QuantizationSimModel:
                 raise RuntimeError(f"output quantizer of {name!r}: {err}") from None
         if s.target is Target.tflite:
             self._apply_runtime_rules()
-        self._set_mode(QUANTIZE)
+        self._set_mode(Mode.QUANTIZE)
 
     # ----------------------------------------------------------------- TFLite target
     def input_quantizer(self, layer_name: str) -> str | None:
@@ -304,33 +310,27 @@ class QuantizationSimModel:
             self.output_quantizers[name].set_encoding(enc)
         if self.settings.target is Target.tflite:
             self._apply_bias_quantization()
-        self._set_mode(QUANTIZE)
+        self._set_mode(Mode.QUANTIZE)
 
     @contextlib.contextmanager
     def switchable(self) -> Iterator[Callable[[set[str], set[str]], None]]:
         """Within the block, ``enable(params, outputs)`` turns on exactly the named weight and output
-        quantizers, without retracing the model (output quantizers read a boolean variable, kernels are
+        quantizers, without retracing the model (output quantizers switch their mode variable, kernels are
         reassigned). Afterwards every quantizer is on again."""
-        for q in self.output_quantizers.values():
-            q.switch = tf.Variable(True, trainable=False)
-        self._set_mode(SWITCHABLE)
         quantized = {name: pq.variable(self.layers_by_name[name]).numpy() for name, pq in self.param_quantizers.items()}
 
         def enable(params: set[str], outputs: set[str]) -> None:
             for name, pq in self.param_quantizers.items():
                 pq.variable(self.layers_by_name[name]).assign(quantized[name] if name in params else pq.float_kernel)
             for name, q in self.output_quantizers.items():
-                assert q.switch is not None
-                q.switch.assign(name in outputs)
+                q.set_mode(Mode.QUANTIZE if name in outputs else Mode.PASSTHROUGH)
 
         try:
             yield enable
         finally:
             for name, kernel in quantized.items():
                 self.param_quantizers[name].variable(self.layers_by_name[name]).assign(kernel)
-            self._set_mode(QUANTIZE)
-            for q in self.output_quantizers.values():
-                q.switch = None
+            self._set_mode(Mode.QUANTIZE)
 
     def param_encodings(self) -> dict[str, Encoding]:
         return {n: pq.encoding for n, pq in self.param_quantizers.items() if pq.encoding is not None}

@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from workbench.evaluation.accuracy import Predictions
-from workbench.graph.layers import pre_activation
 from workbench.graph.rewrite import clone_layer
+from workbench.quantsim.quantizer import FakeQuant, Mode, QuantizedKernel
 from workbench.quantsim.sim import QuantizationSimModel, insert_quantizers
 
 log = logging.getLogger(__name__)
@@ -31,49 +31,12 @@ class TFLiteConversionError(RuntimeError):
     """The converter refused the model; the message names the layer where it can."""
 
 
-@keras.saving.register_keras_serializable(package="workbench")
-class FixedFakeQuant(keras.layers.Layer):
-    """TF's fake-quant op with fixed min/max: the form the TFLite converter reads ranges from."""
-
-    def __init__(self, lo: float = 0.0, hi: float = 1.0, bitwidth: int = 8, **kwargs):
-        super().__init__(**kwargs)
-        self.lo, self.hi, self.bitwidth = float(lo), float(hi), int(bitwidth)
-
-    def call(self, inputs):
-        return tf.quantization.fake_quant_with_min_max_args(inputs, self.lo, self.hi, num_bits=self.bitwidth)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "lo": self.lo, "hi": self.hi, "bitwidth": self.bitwidth}
-
-
-class PerTensorKernel(keras.layers.Layer):
-    """A Conv2D / DepthwiseConv2D / Dense whose kernel goes through TF's fake-quant with the sim's per-tensor grid.
-
-    Left alone, the converter quantizes every kernel per output channel with its own scale
-    (max |w| / 127), which re-rounds a per-tensor grid; a fake-quant on the kernel makes it keep ours.
-    Only used to build the conversion graph.
-    """
-
-    def __init__(self, inner: keras.layers.Layer, lo: float, hi: float, narrow_range: bool, **kwargs):
-        super().__init__(name=inner.name, **kwargs)
-        self.inner, self.lo, self.hi, self.narrow_range = inner, float(lo), float(hi), bool(narrow_range)
-
-    def build(self, input_shape):
-        self.inner.build(input_shape)
-
-    def call(self, x):
-        k = tf.quantization.fake_quant_with_min_max_args(self.inner.kernel, self.lo, self.hi, num_bits=8, narrow_range=self.narrow_range)
-        return self.inner.activation(pre_activation(self.inner, x, k))
-
-    def compute_output_shape(self, input_shape):
-        return self.inner.compute_output_shape(input_shape)
-
-
 def _per_tensor_kernel(sim: QuantizationSimModel):
-    """A clone function that wraps 8-bit per-tensor quantized weighted layers in :class:`PerTensorKernel`."""
+    """A clone function that wraps 8-bit per-tensor quantized weighted layers in a :class:`QuantizedKernel` whose
+    range is the sim's (set by :func:`fake_quant_graph`).
+
+    Left alone, the converter quantizes every kernel per output channel with its own scale (max |w| / 127),
+    which re-rounds a per-tensor grid; a fake-quant on the kernel makes it keep ours."""
     encodings = sim.param_encodings()
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -88,24 +51,29 @@ def _per_tensor_kernel(sim: QuantizationSimModel):
             or getattr(layer, "data_format", "channels_last") != "channels_last"
         ):
             return copy
-        return PerTensorKernel(copy, float(enc.min[0]), float(enc.max[0]), narrow_range=enc.steps == 254)
+        return QuantizedKernel(copy, 8, 1, learn_range=False, symmetric=False, narrow_range=enc.steps == 254)
 
     return clone
 
 
 def fake_quant_graph(sim: QuantizationSimModel) -> keras.Model:
     """The sim as plain TF ops: quantized kernels as constants, fake-quant at every quantizer."""
-    quantizers = {
-        name: FixedFakeQuant(float(enc.min[0]), float(enc.max[0]), enc.bitwidth, name=f"{name}_fq")
-        for name, enc in sim.output_encodings().items()
-    }
+    outputs = sim.output_encodings()
+    quantizers = {name: FakeQuant(enc.bitwidth, mode=Mode.LEARN, modes=(Mode.LEARN,), name=f"{name}_fq") for name, enc in outputs.items()}
     graph = insert_quantizers(sim.fp_model, quantizers, set(sim.plan.inputs), _per_tensor_kernel(sim))
+    for name, q in quantizers.items():  # the sim's ranges, fixed: what the converter reads
+        q.set_range(outputs[name].min[0], outputs[name].max[0])
     layers = {layer.name: layer for layer in graph.layers}
     sim_layers = {layer.name: layer for layer in sim.model.layers}
+    params = sim.param_encodings()
     for layer in sim.fp_model.layers:
-        if layer.weights:
-            # the sim's layers hold the quantize-dequantized kernels
-            layers[layer.name].set_weights(sim_layers[layer.name].get_weights())
+        if not layer.weights:
+            continue
+        target = layers[layer.name]
+        # the sim's layers hold the quantize-dequantized kernels
+        (target.inner if isinstance(target, QuantizedKernel) else target).set_weights(sim_layers[layer.name].get_weights())
+        if isinstance(target, QuantizedKernel):
+            target.quantizer.set_range(params[layer.name].min[0], params[layer.name].max[0])
     return graph
 
 
