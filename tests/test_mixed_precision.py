@@ -84,3 +84,7 @@ def test_a_run_is_tagged_and_named_by_the_setting_it_simulated(tmp_path):
     assert run.info.run_name == "mixed_precision · mnist_mobilenet · W8A8 · tf/tf"
     assert run.data.tags["requested"] == "mixed_precision · mnist_mobilenet · W4A8 · tf/tf"
     assert run.data.params["quant.param_bw"] == "4"  # the config as given stays in the params
+    from workbench.reporting.runs import load_runs
+
+    row = load_runs(tracker.client, "exp").iloc[0]  # and the report groups it by what it simulated
+    assert (row["param:quant.param_bw"], row["param:quant.output_bw"]) == ("8", "8")

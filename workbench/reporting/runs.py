@@ -90,6 +90,19 @@ def command_of(stage: str, overrides: str) -> str:
     return " ".join(["python -m workbench", *args])
 
 
+def simulated_setting(tags: dict[str, str]) -> dict[str, str]:
+    """The quant settings a run simulated, as param values, from its setting tags (``app.record_simulated``)."""
+    param_scheme, _, output_scheme = tags.get(keys.TAG_SCHEME, "").partition("/")
+    ran = {
+        "quant.param_bw": tags.get(keys.TAG_PARAM_BW),
+        "quant.output_bw": tags.get(keys.TAG_OUTPUT_BW),
+        "quant.per_channel": tags.get(keys.TAG_PER_CHANNEL),
+        "quant.param_scheme": param_scheme or None,
+        "quant.output_scheme": output_scheme or None,
+    }
+    return {k: v for k, v in ran.items() if v is not None}
+
+
 def load_runs(client: MlflowClient, experiment: str, parent_run_id: str | None = None) -> pd.DataFrame:
     """One row per stage run: ids, status, stage, tags, compared metrics (NaN if absent), applicable params."""
     exp = client.get_experiment_by_name(experiment)
@@ -114,6 +127,8 @@ def load_runs(client: MlflowClient, experiment: str, parent_run_id: str | None =
         }
         row.update({m: run.data.metrics.get(m, math.nan) for m in METRICS})
         row.update({PARAM + k: v for k, v in params.items() if applies(stage, params, k)})
+        if keys.TAG_REQUESTED in tags:  # the stage simulated another setting than its params ask for: group it by what ran
+            row.update({PARAM + k: v for k, v in simulated_setting(tags).items() if PARAM + k in row})
         rows.append(row)
     if not rows:
         where = f"under parent run {parent_run_id}" if parent_run_id else f"in experiment {experiment!r}"
