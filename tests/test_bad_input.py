@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -82,6 +83,8 @@ def _files(tmp_path):
             z.writestr(n, b)
     flat = keras.Input((64,))
     keras.Model(flat, keras.layers.Dense(4)(flat)).save(tmp_path / "flat.keras")
+    np.savez(tmp_path / "frames.npz", x=np.zeros((8, 49, 10), np.float32), y=np.arange(8) % 4)
+    np.savez(tmp_path / "unnamed.npz", np.zeros((8, 49, 10), np.float32))
     broken = small_convnet()
     kernel = broken.get_layer("conv").kernel
     kernel.assign(keras.ops.where(keras.ops.arange(kernel.shape[-1]) == 0, float("nan"), kernel))
@@ -140,7 +143,21 @@ CASES = {
         2,
         "holds a subclassed model (SubclassedNet)",
     ),
-    "flat-input model": (["model=keras_file", "model.path={tmp}/flat.keras", *SMALL], 2, "not an image batch"),
+    "flat-input model on images": (
+        ["model=keras_file", "model.path={tmp}/flat.keras", *SMALL],
+        2,
+        "the model takes inputs of shape (64,) but the dataset gives (8, 8, 3)",
+    ),
+    "arrays of another shape": (
+        ["model=keras_file", "model.path={tmp}/flat.keras", "dataset=arrays", "dataset.path={tmp}/frames.npz"],
+        2,
+        "the model takes inputs of shape (64,) but the dataset gives (49, 10)",
+    ),
+    "arrays without names": (
+        ["dataset=arrays", "dataset.path={tmp}/unnamed.npz"],
+        2,
+        "unnamed.npz' has the arrays arr_0; it needs x, y or x_train, y_train, x_val, y_val",
+    ),
     "a NaN weight": (
         ["model=keras_file", "model.path={tmp}/nan_weight.keras", *SMALL],
         2,

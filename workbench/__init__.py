@@ -24,7 +24,8 @@ _API = {
     "workbench.techniques.bias_correction": ("correct_bias",),
     "workbench.techniques.range_learning": ("train_qat", "simulate_trained"),
     "workbench.evaluation.accuracy": ("evaluate_top1", "predict_classes"),
-    "workbench.evaluation.statistics": ("wilson_interval", "mcnemar_exact"),
+    "workbench.evaluation.statistics": ("wilson_interval", "mcnemar_exact", "bootstrap_interval", "paired_bootstrap"),
+    "workbench.evaluation.tasks": ("score_task", "Classification", "Segmentation", "Regression", "Fidelity", "Custom"),
 }
 _WHERE = {name: module for module, names in _API.items() for name in names}
 __all__ = sorted(_WHERE)

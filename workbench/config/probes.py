@@ -33,9 +33,60 @@ def tfrecord_problem(path: str) -> str | None:
     return f"has records without the required feature(s) {', '.join(missing)}" if missing else None
 
 
+ARRAY_KEYS = (("x", "y"), ("x_train", "y_train", "x_val", "y_val"))
+
+
+def npz_problem(path: str, alone: bool = True) -> str | None:
+    """Why ``path`` cannot be an arrays dataset file, from its zip entries (no arrays read): not an .npz, or
+    without ``x`` and ``y`` (``alone``: or the four split arrays)."""
+    if not path.endswith(".npz"):
+        return "is not allowed: use an .npz file (numpy.savez) with arrays x and y"
+    if not os.path.isfile(path):
+        return "does not exist"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            keys = {name.removesuffix(".npy") for name in archive.namelist()}
+    except zipfile.BadZipFile:
+        return "is not an .npz file (numpy.savez writes a zip archive)"
+    if any(set(wanted) <= keys for wanted in (ARRAY_KEYS if alone else ARRAY_KEYS[:1])):
+        return None
+    wanted = " or ".join(", ".join(w) for w in (ARRAY_KEYS if alone else ARRAY_KEYS[:1]))
+    return f"has the arrays {', '.join(sorted(keys)) or 'none'}; it needs {wanted}"
+
+
+def npz_array_shape(path: str, keys: tuple[str, ...] = ("x", "x_train")) -> tuple[int, ...] | None:
+    """The shape of one sample of the first of ``keys`` in an .npz, from its array header (no array read)."""
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            key = next((k for k in keys if f"{k}.npy" in names), None)
+            if key is None:
+                return None
+            with archive.open(f"{key}.npy") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, _ = read(f)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    return tuple(int(v) for v in shape[1:])
+
+
+def keras_input_shape(path: str) -> tuple | None:
+    """A .keras file's (first) input shape without the batch axis, from its config.json; None if it does not say."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            layers = json.loads(archive.read("config.json"))["config"].get("layers") or []
+    except (KeyError, ValueError, TypeError, AttributeError, OSError, zipfile.BadZipFile):
+        return None
+    shapes = [layer["config"].get("batch_shape") for layer in layers if layer.get("class_name") == "InputLayer"]
+    return tuple(shapes[0][1:]) if shapes and shapes[0] else None
+
+
 def keras_archive_problem(path: str, custom_objects) -> str | None:
     """What a .keras file's config.json already shows (no TensorFlow): a subclassed model, a custom class
-    nobody registers, a model input that is not an image batch. An unreadable config is left to the loader."""
+    nobody registers. An unreadable config is left to the loader."""
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
@@ -48,9 +99,6 @@ def keras_archive_problem(path: str, custom_objects) -> str | None:
         package, _, name = (layer.get("registered_name") or "").rpartition(">")
         if package and package != "workbench" and name not in custom_objects:
             return f"uses the custom class {name!r}, which is not registered: pass it with +model.custom_objects.{name}=your_module:{name}"
-        shape = layer.get("config", {}).get("batch_shape") if layer.get("class_name") == "InputLayer" else None
-        if shape is not None and len(shape) != 4:
-            return f"takes inputs of shape {tuple(shape)}, not an image batch (N, H, W, C): the workbench quantizes image classifiers"
     return non_finite_weights(path)
 
 

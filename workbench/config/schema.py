@@ -20,7 +20,15 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from workbench.config.help import CONF_DIR, help_template
-from workbench.config.probes import KERAS_SUFFIXES, keras_archive_problem, keras_file_problem, tfrecord_problem
+from workbench.config.probes import (
+    KERAS_SUFFIXES,
+    keras_archive_problem,
+    keras_file_problem,
+    keras_input_shape,
+    npz_array_shape,
+    npz_problem,
+    tfrecord_problem,
+)
 from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, AdaroundParameters, BiasCorrectionMode, QuantSettings, ReLU6Mode, check, positive
 from workbench.paths import safe_component
 from workbench.registry import stage_names, stages
@@ -79,6 +87,10 @@ class DatasetConfig:
     def image_channels(self) -> Optional[int]:
         return self.channels
 
+    def sample_shape(self) -> Optional[tuple]:
+        """The shape of one input it yields (no batch axis), None when the type cannot say before loading."""
+        return None
+
 
 @dataclass
 class MnistDatasetConfig(DatasetConfig):
@@ -86,6 +98,9 @@ class MnistDatasetConfig(DatasetConfig):
     name: str = "mnist"
     val_size: int = 1000
     channels: ClassVar[Optional[int]] = 1
+
+    def sample_shape(self) -> Optional[tuple]:
+        return (28, 28, 1)
 
     def problems(self) -> Iterator[str]:
         yield from super().problems()
@@ -116,6 +131,13 @@ class SyntheticDatasetConfig(DatasetConfig):
 
     def image_channels(self) -> Optional[int]:
         return int(self.image_shape[-1])
+
+    def sample_shape(self) -> Optional[tuple]:
+        return tuple(int(v) for v in self.image_shape)
+
+
+def _split_problem(split: float) -> str:
+    return f"dataset.validation_split={split!r} is not allowed: a fraction in (0, 1), or give dataset.validation_path"
 
 
 @dataclass
@@ -189,8 +211,37 @@ class ImageFolderDatasetConfig(ImageFilesConfig):
             if folder is not None and not os.path.isdir(folder):
                 yield f"dataset.{key}={folder!r} is not a folder"
         if self.validation_path is None and not 0.0 < self.validation_split < 1.0:
-            split = self.validation_split
-            yield f"dataset.validation_split={split!r} is not allowed: a fraction in (0, 1), or give dataset.validation_path"
+            yield _split_problem(self.validation_split)
+        yield from super().problems()
+
+
+@dataclass
+class ArraysDatasetConfig(DatasetConfig):
+    # inputs of any rank and dtype with integer labels, from an .npz file (workbench/data/arrays.py):
+    # x and y (validation: validation_path's x and y, else the last validation_split after a seeded shuffle),
+    # or x_train, y_train, x_val, y_val
+    _target_: str = "workbench.data.arrays.load_arrays"
+    name: str = "arrays"
+    path: str = MISSING
+    validation_path: Optional[str] = None
+    validation_split: float = 0.2
+    # null: the largest label + 1
+    num_classes: Optional[int] = None
+    hints: ClassVar[Dict[str, str]] = {"path": "give an .npz file with arrays x and y (or x_train, y_train, x_val, y_val)"}
+
+    def sample_shape(self) -> Optional[tuple]:
+        return npz_array_shape(self.path)
+
+    def problems(self) -> Iterator[str]:
+        for key, alone in (("path", True), ("validation_path", False)):
+            value = getattr(self, key)
+            problem = npz_problem(value, alone) if value is not None else None
+            if problem:
+                yield f"dataset.{key}={value!r} {problem}"
+        if self.validation_path is None and not 0.0 < self.validation_split < 1.0:
+            yield _split_problem(self.validation_split)
+        if self.num_classes is not None and self.num_classes < 2:
+            yield f"dataset.num_classes={self.num_classes!r} is not allowed: an integer >= 2, or null (the largest label + 1)"
         yield from super().problems()
 
 
@@ -204,6 +255,11 @@ class ModelConfig:
     def problems(self) -> Iterator[str]:
         """One line for each value that cannot be used (ranges, files: cheap probes), before TensorFlow."""
         return iter(())
+
+    def takes_shape(self) -> Optional[tuple]:
+        """The shape of one input it takes (no batch axis), None when the type cannot say before loading."""
+        shape = getattr(self, "input_shape", None)
+        return tuple(shape) if shape is not None else None
 
 
 @dataclass
@@ -278,6 +334,9 @@ class KerasFileConfig(ModelConfig):
     # custom layer classes the file needs: class name -> "package.module:Name"
     custom_objects: Dict[str, str] = field(default_factory=dict)
     hints: ClassVar[Dict[str, str]] = {"path": "give a local .keras or .h5 file"}
+
+    def takes_shape(self) -> Optional[tuple]:
+        return keras_input_shape(self.path) if str(self.path).endswith(".keras") and os.path.isfile(self.path) else None
 
     def problems(self) -> Iterator[str]:
         if not str(self.path).endswith(KERAS_SUFFIXES):
@@ -514,6 +573,7 @@ def register_configs() -> None:
     cs.store(group="dataset", name="base_synthetic", node=SyntheticDatasetConfig)
     cs.store(group="dataset", name="base_imagenet", node=ImagenetDatasetConfig)
     cs.store(group="dataset", name="base_image_folder", node=ImageFolderDatasetConfig)
+    cs.store(group="dataset", name="base_arrays", node=ArraysDatasetConfig)
     cs.store(group="model", name="base_mnist_mobilenet", node=MnistMobilenetConfig)
     cs.store(group="model", name="base_mnist_mobilenet_v2", node=MnistMobilenetV2Config)
     cs.store(group="model", name="base_keras_app", node=KerasAppConfig)

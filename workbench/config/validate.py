@@ -42,7 +42,21 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> Config:
             f"model={node_name(config.model)} takes 1-channel images (model.input_shape={list(config.model.input_shape)}) "
             f"but dataset={node_name(config.dataset)} gives {channels}-channel images: set model.input_shape=[H, W, {channels}]"
         )
+    want = config.model.takes_shape() if hasattr(config.model, "takes_shape") else None
+    got = config.dataset.sample_shape() if hasattr(config.dataset, "sample_shape") else None
+    if want is not None and got is not None and not (len(want) == len(got) == 3) and not same_shape(want, got):
+        raise ConfigError(shape_mismatch(want, got))  # images are resized; other inputs are fed as they are
     return config
+
+
+def same_shape(want: tuple, got: tuple) -> bool:
+    """Whether inputs of shape ``got`` fit a model input of shape ``want`` (None: any size)."""
+    return len(want) == len(got) and all(w is None or int(w) == int(g) for w, g in zip(want, got))
+
+
+def shape_mismatch(want: tuple, got: tuple) -> str:
+    want, got = tuple(None if w is None else int(w) for w in want), tuple(int(g) for g in got)
+    return f"the model takes inputs of shape {want} but the dataset gives {got}: give data of the model's input shape"
 
 
 def _missing_values(cfg: DictConfig) -> None:

@@ -1,9 +1,9 @@
-"""Image classification data behind one small interface, whatever the source.
+"""Classification data behind one small interface, whatever the source (images, or inputs of any rank).
 
 :class:`ImageData` wraps a train and a validation split (in memory or TFRecord) and
 hands out batched ``tf.data`` pipelines of ``(image, label)``: training batches,
 validation batches and calibration batches spread over the training split.
-Images are adapted to the model's input shape (resize, channel repeat).
+Images are adapted to the model's input shape (resize, channel repeat); other inputs are fed as they are.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class ImageData:
     def _finish(self, ds: tf.data.Dataset, batch_size: int | None = None) -> tf.data.Dataset:
         shape = self.target_shape
         ds = ds.batch(batch_size or self.batch_size)
-        if shape is not None:
+        if shape is not None and len(shape) == 3:  # images (H, W, C); other inputs are fed as they are
             ds = ds.map(lambda x, y: (adapt_images(x, shape), y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -94,6 +94,10 @@ class ImageData:
         return self._finish(ds, batch_size)
 
 
+def _input_dtype(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.int32) if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
+
+
 def from_arrays(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -104,8 +108,9 @@ def from_arrays(
     eval_samples: int | None = None,
     source: str | None = None,
 ) -> ImageData:
-    """In-memory splits (float32 images ``(N, H, W, C)``, int labels)."""
-    x_train, x_val = x_train.astype(np.float32), x_val.astype(np.float32)
+    """In-memory splits: inputs of any rank (floating ones as float32, integer ones such as token ids as int32),
+    int labels."""
+    x_train, x_val = _input_dtype(x_train), _input_dtype(x_val)
     y_train, y_val = y_train.astype(np.int32), y_val.astype(np.int32)
     return ImageData(
         make_train=lambda: tf.data.Dataset.from_tensor_slices((x_train, y_train)),

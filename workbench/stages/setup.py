@@ -10,7 +10,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from workbench.config.schema import Config, plain
-from workbench.config.validate import ConfigError
+from workbench.config.validate import ConfigError, same_shape, shape_mismatch
 from workbench.data.images import ImageData
 from workbench.graph.flatten import flatten_with_report
 from workbench.graph.functional import FunctionalGraph, producer_name
@@ -92,19 +92,11 @@ def classifier_output_index(model: keras.Model, num_classes: int, requested: str
     return matching[0]
 
 
-def check_pairing(model: keras.Model, data: ImageData, requested: str | None = None, allow_class_mismatch: bool = False) -> dict[str, str]:
-    """Whether ``data`` can feed ``model``: a one-line error if not, else notes (tags) on what is adapted."""
-    FunctionalGraph.from_model(model)  # a subclassed model is refused here, in one line
-    if len(model.inputs) != 1:
-        names = ", ".join(t.name for t in model.inputs)
-        raise ConfigError(
-            f"the model has {len(model.inputs)} inputs ({names}): the command line feeds one image input (the Python API takes any)"
-        )
-    shape = tuple(model.input_shape)
-    if len(shape) != 4:
-        raise ConfigError(f"the model's input shape {shape} is not an image batch (N, H, W, C): the workbench quantizes image classifiers")
-    sample = next(iter(data.sized_for(shape[1:3]).val_batches(limit=1)))[0]
-    h, w, c = (int(v) for v in sample.shape[1:])
+def _image_notes(shape: tuple, sample: tuple[int, ...]) -> dict[str, str]:
+    """How images (N, H, W, C) are adapted to the model's input: a one-line error if they cannot be."""
+    if len(sample) != 3:
+        raise ConfigError(f"the model takes images of shape {shape[1:]} but the dataset gives inputs of shape {sample}")
+    h, w, c = sample
     notes = {}
     if shape[3] is not None and c != shape[3]:
         if c != 1:
@@ -112,6 +104,22 @@ def check_pairing(model: keras.Model, data: ImageData, requested: str | None = N
         notes["data.adapted"] = f"1-channel images repeated to {shape[3]} channels"
     if shape[1:3] != (None, None) and (h, w) != tuple(shape[1:3]):
         notes["data.resized"] = f"{h}x{w} resized to {shape[1]}x{shape[2]}"
+    return notes
+
+
+def check_pairing(model: keras.Model, data: ImageData, requested: str | None = None, allow_class_mismatch: bool = False) -> dict[str, str]:
+    """Whether ``data`` can feed ``model``: a one-line error if not, else notes (tags) on what is adapted."""
+    FunctionalGraph.from_model(model)  # a subclassed model is refused here, in one line
+    if len(model.inputs) != 1:
+        names = ", ".join(t.name for t in model.inputs)
+        raise ConfigError(
+            f"the model has {len(model.inputs)} inputs ({names}): the command line feeds one input (the Python API takes any)"
+        )
+    shape = tuple(model.input_shape)
+    sample = next(iter(data.sized_for(shape[1:3] if len(shape) == 4 else ()).val_batches(limit=1)))[0]
+    notes = _image_notes(shape, tuple(int(v) for v in sample.shape[1:])) if len(shape) == 4 else {}
+    if len(shape) != 4 and not same_shape(shape[1:], tuple(sample.shape[1:])):  # not images: fed as they are
+        raise ConfigError(shape_mismatch(shape[1:], tuple(sample.shape[1:])))
     index = classifier_output_index(model, data.num_classes, requested)
     outputs = (model.output_shape if index is None else model.output_shape[index])[-1]
     if index is not None:
