@@ -143,3 +143,12 @@ def stage_context(tmp_path, settings, **options):
 
     data = make_synthetic(num_train=128, num_val=48, num_classes=4, image_shape=(8, 8, 3), seed=0, batch_size=16)
     return context_of(small_convnet(), data, settings, tmp_path, calibration_samples=32, sqnr_samples=0, **options)
+
+
+def tf_splits(n: int = 32, seed: int = 0):
+    """A user's data function for ``dataset=callable``: (train, validation) tf.data.Datasets of (x, y), x (5, 3)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(n, 5, 3)).astype(np.float32), rng.integers(0, 3, n)
+    return tf.data.Dataset.from_tensor_slices((x, y)), tf.data.Dataset.from_tensor_slices((x[: n // 2], y[: n // 2]))

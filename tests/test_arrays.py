@@ -48,25 +48,6 @@ def test_npz_probes_name_what_is_missing_without_reading_arrays(tmp_path):
     assert npz_problem(str(tmp_path / "b.npz")) is None and npz_array_shape(str(tmp_path / "b.npz")) == (49, 10)
 
 
-def _kws(tmp_path) -> tuple[Path, Path]:
-    """A keyword-spotting-shaped Conv1D classifier (49 frames × 10 coefficients), briefly trained, and its data."""
-    rng = np.random.default_rng(0)
-    patterns = rng.normal(size=(4, 49, 10)).astype(np.float32)
-    y = rng.integers(0, 4, 320)
-    x = patterns[y] + 0.5 * rng.normal(size=(320, 49, 10)).astype(np.float32)
-    np.savez(tmp_path / "kws.npz", x=x, y=y)
-    keras.utils.set_random_seed(0)
-    i = keras.Input((49, 10))
-    h = keras.layers.Conv1D(16, 3, name="conv1")(i)
-    h = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(h))
-    h = keras.layers.Conv1D(16, 3, activation="relu", name="conv2")(h)
-    model = keras.Model(i, keras.layers.Dense(4, name="head")(keras.layers.GlobalAveragePooling1D()(h)))
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=15, verbose=0)
-    model.save(tmp_path / "kws.keras")
-    return tmp_path / "kws.keras", tmp_path / "kws.npz"
-
-
 def _text(tmp_path) -> tuple[Path, Path]:
     """A text classifier on int32 token ids (Embedding → Conv1D), and its data."""
     rng = np.random.default_rng(1)
@@ -85,27 +66,88 @@ def _workbench(tmp_path, *args):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _two_inputs_and_two_outputs(tmp_path) -> tuple[Path, Path, Path, Path]:
+    """A two-input model (audio frames and a metadata vector, by input name) and a two-output one (classes and a
+    regression head), briefly trained, with their .npz files (x.audio and x.meta for the first)."""
+    rng = np.random.default_rng(2)
+    patterns = rng.normal(size=(4, 49, 10)).astype(np.float32)
+    y = rng.integers(0, 4, 256)
+    audio = patterns[y] + 0.5 * rng.normal(size=(256, 49, 10)).astype(np.float32)
+    meta = (np.eye(4)[y] + 0.3 * rng.normal(size=(256, 4))).astype(np.float32)
+    np.savez(tmp_path / "two_inputs.npz", **{"x.audio": audio, "x.meta": meta, "y": y})
+    np.savez(tmp_path / "audio.npz", x=audio, y=y)
+    keras.utils.set_random_seed(0)
+    a, m = keras.Input((49, 10), name="audio"), keras.Input((4,), name="meta")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(16, 3, activation="relu", name="conv")(a))
+    g = keras.layers.Dense(8, activation="relu", name="meta_dense")(m)
+    two_in = keras.Model([a, m], keras.layers.Dense(4, name="head")(keras.layers.Concatenate()([h, g])))
+    two_in.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    two_in.fit({"audio": audio, "meta": meta}, y, epochs=15, verbose=0)
+    two_in.save(tmp_path / "two_inputs.keras")
+    i = keras.Input((49, 10))
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(16, 3, activation="relu", name="conv")(i))
+    two_out = keras.Model(i, [keras.layers.Dense(4, name="classes")(h), keras.layers.Dense(1, name="score")(h)])
+    two_out.compile("adam", [keras.losses.SparseCategoricalCrossentropy(from_logits=True), "mse"])
+    two_out.fit(audio, [y, (y / 4).astype(np.float32)], epochs=15, verbose=0)
+    two_out.save(tmp_path / "two_outputs.keras")
+    return tmp_path / "two_inputs.keras", tmp_path / "two_inputs.npz", tmp_path / "two_outputs.keras", tmp_path / "audio.npz"
+
+
 @pytest.mark.slow  # subprocesses
 def test_non_image_models_run_from_the_command_line_with_their_arrays(tmp_path):
-    """A Conv1D keyword spotter through cle and qat, a text model on token ids through the baseline: no image in sight."""
-    model, data = _kws(tmp_path)
-    common = ["model=keras_file", f"model.path={model}", "dataset=arrays", f"dataset.path={data}"]
-    for stage in ("cle", "qat"):
-        proc = _workbench(tmp_path, f"+stage={stage}", *common, "qat.epochs=1")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    text_model, text_data = _text(tmp_path)
-    proc = _workbench(
-        tmp_path, "+stage=baseline", "model=keras_file", f"model.path={text_model}", "dataset=arrays", f"dataset.path={text_data}"
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    """The embedded keyword spotter (Conv1D on generated 49×10 frames) through every stage; the users' .keras and .npz
+    files through cle and qat (a two-input and a two-output model) and the baseline (a text model on token ids).
+    One pipeline each. No image in sight."""
+    text, text_data = _text(tmp_path)
+    two_in, two_in_data, two_out, audio = _two_inputs_and_two_outputs(tmp_path)
+    cases = {
+        "text": (text, text_data, "[baseline]"),
+        "two_inputs": (two_in, two_in_data, "[cle,qat]"),
+        "two_outputs": (two_out, audio, "[cle,qat]"),
+    }
+    for name, (model, data, stages) in cases.items():
+        args = [f"pipeline.stages={stages}", "model=keras_file", f"model.path={model}", f"model.name={name}", "qat.epochs=1"]
+        proc = _workbench(tmp_path, *args, "dataset=arrays", f"dataset.path={data}")
+        assert proc.returncode == 0, (name, proc.stderr[-3000:])
+    embedded = ["model=kws_conv1d", "model.epochs=6", "dataset=keywords", "dataset.num_train=800", "dataset.num_val=200"]
+    every = "pipeline.stages=[baseline,cle,bc,adaround,qat]"
+    proc = _workbench(tmp_path, every, *embedded, "dataset.noise=0.6", "adaround.num_iterations=30", "qat.epochs=1")
+    assert proc.returncode == 0, ("kws_conv1d", proc.stderr[-3000:])
+    cases["kws_conv1d"] = (None, None, every.split("=", 1)[1])
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    by_stage = {r.data.tags["stage"]: r for r in client.search_runs(["1"])}
-    assert sorted(by_stage) == ["baseline", "cle", "qat"] and all(r.info.status == "FINISHED" for r in by_stage.values())
-    for stage in ("cle", "qat"):  # the learnable keyword set survives W8A8
-        metrics = by_stage[stage].data.metrics
-        assert metrics["fp32/top1"] > 0.9 and metrics["sim/top1"] > metrics["fp32/top1"] - 0.05, metrics
-    for run in by_stage.values():  # every weight quantized: Conv1D kernels, the embedding table; nothing float
-        assert (run.data.metrics["sim/weights_quantized"], run.data.metrics["sim/float_layers"]) == (1.0, 0.0)
-    text = by_stage["baseline"]
-    coverage = client.download_artifacts(text.info.run_id, "coverage.csv", str(tmp_path))
+    runs = {(r.data.tags["model"], r.data.tags["stage"]): r for r in client.search_runs(["1"]) if "stage" in r.data.tags}
+    assert sorted(runs) == sorted((name, stage) for name, (_, _, stages) in cases.items() for stage in stages[1:-1].split(","))
+    for (name, stage), run in runs.items():
+        metrics = run.data.metrics
+        assert run.info.status == "FINISHED", (name, stage)
+        # every weight quantized (Conv1D kernels, the embedding table, both heads): nothing float
+        assert (metrics["sim/weights_quantized"], metrics["sim/float_layers"]) == (1.0, 0.0), (name, stage)
+        if name != "text":  # the learnable keyword sets survive W8A8
+            assert metrics["fp32/top1"] > 0.9 and metrics["sim/top1"] > metrics["fp32/top1"] - 0.05, (name, stage, metrics)
+    coverage = client.download_artifacts(runs[("text", "baseline")].info.run_id, "coverage.csv", str(tmp_path))
     assert "int32 input (e.g. token ids): not quantized" in Path(coverage).read_text()
+    assert "top-1 reads 'classes'" in runs[("two_outputs", "cle")].data.tags["eval.output"]
+
+
+def test_a_users_function_gives_the_data_and_a_missing_module_is_one_line():
+    from hydra import compose, initialize_config_dir
+
+    from workbench.config.schema import register_configs
+    from workbench.config.validate import ConfigError, validate
+    from workbench.registry import stage_names
+    from workbench.stages.setup import build_data
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        chosen = ["dataset=callable", "dataset.function=helpers:tf_splits", "dataset.num_classes=3", "+dataset.arguments.n=24"]
+        good = compose("config", chosen)
+        missing = compose("config", ["dataset=callable", "dataset.function=nowhere.at_all:splits", "dataset.num_classes=3"])
+        unset = compose("config", ["dataset=callable", "dataset.num_classes=3"])
+    config = validate(good, stage_names())
+    data = build_data(config)
+    x, y = next(iter(data.val_batches()))
+    assert tuple(x.shape) == (12, 5, 3) and data.num_classes == 3 and data.source == "helpers:tf_splits(n=24)"
+    with pytest.raises(ConfigError, match=r"dataset.function='nowhere.at_all:splits': no module named 'nowhere.at_all'"):
+        validate(missing, stage_names())
+    with pytest.raises(ConfigError, match=r"dataset.function is missing: give package.module:name of a function"):
+        validate(unset, stage_names())

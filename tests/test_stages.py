@@ -142,3 +142,28 @@ def test_non_finite_weights_are_refused_when_the_model_is_built():
     bn.set_weights(weights)
     with pytest.raises(ConfigError, match=r"non-finite weights: layer 'bn' moving_variance: 1 infinite of 8 values"):
         flat_model(model)
+
+
+def test_a_two_input_model_needs_one_array_per_input_name(tmp_path):
+    import keras
+
+    from workbench.config.validate import ConfigError
+    from workbench.data.images import from_arrays
+    from workbench.stages.bc import run_bc
+    from workbench.stages.setup import check_pairing
+
+    a, m = keras.Input((6, 2), name="audio"), keras.Input((3,), name="meta")
+    flat = keras.layers.Concatenate()([keras.layers.Flatten()(a), m])
+    model = keras.Model([a, m], keras.layers.Dense(4, name="head")(flat))
+    rng = np.random.default_rng(0)
+    x = {"audio": rng.normal(size=(16, 6, 2)), "meta": rng.normal(size=(16, 3))}
+    y = np.arange(16) % 4
+    assert check_pairing(model, from_arrays(x, y, x, y, 4, 8)) == {}
+    with pytest.raises(ConfigError, match=r"2 inputs \(audio, meta\) but the dataset gives one array: give one array per input"):
+        check_pairing(model, from_arrays(x["audio"], y, x["audio"], y, 4, 8))
+    wrong = {"audio": x["audio"][:, :5], "meta": x["meta"]}
+    with pytest.raises(ConfigError, match=r"input audio: the model takes inputs of shape \(6, 2\) but the dataset gives \(5, 2\)"):
+        check_pairing(model, from_arrays(wrong, y, wrong, y, 4, 8))
+    ctx = context_of(model, from_arrays(x, y, x, y, 4, 8), SETTINGS, tmp_path)
+    with pytest.raises(ValueError, match="bias correction reads its samples as one array: it takes single-input models"):
+        run_bc(ctx, StageResult())

@@ -33,6 +33,17 @@ def tfrecord_problem(path: str) -> str | None:
     return f"has records without the required feature(s) {', '.join(missing)}" if missing else None
 
 
+def module_problem(module: str) -> str | None:
+    """Why ``module`` cannot be imported, found without importing it (its spec), or None."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a parent package that does not exist
+        found = None
+    return None if found is not None else f"no module named {module!r} on the Python path"
+
+
 ARRAY_KEYS = (("x", "y"), ("x_train", "y_train", "x_val", "y_val"))
 
 
@@ -45,7 +56,8 @@ def npz_problem(path: str, alone: bool = True) -> str | None:
         return "does not exist"
     try:
         with zipfile.ZipFile(path) as archive:
-            keys = {name.removesuffix(".npy") for name in archive.namelist()}
+            # x.<input name> arrays (one per input of a multi-input model) stand for x
+            keys = {name.removesuffix(".npy").partition(".")[0] for name in archive.namelist()}
     except zipfile.BadZipFile:
         return "is not an .npz file (numpy.savez writes a zip archive)"
     if any(set(wanted) <= keys for wanted in (ARRAY_KEYS if alone else ARRAY_KEYS[:1])):

@@ -25,6 +25,7 @@ from workbench.config.probes import (
     keras_archive_problem,
     keras_file_problem,
     keras_input_shape,
+    module_problem,
     npz_array_shape,
     npz_problem,
     tfrecord_problem,
@@ -141,6 +142,29 @@ def _split_problem(split: float) -> str:
 
 
 @dataclass
+class KeywordsDatasetConfig(DatasetConfig):
+    # generated keyword-spotting-shaped utterances, 49 frames x 10 coefficients (workbench/data/keywords.py)
+    _target_: str = "workbench.data.keywords.make_keywords"
+    name: str = "keywords"
+    num_train: int = 2000
+    num_val: int = 500
+    num_classes: int = 8
+    noise: float = 1.0
+
+    def sample_shape(self) -> Optional[tuple]:
+        return (49, 10)
+
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        for key in ("num_train", "num_val"):
+            message = positive(getattr(self, key), f"dataset.{key}")
+            if message:
+                yield message
+        if self.num_classes < 2:
+            yield f"dataset.num_classes={self.num_classes!r} is not allowed: use an integer >= 2"
+
+
+@dataclass
 class ImageFilesConfig(DatasetConfig):
     # image files under dataset.path, with the evaluation transform: shorter side to resize_size, centre
     # crop image_size, channel_order, per-channel mean/std in 0..255 units, in the output channel order
@@ -246,6 +270,32 @@ class ArraysDatasetConfig(DatasetConfig):
 
 
 @dataclass
+class CallableDatasetConfig(DatasetConfig):
+    # your own function ("package.module:name") returning (train, validation) tf.data.Datasets of (x, y)
+    # elements (batched: true: of batches); arguments are passed to it (workbench/data/callable.py)
+    _target_: str = "workbench.data.callable.from_function"
+    name: str = "callable"
+    function: str = MISSING
+    num_classes: int = MISSING
+    arguments: Dict[str, Any] = field(default_factory=dict)
+    batched: bool = False
+    hints: ClassVar[Dict[str, str]] = {
+        "function": "give package.module:name of a function returning (train, validation) tf.data.Datasets",
+        "num_classes": "give the number of classes the labels run over",
+    }
+
+    def problems(self) -> Iterator[str]:
+        module, colon, attribute = self.function.partition(":")
+        if not (module and colon and attribute):
+            yield f"dataset.function={self.function!r} is not allowed: use package.module:name"
+        elif (problem := module_problem(module)) is not None:
+            yield f"dataset.function={self.function!r}: {problem}"
+        if self.num_classes < 2:
+            yield f"dataset.num_classes={self.num_classes!r} is not allowed: an integer >= 2"
+        yield from super().problems()
+
+
+@dataclass
 class ModelConfig:
     # the builder Hydra's instantiate calls with every key below and a BuildContext (docs/extending.md)
     _target_: str = MISSING
@@ -309,6 +359,26 @@ class MnistMobilenetV2Config(EmbeddedModelConfig):
         yield from super().problems()
         if self.alpha <= 0:
             yield f"model.alpha={self.alpha!r} is not allowed: use a value > 0 (e.g. 0.35)"
+
+
+@dataclass
+class KwsConv1dConfig(EmbeddedModelConfig):
+    # a Conv1D keyword spotter over 49 frames x 10 cepstral coefficients (dataset=keywords), trained on first use
+    _target_: str = "workbench.models.embedded.kws_conv1d"
+    name: str = "kws_conv1d"
+    input_shape: List[int] = field(default_factory=lambda: [49, 10])
+    num_classes: int = 8
+    width: int = 32
+    epochs: int = 8
+    augment: bool = False  # the image shifts do not apply to frames
+
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        message = positive(self.width, "model.width")
+        if message:
+            yield message
+        if self.augment:
+            yield "model.augment=true is not allowed for kws_conv1d: the augmentation shifts images, these are cepstral frames"
 
 
 @dataclass
@@ -574,9 +644,12 @@ def register_configs() -> None:
     cs.store(group="dataset", name="base_imagenet", node=ImagenetDatasetConfig)
     cs.store(group="dataset", name="base_image_folder", node=ImageFolderDatasetConfig)
     cs.store(group="dataset", name="base_arrays", node=ArraysDatasetConfig)
+    cs.store(group="dataset", name="base_callable", node=CallableDatasetConfig)
+    cs.store(group="dataset", name="base_keywords", node=KeywordsDatasetConfig)
     cs.store(group="model", name="base_mnist_mobilenet", node=MnistMobilenetConfig)
     cs.store(group="model", name="base_mnist_mobilenet_v2", node=MnistMobilenetV2Config)
     cs.store(group="model", name="base_keras_app", node=KerasAppConfig)
+    cs.store(group="model", name="base_kws_conv1d", node=KwsConv1dConfig)
     cs.store(group="model", name="base_keras_file", node=KerasFileConfig)
     for name in stage_names():  # a plug-in stage without its YAML file: +stage=NAME still selects it
         if not (CONF_DIR / "stage" / f"{name}.yaml").exists():

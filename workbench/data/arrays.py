@@ -2,8 +2,10 @@
 
 ``path`` is an ``.npz`` with ``x`` and ``y`` (split into train and validation after a seeded shuffle), or with
 ``x_train``, ``y_train``, ``x_val``, ``y_val``; ``validation_path`` gives the validation split as a file of its
-own. Floating inputs become float32; integer inputs (token ids, class indices) stay integers, so the simulator
-leaves them unquantized. Labels are integer classes.
+own. A model with several inputs reads one array per input, named ``x.<input name>`` (``x_train.<input name>``
+...): the inputs then travel as a dict by name, as Keras feeds a functional model. Floating inputs become
+float32; integer inputs (token ids, class indices) stay integers, so the simulator leaves them unquantized.
+Labels are integer classes.
 """
 
 from __future__ import annotations
@@ -12,14 +14,25 @@ import os
 
 import numpy as np
 
-from workbench.data.images import ImageData, from_arrays
+from workbench.data.images import ImageData, from_arrays, sample_count, take_samples
 
 SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val")
 
 
-def _read(path: str) -> dict[str, np.ndarray]:
+Inputs = np.ndarray | dict[str, np.ndarray]
+
+
+def _read(path: str) -> dict[str, Inputs]:
+    """The file's arrays; ``x.<name>`` arrays gathered into ``x`` as a dict by input name (likewise x_train, x_val)."""
     with np.load(path, allow_pickle=False) as arrays:
-        return {key: arrays[key] for key in arrays.files}
+        found: dict[str, Inputs] = {}
+        for key in arrays.files:
+            base, dot, name = key.partition(".")
+            if dot and base in ("x", "x_train", "x_val"):
+                found.setdefault(base, {})[name] = arrays[key]  # type: ignore[index]
+            else:
+                found[key] = arrays[key]
+        return found
 
 
 def load_arrays(
@@ -42,10 +55,11 @@ def load_arrays(
         x_train, y_train, x_val, y_val = arrays["x"], arrays["y"], other["x"], other["y"]
     else:
         x, y = arrays["x"], arrays["y"]
-        order = np.random.default_rng(seed).permutation(len(x))
-        n_val = max(1, int(round(validation_split * len(x))))
-        val, train = order[len(x) - n_val :], order[: len(x) - n_val]
-        x_train, y_train, x_val, y_val = x[train], y[train], x[val], y[val]
+        n = sample_count(x)
+        order = np.random.default_rng(seed).permutation(n)
+        n_val = max(1, int(round(validation_split * n)))
+        val, train = order[n - n_val :], order[: n - n_val]
+        x_train, y_train, x_val, y_val = take_samples(x, train), y[train], take_samples(x, val), y[val]
     classes = num_classes if num_classes is not None else int(max(y_train.max(), y_val.max())) + 1
     source = os.path.abspath(path) + (f" + {os.path.abspath(validation_path)}" if validation_path else "")
     return from_arrays(x_train, y_train, x_val, y_val, classes, batch_size, eval_samples, source=source)

@@ -63,7 +63,7 @@ class ImageData:
     def _finish(self, ds: tf.data.Dataset, batch_size: int | None = None) -> tf.data.Dataset:
         shape = self.target_shape
         ds = ds.batch(batch_size or self.batch_size)
-        if shape is not None and len(shape) == 3:  # images (H, W, C); other inputs are fed as they are
+        if shape is not None and len(shape) == 3 and not isinstance(ds.element_spec[0], dict):  # images (H, W, C)
             ds = ds.map(lambda x, y: (adapt_images(x, shape), y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -86,16 +86,27 @@ class ImageData:
         if self.train_arrays is not None:
             x, y = self.train_arrays
             rng = np.random.default_rng(seed)
-            idx = np.sort(rng.choice(len(x), size=min(num_samples, len(x)), replace=False))
-            ds = tf.data.Dataset.from_tensor_slices((x[idx], y[idx]))
+            idx = np.sort(rng.choice(sample_count(x), size=min(num_samples, sample_count(x)), replace=False))
+            ds = tf.data.Dataset.from_tensor_slices((take_samples(x, idx), y[idx]))
         else:
             buffer = max(self.shuffle_buffer, num_samples)
             ds = self.make_train().shuffle(buffer, seed=seed, reshuffle_each_iteration=False).take(num_samples)
         return self._finish(ds, batch_size)
 
 
-def _input_dtype(x: np.ndarray) -> np.ndarray:
+def _input_dtype(x):
+    """Floating inputs as float32, integer ones as int32; a dict of inputs (several model inputs) input by input."""
+    if isinstance(x, dict):
+        return {k: _input_dtype(v) for k, v in x.items()}
     return x.astype(np.int32) if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
+
+
+def sample_count(x) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def take_samples(x, idx: np.ndarray):
+    return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
 
 
 def from_arrays(
@@ -117,8 +128,8 @@ def from_arrays(
         make_val=lambda: tf.data.Dataset.from_tensor_slices((x_val, y_val)),
         num_classes=num_classes,
         batch_size=batch_size,
-        num_train=len(x_train),
-        num_val=len(x_val),
+        num_train=sample_count(x_train),
+        num_val=sample_count(x_val),
         eval_samples=eval_samples,
         train_arrays=(x_train, y_train),
         source=source,

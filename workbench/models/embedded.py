@@ -17,6 +17,7 @@ import keras
 
 from workbench.data.images import ImageData
 from workbench.models.cache import cached_model
+from workbench.models.kws import build_kws_conv1d
 from workbench.models.mnist_mobilenet import build_mnist_mobilenet
 from workbench.models.shipped import load_shipped
 from workbench.models.training import train_classifier
@@ -90,6 +91,12 @@ def mnist_mobilenet_v2(
     """keras.applications MobileNetV2 (random init) trained on the chosen dataset."""
     options = {"input_shape": list(input_shape), "alpha": alpha, "bn_momentum": bn_momentum, **training}
     return _trained(name, context, options, lambda: build_mnist_mobilenet_v2(input_shape, context.data.num_classes, alpha, bn_momentum))
+
+
+def kws_conv1d(name: str, context: BuildContext, *, input_shape: Sequence[int], width: int, bn_momentum: float, **training) -> keras.Model:
+    """The embedded keyword spotter (Conv1D over cepstral frames) trained on the chosen dataset."""
+    options = {"input_shape": list(input_shape), "width": width, "bn_momentum": bn_momentum, **training}
+    return _trained(name, context, options, lambda: build_kws_conv1d(input_shape, context.data.num_classes, width, bn_momentum))
 
 
 def application(

@@ -9,7 +9,7 @@ import pandas as pd
 from workbench import keys
 from workbench.data.dataset import as_array
 from workbench.results import StageResult
-from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, export_sim
+from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, export_sim, single_input_only
 from workbench.stages.context import StageContext
 from workbench.stages.prepare import prepared_model
 from workbench.stages.tflite_check import check_tflite
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def run_adaround(ctx: StageContext, result: StageResult) -> None:
+    single_input_only(ctx, "+stage=adaround")
     evaluate_fp32(ctx, result)
     params = ctx.config.adaround
     if ctx.config.adaround.fold_batch_norms:

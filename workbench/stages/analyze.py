@@ -11,7 +11,7 @@ from workbench import keys
 from workbench.figures import range_histograms_figure, sensitivity_figure
 from workbench.quantsim.analysis import layer_ranges, layer_sensitivity, quantized_layers
 from workbench.results import StageResult
-from workbench.stages.common import evaluate_fp32, quantize_and_evaluate, single_output_only, validation_arrays
+from workbench.stages.common import evaluate_fp32, quantize_and_evaluate, single_input_only, single_output_only, validation_arrays
 from workbench.stages.context import StageContext
 from workbench.stages.prepare import prepared_model
 
@@ -21,6 +21,7 @@ RANGE_SAMPLES = 256
 
 def run_analyze(ctx: StageContext, result: StageResult) -> None:
     single_output_only(ctx, "analyze")
+    single_input_only(ctx, "+stage=analyze")
     evaluate_fp32(ctx, result)
     a = ctx.config.analyze
     sim = quantize_and_evaluate(ctx, prepared_model(ctx, result, a.cle), result)

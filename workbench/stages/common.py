@@ -52,6 +52,13 @@ def single_output_only(ctx: StageContext, stage: str) -> None:
         )
 
 
+def single_input_only(ctx: StageContext, what: str) -> None:
+    """What reads its samples as one array (bias correction, AdaRound, the per-layer searches): a one-line refusal
+    for a model with several inputs, before any work."""
+    if len(ctx.model.inputs) > 1:
+        raise ValueError(f"{what} reads its samples as one array: it takes single-input models (this one has {len(ctx.model.inputs)})")
+
+
 def validation_arrays(ctx: StageContext, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``limit`` validation images and labels as arrays (searches evaluate them many times)."""
     xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in ctx.data.val_batches(limit=limit)))
@@ -147,7 +154,8 @@ def export_sim(ctx: StageContext, sim: QuantizationSimModel, stage: str, result:
     with result.timed("export"):
         export_model(sim, export_dir, "model")
     result.directories[keys.ARTIFACT_EXPORT] = export_dir
-    example = next(iter(ctx.data.val_batches(limit=EXAMPLE_IMAGES)))[0].numpy()
+    first = next(iter(ctx.data.val_batches(limit=EXAMPLE_IMAGES)))[0]
+    example = keras.tree.map_structure(lambda t: t.numpy(), first)  # a dict of arrays for several inputs
     result.exported = ExportedModel(sim.fp_model, example, export_dir)
     log.debug("exported the model and its encodings to %s", export_dir)
     return export_dir

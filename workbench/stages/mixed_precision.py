@@ -17,7 +17,7 @@ from workbench.figures import pareto_front_figure
 from workbench.graph.rewrite import GraphEdit, apply_edit
 from workbench.options import parse_overrides
 from workbench.results import StageResult
-from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, single_output_only, validation_arrays
+from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, single_input_only, single_output_only, validation_arrays
 from workbench.stages.context import StageContext
 from workbench.stages.prepare import prepared_model
 from workbench.techniques.adaround import apply_adaround
@@ -42,6 +42,7 @@ def adarounded_candidates(ctx: StageContext, model, candidates, highest, result:
 
 def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
     single_output_only(ctx, "mixed_precision")
+    single_input_only(ctx, "+stage=mixed_precision")
     evaluate_fp32(ctx, result)
     amp = ctx.config.amp
     model = prepared_model(ctx, result, amp.cle)

@@ -16,6 +16,7 @@ from workbench.graph.functional import FunctionalGraph
 from workbench.graph.rewrite import GraphEdit
 from workbench.options import ReLU6Mode
 from workbench.results import StageResult
+from workbench.stages.common import single_input_only
 from workbench.stages.context import StageContext
 from workbench.stages.transforms import cached_transform, record_ranges
 from workbench.techniques.batch_norm_fold import fold_batch_norms, plan_batch_norm_folds
@@ -85,6 +86,7 @@ SHIFT_SAMPLES = 256
 
 
 def bias_corrected_model(ctx: StageContext, result: StageResult, equalized, summary: dict):
+    single_input_only(ctx, "bias correction")
     """Bias correction of the equalized model, with shift metrics and the per-layer table."""
     bn_stats = {
         k: (np.asarray(v["gamma"], np.float32), np.asarray(v["beta"], np.float32)) for k, v in summary.get("bn_effective", {}).items()

@@ -110,16 +110,46 @@ def _image_notes(shape: tuple, sample: tuple[int, ...]) -> dict[str, str]:
 def check_pairing(model: keras.Model, data: ImageData, requested: str | None = None, allow_class_mismatch: bool = False) -> dict[str, str]:
     """Whether ``data`` can feed ``model``: a one-line error if not, else notes (tags) on what is adapted."""
     FunctionalGraph.from_model(model)  # a subclassed model is refused here, in one line
-    if len(model.inputs) != 1:
-        names = ", ".join(t.name for t in model.inputs)
-        raise ConfigError(
-            f"the model has {len(model.inputs)} inputs ({names}): the command line feeds one input (the Python API takes any)"
-        )
+    notes = _check_input(model, data) if len(model.inputs) == 1 else _check_inputs(model, data)
+    notes |= _check_outputs(model, data, requested, allow_class_mismatch)
+    for key, note in notes.items():
+        log.warning("%s: %s", key, note)
+    return notes
+
+
+def _check_input(model: keras.Model, data: ImageData) -> dict[str, str]:
+    """One model input: images adapted (resized, channels repeated), any other input of the model's shape."""
     shape = tuple(model.input_shape)
     sample = next(iter(data.sized_for(shape[1:3] if len(shape) == 4 else ()).val_batches(limit=1)))[0]
-    notes = _image_notes(shape, tuple(int(v) for v in sample.shape[1:])) if len(shape) == 4 else {}
-    if len(shape) != 4 and not same_shape(shape[1:], tuple(sample.shape[1:])):  # not images: fed as they are
+    if isinstance(sample, dict):
+        raise ConfigError(f"the model has one input but the dataset gives {len(sample)} ({', '.join(sorted(sample))})")
+    if len(shape) == 4:
+        return _image_notes(shape, tuple(int(v) for v in sample.shape[1:]))
+    if not same_shape(shape[1:], tuple(sample.shape[1:])):  # not images: fed as they are
         raise ConfigError(shape_mismatch(shape[1:], tuple(sample.shape[1:])))
+    return {}
+
+
+def _check_inputs(model: keras.Model, data: ImageData) -> dict[str, str]:
+    """Several model inputs: the data's inputs a dict with one array of the right shape per input name."""
+    names = [producer_name(t) for t in model.inputs]
+    sample = next(iter(data.val_batches(limit=1)))[0]
+    if not isinstance(sample, dict) or set(sample) != set(names):
+        given = ", ".join(sorted(sample)) if isinstance(sample, dict) else "one array"
+        raise ConfigError(
+            f"the model has {len(names)} inputs ({', '.join(names)}) but the dataset gives {given}: "
+            f"give one array per input, named x.<input name> in the .npz (x.{names[0]}, ...)"
+        )
+    for name, tensor in zip(names, model.inputs):
+        want, got = tuple(tensor.shape[1:]), tuple(sample[name].shape[1:])
+        if not same_shape(want, got):
+            raise ConfigError(f"input {name}: " + shape_mismatch(want, got))
+    return {}
+
+
+def _check_outputs(model: keras.Model, data: ImageData, requested: str | None, allow_class_mismatch: bool) -> dict[str, str]:
+    """Which output top-1 reads, and whether its class count is the dataset's (notes, or a one-line error)."""
+    notes = {}
     index = classifier_output_index(model, data.num_classes, requested)
     outputs = (model.output_shape if index is None else model.output_shape[index])[-1]
     if index is not None:
@@ -132,15 +162,13 @@ def check_pairing(model: keras.Model, data: ImageData, requested: str | None = N
                 "(eval.allow_class_mismatch=true runs anyway)"
             )
         notes["data.class_mismatch"] = mismatch
-    for key, note in notes.items():
-        log.warning("%s: %s", key, note)
     return notes
 
 
 def build_context(config: Config, model: keras.Model, data: ImageData) -> StageContext:
     return StageContext(
         model=model,
-        data=data.for_model(model.input_shape[1:]),
+        data=data.for_model(model.input_shape[1:]) if len(model.inputs) == 1 else data,
         config=config,
         eval_output=classifier_output_index(model, data.num_classes, config.eval.output),
     )

@@ -24,7 +24,8 @@ def check_tflite(ctx: StageContext, sim, export_dir: str, result: StageResult) -
             f.write(blob)
         report = integer_report(blob)
         predictions = None
-        if ctx.eval_output is None:  # the interpreter's output order need not be the model's: one output only
+        # the interpreter's input and output order need not be the model's: one input and one output only
+        if ctx.eval_output is None and len(ctx.model.inputs) == 1:
             with result.timed("tflite_eval"):
                 predictions = predict_tflite_classes(blob, ctx.data.val_batches())
     except (TFLiteConversionError, RuntimeError, ValueError) as err:
@@ -45,7 +46,9 @@ def check_tflite(ctx: StageContext, sim, export_dir: str, result: StageResult) -
             ", …" if len(report["float_tensors"]) > 3 else "",
         )
     if predictions is None:
-        log.info("int8 TFLite top-1 is measured on single-output models only: this one was converted and checked, not evaluated")
+        log.info(
+            "int8 TFLite top-1 is measured on single-input, single-output models only: this one was converted and checked, not evaluated"
+        )
         return
     top1 = record_accuracy(result, "tflite", predictions)
     result.metrics[keys.FIDELITY_GAP] = result.metrics[keys.SIM_TOP1] - top1
