@@ -109,6 +109,16 @@ class MnistDatasetConfig(DatasetConfig):
             yield f"dataset.val_size={self.val_size!r} is not allowed: use an integer in 1..4999"
 
 
+def _generated_problems(d) -> Iterator[str]:
+    """The sizes of a generated dataset: train and validation samples, classes."""
+    for key in ("num_train", "num_val"):
+        message = positive(getattr(d, key), f"dataset.{key}")
+        if message:
+            yield message
+    if d.num_classes < 2:
+        yield f"dataset.num_classes={d.num_classes!r} is not allowed: use an integer >= 2"
+
+
 @dataclass
 class SyntheticDatasetConfig(DatasetConfig):
     _target_: str = "workbench.data.synthetic.make_synthetic"
@@ -121,12 +131,7 @@ class SyntheticDatasetConfig(DatasetConfig):
 
     def problems(self) -> Iterator[str]:
         yield from super().problems()
-        for key in ("num_train", "num_val"):
-            message = positive(getattr(self, key), f"dataset.{key}")
-            if message:
-                yield message
-        if self.num_classes < 2:
-            yield f"dataset.num_classes={self.num_classes!r} is not allowed: use an integer >= 2"
+        yield from _generated_problems(self)
         if len(self.image_shape) != 3 or any(v < 1 for v in self.image_shape):
             yield f"dataset.image_shape={list(self.image_shape)!r} is not allowed: use [H, W, C]"
 
@@ -156,12 +161,7 @@ class KeywordsDatasetConfig(DatasetConfig):
 
     def problems(self) -> Iterator[str]:
         yield from super().problems()
-        for key in ("num_train", "num_val"):
-            message = positive(getattr(self, key), f"dataset.{key}")
-            if message:
-                yield message
-        if self.num_classes < 2:
-            yield f"dataset.num_classes={self.num_classes!r} is not allowed: use an integer >= 2"
+        yield from _generated_problems(self)
 
 
 @dataclass
