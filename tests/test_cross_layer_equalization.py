@@ -126,7 +126,7 @@ def test_never_across_add_concat_pooling_branching_or_dense():
     out = keras.layers.Dense(2, name="dense")(keras.layers.Flatten()(e))
     _, report = cross_layer_scale(keras.Model(i, out))
     assert report.sets == []
-    assert "no CLS neighbour" in report.skipped["a"] and "not a Conv2D" in report.skipped["dense"]
+    assert "no CLS neighbour" in report.skipped["a"] and "not a Conv1D/Conv2D" in report.skipped["dense"]
 
 
 def _absorption_model(activation, beta=4.0, gamma=0.5, seed=0):
@@ -247,3 +247,28 @@ def test_nested_models_are_flattened_and_equalized():
     assert report.sets == [("c1", "inner_conv"), ("inner_conv", "c2")]  # the nested conv joins the chain once flattened
     x = _x((6, 6, 3))
     np.testing.assert_allclose(eq(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv1d_pairs_are_equalized_with_bias_absorption(padding):
+    """A keyword-spotter-shaped Conv1D chain (BN, ReLU): the same function with each channel's two ranges equal after
+    scaling; a high bias is absorbed, and where the second conv zero-pads the link is named (absorption is exact inside)."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((49, 10))
+    x = keras.layers.Conv1D(8, 3, padding="causal", use_bias=False, name="c1")(i)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(x))
+    x = keras.layers.Conv1D(6, 3, padding=padding, name="c2")(x)
+    model = keras.Model(i, keras.layers.Dense(4, name="head")(keras.layers.GlobalAveragePooling1D()(x)))
+    spread = np.geomspace(0.05, 5, 8).astype(F32)
+    c1, bn = model.get_layer("c1"), model.get_layer("bn1")
+    c1.set_weights([c1.get_weights()[0] * spread])
+    gamma, beta = np.full(8, 0.1, F32), np.full(8, 2.0, F32)  # a high bias: absorbed (beta - 3|gamma| > 0)
+    bn.set_weights([gamma, beta, np.zeros(8, F32), (0.5 * spread) ** 2])  # BN undoes the spread
+    x = _x((49, 10), n=8)
+    equalized, report = equalize_model(model, high_bias_absorption=False)
+    assert report.sets == [("c1", "c2")] and relative_error(model(x).numpy(), equalized(x).numpy()) < 1e-4
+    r1 = np.abs(equalized.get_layer("c1").kernel.numpy()).reshape(-1, 8).max(axis=0)
+    r2 = np.abs(equalized.get_layer("c2").kernel.numpy()).max(axis=(0, 2))
+    np.testing.assert_allclose(r1, r2, rtol=1e-5)  # each channel's two ranges now agree
+    _, absorbing = equalize_model(model)
+    assert absorbing.absorbed["c1->c2"] > 0 and absorbing.border_links == ([] if padding == "valid" else ["c1->c2"])

@@ -75,11 +75,11 @@ def _cls_member(layer: keras.layers.Layer) -> str | None:
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         if layer.depth_multiplier != 1:
             return "depthwise with depth_multiplier > 1"
-    elif isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
+    elif type(layer) in (keras.layers.Conv2D, keras.layers.Conv1D):
         if layer.groups != 1:
             return "grouped convolution"
     else:
-        return "not a Conv2D/DepthwiseConv2D"
+        return "not a Conv1D/Conv2D/DepthwiseConv2D"
     if activation_name(layer) not in ("linear", "relu"):
         return f"fused {activation_name(layer)} activation"
     if layer.data_format != "channels_last":
@@ -178,7 +178,13 @@ def _out_ranges(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
 
 
 def _in_ranges(kernel: np.ndarray) -> np.ndarray:
-    return np.abs(kernel).max(axis=(0, 1, 3))  # conv (kh, kw, in, out) and depthwise (kh, kw, C, 1)
+    # conv (kh, kw, in, out), depthwise (kh, kw, C, 1), Conv1D (k, in, out): the maximum over all but the input axis
+    return np.abs(kernel).max(axis=tuple(i for i in range(kernel.ndim) if i != kernel.ndim - 2))
+
+
+def _along_input(s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``s`` shaped to scale a kernel's input axis (the second to last)."""
+    return s.reshape((1,) * (kernel.ndim - 2) + (-1, 1))
 
 
 def _safe(num: np.ndarray, den: np.ndarray, power: float) -> np.ndarray:
@@ -199,7 +205,7 @@ def _scale_out(edit: GraphEdit, model: keras.Model, name: str, inv: np.ndarray, 
 
 def _scale_in(edit: GraphEdit, model: keras.Model, name: str, s: np.ndarray) -> None:
     k = edit.kernel(model, name)
-    edit.kernels[name] = (k * s[None, None, :, None]).astype(F32)
+    edit.kernels[name] = (k * _along_input(s, k)).astype(F32)
 
 
 def scale_cls_set(model: keras.Model, graph: FunctionalGraph, edit: GraphEdit, cls_set: list[Link]) -> None:
@@ -277,6 +283,8 @@ def absorb_link(model: keras.Model, graph: FunctionalGraph, edit: GraphEdit, lin
     k2 = edit.kernel(model, link.second)
     if isinstance(graph.layer(link.second), keras.layers.DepthwiseConv2D):
         delta = (k2[..., 0] * c).sum(axis=(0, 1))
+    elif k2.ndim == 3:  # Conv1D (k, in, out)
+        delta = np.tensordot(c, k2, axes=([0], [1])).sum(axis=0)
     else:
         delta = np.tensordot(c, k2, axes=([0], [2])).sum(axis=(0, 1))
     edit.biases[link.second] = (edit.bias(model, link.second) + delta).astype(F32)
@@ -284,7 +292,7 @@ def absorb_link(model: keras.Model, graph: FunctionalGraph, edit: GraphEdit, lin
 
 
 def _pads_input(layer: keras.layers.Layer) -> bool:
-    return getattr(layer, "padding", "valid") == "same" and any(k > 1 for k in layer.kernel_size)
+    return getattr(layer, "padding", "valid") in ("same", "causal") and any(k > 1 for k in layer.kernel_size)
 
 
 def equalize_model(
