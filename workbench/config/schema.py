@@ -72,7 +72,6 @@ class DatasetConfig:
     batch_size: int = 64
     # null: evaluate on the whole validation split
     eval_samples: Optional[int] = None
-    channels: ClassVar[Optional[int]] = None  # of the images it yields (None: the type cannot say)
     # what to give for a required key that is missing (``path: ???``), by key
     hints: ClassVar[Dict[str, str]] = {}
 
@@ -85,11 +84,9 @@ class DatasetConfig:
             if message:
                 yield message
 
-    def image_channels(self) -> Optional[int]:
-        return self.channels
-
     def sample_shape(self) -> Optional[tuple]:
-        """The shape of one input it yields (no batch axis), None when the type cannot say before loading."""
+        """The shape of one input it yields (no batch axis; None where a size follows the model, or the whole
+        shape when the type cannot say before loading)."""
         return None
 
 
@@ -98,7 +95,6 @@ class MnistDatasetConfig(DatasetConfig):
     _target_: str = "workbench.data.mnist.load_mnist"
     name: str = "mnist"
     val_size: int = 1000
-    channels: ClassVar[Optional[int]] = 1
 
     def sample_shape(self) -> Optional[tuple]:
         return (28, 28, 1)
@@ -109,34 +105,34 @@ class MnistDatasetConfig(DatasetConfig):
             yield f"dataset.val_size={self.val_size!r} is not allowed: use an integer in 1..4999"
 
 
-def _generated_problems(d) -> Iterator[str]:
-    """The sizes of a generated dataset: train and validation samples, classes."""
-    for key in ("num_train", "num_val"):
-        message = positive(getattr(d, key), f"dataset.{key}")
-        if message:
-            yield message
-    if d.num_classes < 2:
-        yield f"dataset.num_classes={d.num_classes!r} is not allowed: use an integer >= 2"
-
-
 @dataclass
-class SyntheticDatasetConfig(DatasetConfig):
-    _target_: str = "workbench.data.synthetic.make_synthetic"
-    name: str = "synthetic"
+class GeneratedDatasetConfig(DatasetConfig):
+    # data made on the spot from the run's seed: its sizes and noise
     num_train: int = 512
     num_val: int = 256
     num_classes: int = 10
-    image_shape: List[int] = field(default_factory=lambda: [28, 28, 1])
     noise: float = 0.5
 
     def problems(self) -> Iterator[str]:
         yield from super().problems()
-        yield from _generated_problems(self)
+        for key in ("num_train", "num_val"):
+            message = positive(getattr(self, key), f"dataset.{key}")
+            if message:
+                yield message
+        if self.num_classes < 2:
+            yield f"dataset.num_classes={self.num_classes!r} is not allowed: use an integer >= 2"
+
+
+@dataclass
+class SyntheticDatasetConfig(GeneratedDatasetConfig):
+    _target_: str = "workbench.data.synthetic.make_synthetic"
+    name: str = "synthetic"
+    image_shape: List[int] = field(default_factory=lambda: [28, 28, 1])
+
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
         if len(self.image_shape) != 3 or any(v < 1 for v in self.image_shape):
             yield f"dataset.image_shape={list(self.image_shape)!r} is not allowed: use [H, W, C]"
-
-    def image_channels(self) -> Optional[int]:
-        return int(self.image_shape[-1])
 
     def sample_shape(self) -> Optional[tuple]:
         return tuple(int(v) for v in self.image_shape)
@@ -147,7 +143,7 @@ def _split_problem(split: float) -> str:
 
 
 @dataclass
-class KeywordsDatasetConfig(DatasetConfig):
+class KeywordsDatasetConfig(GeneratedDatasetConfig):
     # generated keyword-spotting-shaped utterances, 49 frames x 10 coefficients (workbench/data/keywords.py)
     _target_: str = "workbench.data.keywords.make_keywords"
     name: str = "keywords"
@@ -158,10 +154,6 @@ class KeywordsDatasetConfig(DatasetConfig):
 
     def sample_shape(self) -> Optional[tuple]:
         return (49, 10)
-
-    def problems(self) -> Iterator[str]:
-        yield from super().problems()
-        yield from _generated_problems(self)
 
 
 @dataclass
@@ -175,7 +167,9 @@ class ImageFilesConfig(DatasetConfig):
     channel_order: ChannelOrder = ChannelOrder.rgb
     mean: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
     std: List[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
-    channels: ClassVar[Optional[int]] = 3
+
+    def sample_shape(self) -> Optional[tuple]:
+        return (self.image_size, self.image_size, 3)  # RGB crops (image_size null: the model's size)
 
     def problems(self) -> Iterator[str]:
         yield from super().problems()

@@ -36,26 +36,28 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> Config:
         _require(name in stages, f"stage.name={name!r} is not allowed; allowed: {', '.join(stages)}")
     problems = [message for node in (config.dataset, config.model) if hasattr(node, "problems") for message in node.problems()]
     _require(not problems, problems[0] if problems else "")
-    channels, takes = image_channels(config.dataset), input_channels(config.model)
-    if takes == 1 and channels is not None and channels > 1:  # (only such a model has an input_shape to name)
-        raise ConfigError(
-            f"model={node_name(config.model)} takes 1-channel images (model.input_shape={list(config.model.input_shape)}) "
-            f"but dataset={node_name(config.dataset)} gives {channels}-channel images: set model.input_shape=[H, W, {channels}]"
-        )
-    want = config.model.takes_shape() if hasattr(config.model, "takes_shape") else None
-    got = config.dataset.sample_shape() if hasattr(config.dataset, "sample_shape") else None
-    if want is not None and got is not None and not (len(want) == len(got) == 3) and not same_shape(want, got):
-        raise ConfigError(shape_mismatch(want, got))  # images are resized; other inputs are fed as they are
+    want, got = takes_shape(config.model), sample_shape(config.dataset)
+    if want is None or got is None:
+        return config
+    if len(want) == len(got) == 3:  # images: resized, and 1 channel repeated to 3, but not 3 made into 1
+        named = config.model["input_shape"] if isinstance(config.model, dict) else getattr(config.model, "input_shape", None)
+        if want[-1] == 1 and got[-1] is not None and got[-1] > 1 and named is not None:  # (a file has no input_shape to set)
+            raise ConfigError(
+                f"model={node_name(config.model)} takes 1-channel images (model.input_shape={list(named)}) "
+                f"but dataset={node_name(config.dataset)} gives {got[-1]}-channel images: set model.input_shape=[H, W, {got[-1]}]"
+            )
+    elif not same_shape(want, got):  # other inputs are fed as they are
+        raise ConfigError(shape_mismatch(want, got))
     return config
 
 
 def same_shape(want: tuple, got: tuple) -> bool:
     """Whether inputs of shape ``got`` fit a model input of shape ``want`` (None: any size)."""
-    return len(want) == len(got) and all(w is None or int(w) == int(g) for w, g in zip(want, got))
+    return len(want) == len(got) and all(w is None or g is None or int(w) == int(g) for w, g in zip(want, got))
 
 
 def shape_mismatch(want: tuple, got: tuple) -> str:
-    want, got = tuple(None if w is None else int(w) for w in want), tuple(int(g) for g in got)
+    want, got = (tuple(None if v is None else int(v) for v in shape) for shape in (want, got))
     return f"the model takes inputs of shape {want} but the dataset gives {got}: give data of the model's input shape"
 
 
@@ -92,12 +94,14 @@ def node_name(node: Any) -> str:
     return str(node["name"] if isinstance(node, dict) else node.name)
 
 
-def image_channels(dataset: Any) -> int | None:
-    """The channels of the images a dataset yields, None when its type does not say."""
-    return dataset.image_channels() if hasattr(dataset, "image_channels") else None
+def sample_shape(dataset: Any) -> tuple | None:
+    """The shape of one input a dataset yields, None when its type cannot say before loading (or it has no type)."""
+    return dataset.sample_shape() if hasattr(dataset, "sample_shape") else None
 
 
-def input_channels(model: Any) -> int | None:
-    """The channels a model takes (its ``input_shape``), None for a model file (read when it is loaded)."""
-    shape = model.get("input_shape") if isinstance(model, dict) else getattr(model, "input_shape", None)
-    return int(shape[-1]) if shape is not None and len(shape) else None
+def takes_shape(model: Any) -> tuple | None:
+    """The shape of one input a model takes: its type's (``input_shape``, a file's config), a schema-less node's
+    ``input_shape``, else None."""
+    if isinstance(model, dict):
+        return tuple(model["input_shape"]) if model.get("input_shape") else None
+    return model.takes_shape() if hasattr(model, "takes_shape") else None

@@ -189,10 +189,10 @@ class FakeQuant(keras.layers.Layer):
             return inputs
         if len(self.modes) == 1:
             return self._form(self.modes[0], inputs)
-        position = tf.constant([self.modes.index(m) if m in self.modes else 0 for m in Mode], tf.int32)
         branches = [lambda m=m: self._form(m, inputs) for m in self.modes]
         if len(branches) == 2:  # the sim's pair: one tf.cond on the mode variable
             return tf.cond(tf.equal(self.mode.value, int(self.modes[1])), branches[1], branches[0])
+        position = tf.constant([self.modes.index(m) if m in self.modes else 0 for m in Mode], tf.int32)  # mode → branch
         return tf.switch_case(tf.gather(position, self.mode.value), branches)
 
     def _form(self, mode: Mode, inputs):
