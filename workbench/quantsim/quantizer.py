@@ -271,7 +271,8 @@ class QuantizedKernel(keras.layers.Layer):
         super().__init__(name=kwargs.pop("name", layer.name), **kwargs)
         self.inner = layer
         rule = rule_for(layer)
-        self.weight = quantized_weight(layer) or "kernel"
+        # an unbuilt clone has no weight yet to look at: its rule names it (an Embedding's is ``embeddings``)
+        self.weight = quantized_weight(layer) or (rule.weight if rule is not None and rule.weight else "kernel")
         self.channel_axis = rule.channel_axis if rule is not None else -1
         self.depthwise = self.channel_axis == "depthwise"
         self.quantizer = FakeQuant(

@@ -142,7 +142,8 @@ def evaluate_tflite_top1(blob: bytes, batches: tf.data.Dataset) -> float:
 class Int8Runner:
     """An int8 TFLite classifier under the LiteRT interpreter: float images in, dequantized logits out.
 
-    Inputs are quantized with the model's own input scale and zero point; ``lsb`` is the output scale.
+    Inputs are quantized with the model's own input scale and zero point (an integer input, e.g. token ids, is fed
+    as it is); ``lsb`` is the output scale.
     """
 
     def __init__(self, blob: bytes):
@@ -157,7 +158,10 @@ class Int8Runner:
             self.interpreter.allocate_tensors()
             self.input = self.interpreter.get_input_details()[0]
         scale, zero = self.input["quantization"]
-        self.interpreter.set_tensor(self.input["index"], np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8))
+        if self.input["dtype"] != np.int8:  # an integer input (token ids) is fed as it is: the model has no input quantizer
+            self.interpreter.set_tensor(self.input["index"], np.asarray(x).astype(self.input["dtype"]))
+        else:
+            self.interpreter.set_tensor(self.input["index"], np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8))
         self.interpreter.invoke()
         raw = self.interpreter.get_tensor(self.output["index"]).astype(np.float32)
         return (raw - self._out_zero) * np.float32(self.lsb)
