@@ -31,10 +31,10 @@ def log_exported_model(
     files = sorted(os.path.join(exported.directory, f) for f in os.listdir(exported.directory) if not f.endswith(".keras"))
     outputs = exported.model(exported.example, training=False)
     signature = infer_signature(exported.example, outputs.numpy())
-    mlflow.set_tracking_uri(uri)  # Model.log writes through the fluent client
     # the logged model belongs to the run's experiment (else the fluent default, experiment 0, gets it)
-    mlflow.set_experiment(experiment_id=mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id)
-    with contextlib.redirect_stdout(io.StringIO()):  # MLflow checks the input example with Keras' progress bar
+    experiment_id = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
+    with fluent_store(uri), contextlib.redirect_stdout(io.StringIO()):  # MLflow checks the input example with Keras' progress bar
+        mlflow.set_experiment(experiment_id=experiment_id)
         info = mlflow.tensorflow.log_model(
             exported.model,
             name=MODEL_NAME,
@@ -50,14 +50,35 @@ def log_exported_model(
     return info.model_uri
 
 
+@contextlib.contextmanager
+def fluent_store(uri: str):
+    """MLflow's fluent API (Model.log, register_model) pointed at ``uri`` for the block only: ``set_tracking_uri`` also
+    sets ``$MLFLOW_TRACKING_URI``, which would send every later run of this process (a reused sweep worker, a second
+    ``app.run``) to this store whatever its ``paths.outputs_dir``."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def register(uri: str, model_uri: str, name: str, tags: dict[str, str], metrics: dict[str, float]) -> str:
     """A new version of ``name`` in the Model Registry, tagged with the run's setting and accuracies."""
     import mlflow
 
     version_tags = {k: str(tags[k]) for k in VERSION_TAGS if k in tags}
     version_tags.update({k: f"{metrics[k]:.4f}" for k in VERSION_METRICS if k in metrics})
-    mlflow.set_tracking_uri(uri)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # our own log line says it
+    with (
+        fluent_store(uri),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):  # our own log line says it
         version = mlflow.register_model(model_uri, name, tags=version_tags)
     log.info("registered %s version %s", name, version.version)
     return str(version.version)
