@@ -101,7 +101,7 @@ def test_non_image_models_run_from_the_command_line_with_their_arrays(tmp_path):
     text, text_data = _text(tmp_path)
     two_in, two_in_data, two_out, audio = _two_inputs_and_two_outputs(tmp_path)
     cases = {
-        "text": (text, text_data, "[baseline]"),
+        "text": (text, text_data, "[baseline,cle,qat]"),
         "two_inputs": (two_in, two_in_data, "[cle,qat]"),
         "two_outputs": (two_out, audio, "[cle,qat]"),
     }

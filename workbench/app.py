@@ -142,10 +142,11 @@ def record_simulated(tracked, result, stage: str | None, model: str, quant: dict
 def describe(result, name: str, error: str | None) -> None:
     """The run's Markdown description (``mlflow.note.content``), before what the stage wrote there itself."""
     from workbench.reporting.describe import run_description
+    from workbench.reporting.headline import Headline, task_of
 
-    text = run_description(
-        name, result.metrics, result.tables.get(keys.ARTIFACT_PREDICTIONS), error, result.tags.get(keys.TAG_COVERAGE, "")
-    )
+    headline = Headline(task_of(result.tags.get(keys.TAG_TASK_SPEC)))
+    table = result.tables.get(headline.artifact)
+    text = run_description(name, result.metrics, table, error, result.tags.get(keys.TAG_COVERAGE, ""), headline)
     own = result.tags.get(keys.TAG_DESCRIPTION)
     result.tags[keys.TAG_DESCRIPTION] = (text + (f"\n{own}" if own else ""))[: keys.MAX_TAG_LENGTH]
 
@@ -231,22 +232,25 @@ def run_stage(
 ) -> tuple[float | None, str]:
     """One MLflow run around one stage; ``built`` = (data, model) reuses what a pipeline built.
 
-    Returns sim/top1 (None if never measured) and the run id.
+    Returns the sim's headline metric (``sim/top1`` for classification; None if never measured) and the run id.
     """
     from workbench import registry
-    from workbench.stages.setup import build_context, check_pairing
+    from workbench.reporting.headline import task_spec
+    from workbench.stages.setup import build_context, build_task, check_pairing
     from workbench.tracking.datasets import dataset_inputs
 
     stage_fn = registry.get(stage).function()
     with tracked_run(tracker, plain, stage, parent_run_id) as (tracked, result):
         data, model = built if built is not None else _build(config, result)
         try:
-            result.tags.update(check_pairing(model, data, config.eval.output, config.eval.allow_class_mismatch))
-            stage_fn(build_context(config, model, data), result)
+            task = build_task(config, model)
+            result.tags.update({keys.TAG_TASK: task.name, keys.TAG_TASK_METRIC: task.metric, keys.TAG_TASK_SPEC: task_spec(task)})
+            result.tags.update(check_pairing(model, data, config.eval.output, config.eval.allow_class_mismatch, task))
+            stage_fn(build_context(config, model, data, task), result)
         finally:  # what the data was used for, also when the stage failed midway
             name = node_name(config.dataset)
             tracked.log_inputs(dataset_inputs(name, data.source, stage, result.metrics, result.tags, config.seed))
-    return result.metrics.get(keys.SIM_TOP1), tracked.run_id
+    return result.metrics.get(keys.metric_key("sim", result.tags.get(keys.TAG_TASK_METRIC, keys.CLASSIFICATION_METRIC))), tracked.run_id
 
 
 def run_pipeline(config: Config, plain: dict, tracker) -> float | None:

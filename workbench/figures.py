@@ -29,8 +29,10 @@ def channel_range_figure(before: dict[str, np.ndarray], after: dict[str, np.ndar
     return fig
 
 
-def accuracy_vs_bitwidth_figure(table):
-    """sim/top1 (with its 95 % interval) against weight bitwidth, one line per stage and remaining setting."""
+def accuracy_vs_bitwidth_figure(table, sim: str = "sim/top1", fp32: str = "fp32/top1", percent: bool = True):
+    """The sim's metric (``sim``: sim/top1, with its 95 % interval) against weight bitwidth, one line per stage and
+    remaining setting; ``percent``: the metric is a fraction, shown in %."""
+    scale = 100.0 if percent else 1.0
     fig, ax = plt.subplots(figsize=(8, 4.5))
     frame = table.dropna(subset=["param_bw"]).copy()
     frame["group"] = frame["setting"].str.replace(r"^W\d+", "", regex=True).str.strip()
@@ -39,19 +41,20 @@ def accuracy_vs_bitwidth_figure(table):
     markers = "osD^vP*Xh<>"
     for i, (offset, ((stage, variant, group), rows)) in enumerate(zip(offsets, groups)):
         rows = rows.sort_values("param_bw")
-        y = 100 * rows["sim/top1"].to_numpy(float)
-        err = np.abs(100 * rows[["ci_low", "ci_high"]].to_numpy(float).T - y)
+        y = scale * rows[sim].to_numpy(float)
+        err = np.abs(scale * rows[["ci_low", "ci_high"]].to_numpy(float).T - y)
         label = " ".join(x for x in (stage, "" if variant == "-" else f"({variant})", group) if x)
         # each line its own marker, drawn half transparent and spread sideways: coinciding points stay visible
         ax.errorbar(
             rows["param_bw"] + offset, y, yerr=np.nan_to_num(err), marker=markers[i % len(markers)], capsize=3, alpha=0.8, label=label
         )
-    fp32 = frame["fp32/top1"].dropna()
-    if len(fp32) and fp32.nunique() == 1:
-        ax.axhline(100 * fp32.iloc[0], color="grey", linestyle="--", label="FP32")
+    reference = frame[fp32].dropna()
+    if len(reference) and reference.nunique() == 1:
+        ax.axhline(scale * reference.iloc[0], color="grey", linestyle="--", label="FP32")
     ax.set_xticks(sorted(frame["param_bw"].unique()))
     ax.set_xlabel("weight bitwidth (points spread sideways so that they do not hide each other)")
-    ax.set_ylabel("sim top-1 (%), 95 % interval")
+    name = "top-1" if sim == "sim/top1" else sim.split("/", 1)[1]
+    ax.set_ylabel(f"sim {name}{' (%)' if percent else ''}, 95 % interval")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()

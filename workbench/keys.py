@@ -121,6 +121,20 @@ ARTIFACT_PREDICTIONS = "predictions.csv"  # per validation image: label and each
 PREDICTION_COLUMNS = {"fp32": FP32_TOP1, "sim": SIM_TOP1, "tflite": TFLITE_TOP1}
 
 
+# a task other than classification (task=segmentation, ...): per validation sample, each model's task statistics
+# (columns <model>:<k>, e.g. sim:0) from which its metric, interval and paired tests are computed again
+ARTIFACT_SAMPLES = "samples.csv"
+TAG_TASK = "task"  # what the headline metric measures: classification, segmentation, regression, fidelity, custom
+TAG_TASK_METRIC = "task.metric"  # the headline metric's name (top1, miou, mae, sqnr_db, ...): <model>/<metric>
+TAG_TASK_SPEC = "task.spec"  # the task's class and values as JSON (a report rebuilds its metric for paired tests)
+CLASSIFICATION_METRIC = "top1"
+
+
+def metric_key(model: str, metric: str) -> str:
+    """A model's headline metric, e.g. ``sim/miou`` (``sim/top1`` for classification)."""
+    return f"{model}/{metric}"
+
+
 def ci_keys(metric: str) -> tuple[str, str]:
     """The 95 % interval metrics of an accuracy, e.g. ``sim/top1_ci_low``, ``sim/top1_ci_high``."""
     return f"{metric}_ci_low", f"{metric}_ci_high"

@@ -17,7 +17,8 @@ INTERNAL_PREFIX = "base_"
 HIDDEN_GROUPS = ("hydra",)  # Hydra's own settings: --hydra-help
 GROUP_NOTES = {
     "model": "the FP32 model (keras_file: model.path=FILE.keras)",
-    "dataset": "the images (image_folder: dataset.path=DIR of class folders; imagenet: TFRecords)",
+    "dataset": "the data (image_folder: DIR of class folders; arrays: an .npz of any rank; imagenet: TFRecords)",
+    "task": "what the model is for and its metric (top-1, mean IoU, MAE, label-free SQNR, your own)",
     "quant": "quantization presets (each key also alone: quant.param_bw=4)",
     "stage": "one stage instead of the pipeline: +stage=NAME",
     "sweep": "preset sweeps: -m +sweep=NAME",
@@ -76,7 +77,7 @@ def help_template(conf_dir: Path = CONF_DIR) -> str:
         f"  bc.mode=M                             {_values(BiasCorrectionMode)}",
         "  qat.epochs=N adaround.num_iterations=N   the training budgets",
         "  export.register_as=NAME               register the exported model in the MLflow Model Registry",
-        "  eval.output=NAME                      the classification output of a multi-output model (top-1 reads it)",
+        "  eval.output=NAME                      the output of a multi-output model the task reads (top-1 of the classifier)",
         "  eval.allow_class_mismatch=true        run a model whose class count differs from the dataset's anyway",
         "  tracking.uri=URI tracking.experiment=NAME   where runs go",
         "  verbosity=0|1|2                       console: summary only | progress (default) | TensorFlow's logs too",
@@ -87,6 +88,8 @@ def help_template(conf_dir: Path = CONF_DIR) -> str:
         "  python -m workbench -m +stage=bc quant.param_bw=4,6,8",
         "  python -m workbench -m +sweep=stages hydra/launcher=joblib",
         "  python -m workbench +stage=qat model=keras_file model.path=my_model.keras dataset=image_folder dataset.path=images/",
+        "  python -m workbench +stage=bc task=segmentation dataset=digit_canvas model=digit_segmenter",
+        "  python -m workbench +stage=bc task=fidelity model=keras_file model.path=m.keras dataset=arrays dataset.path=inputs.npz",
         "  python -m workbench.report --experiment workbench      the comparison report of an experiment",
         "",
         "The whole configuration: python -m workbench --cfg job   Hydra's own options: --hydra-help",

@@ -62,6 +62,8 @@ def npz_problem(path: str, alone: bool = True) -> str | None:
         return "is not an .npz file (numpy.savez writes a zip archive)"
     if any(set(wanted) <= keys for wanted in (ARRAY_KEYS if alone else ARRAY_KEYS[:1])):
         return None
+    if alone and "x" in keys and "y" not in keys:
+        return None  # inputs alone: for a label-free task (task=fidelity), checked when the run starts
     wanted = " or ".join(", ".join(w) for w in (ARRAY_KEYS if alone else ARRAY_KEYS[:1]))
     return f"has the arrays {', '.join(sorted(keys)) or 'none'}; it needs {wanted}"
 

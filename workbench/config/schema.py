@@ -157,6 +157,34 @@ class KeywordsDatasetConfig(GeneratedDatasetConfig):
 
 
 @dataclass
+class DigitCanvasDatasetConfig(DatasetConfig):
+    # the embedded segmentation task: two shipped MNIST digits per 32x32 canvas, each pixel labelled 0
+    # (background) or 1 + its digit (workbench/data/digit_canvas.py); with model=digit_segmenter task=segmentation
+    _target_: str = "workbench.data.digit_canvas.make_digit_canvas"
+    name: str = "digit_canvas"
+    num_train: int = 2000
+    num_val: int = 400
+    # digits kept for the validation canvases (the others make the training canvases)
+    val_digits: int = 1000
+    # a pixel belongs to its digit where the digit's intensity exceeds this
+    ink: float = 0.3
+
+    def sample_shape(self) -> Optional[tuple]:
+        return (32, 32, 1)
+
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        for key in ("num_train", "num_val"):
+            message = positive(getattr(self, key), f"dataset.{key}")
+            if message:
+                yield message
+        if not (isinstance(self.val_digits, int) and 1 <= self.val_digits <= 4999):
+            yield f"dataset.val_digits={self.val_digits!r} is not allowed: use an integer in 1..4999"
+        if not 0.0 <= self.ink < 1.0:
+            yield f"dataset.ink={self.ink!r} is not allowed: an intensity in [0, 1)"
+
+
+@dataclass
 class ImageFilesConfig(DatasetConfig):
     # image files under dataset.path, with the evaluation transform: shorter side to resize_size, centre
     # crop image_size, channel_order, per-channel mean/std in 0..255 units, in the output channel order
@@ -275,7 +303,7 @@ class CallableDatasetConfig(DatasetConfig):
     batched: bool = False
     hints: ClassVar[Dict[str, str]] = {
         "function": "give package.module:name of a function returning (train, validation) tf.data.Datasets",
-        "num_classes": "give the number of classes the labels run over",
+        "num_classes": "give the number of classes the labels run over (0: labels that are not classes, e.g. regression targets)",
     }
 
     def problems(self) -> Iterator[str]:
@@ -284,8 +312,8 @@ class CallableDatasetConfig(DatasetConfig):
             yield f"dataset.function={self.function!r} is not allowed: use package.module:name"
         elif (problem := module_problem(module)) is not None:
             yield f"dataset.function={self.function!r}: {problem}"
-        if self.num_classes < 2:
-            yield f"dataset.num_classes={self.num_classes!r} is not allowed: an integer >= 2"
+        if self.num_classes < 2 and self.num_classes != 0:
+            yield f"dataset.num_classes={self.num_classes!r} is not allowed: an integer >= 2 (0: labels that are not classes)"
         yield from super().problems()
 
 
@@ -376,6 +404,28 @@ class KwsConv1dConfig(EmbeddedModelConfig):
 
 
 @dataclass
+class DigitSegmenterConfig(EmbeddedModelConfig):
+    # a small U-Net (Conv2D, Conv2DTranspose, skip Concatenates) giving per-pixel classes (dataset=digit_canvas)
+    _target_: str = "workbench.models.embedded.digit_segmenter"
+    name: str = "digit_segmenter"
+    input_shape: List[int] = field(default_factory=lambda: [32, 32, 1])
+    num_classes: int = 11
+    width: int = 16
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 0.01
+    augment: bool = False  # a shift would move the canvas but not its labels
+
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        message = positive(self.width, "model.width")
+        if message:
+            yield message
+        if self.augment:
+            yield "model.augment=true is not allowed for digit_segmenter: the shifts move the image but not its per-pixel labels"
+
+
+@dataclass
 class KerasAppConfig(ModelConfig):
     _target_: str = "workbench.models.embedded.application"
     input_shape: List[int] = field(default_factory=lambda: [224, 224, 3])
@@ -413,6 +463,67 @@ class KerasFileConfig(ModelConfig):
                 problem = keras_archive_problem(self.path, self.custom_objects or {})
             if problem:
                 yield f"model.path={self.path!r} {problem}"
+
+
+@dataclass
+class TaskConfig:
+    # what the model is for and how its quality is measured (workbench/evaluation/tasks.py): the Task class
+    # Hydra's instantiate builds with the keys below; every stage scores FP32, sim and int8 TFLite by it
+    _target_: str = MISSING
+    hints: ClassVar[Dict[str, str]] = {}
+
+    def problems(self) -> Iterator[str]:
+        return iter(())
+
+
+@dataclass
+class ClassificationTaskConfig(TaskConfig):
+    _target_: str = "workbench.evaluation.tasks.Classification"
+
+
+@dataclass
+class SegmentationTaskConfig(TaskConfig):
+    # labels: one class index per pixel (N, H, W), outputs (N, H, W, classes); mean IoU over the classes present
+    _target_: str = "workbench.evaluation.tasks.Segmentation"
+    # null: the model output's channel count
+    num_classes: Optional[int] = None
+
+    def problems(self) -> Iterator[str]:
+        if self.num_classes is not None and self.num_classes < 2:
+            yield f"task.num_classes={self.num_classes!r} is not allowed: an integer >= 2, or null (the model output's channels)"
+
+
+@dataclass
+class RegressionTaskConfig(TaskConfig):
+    # float labels of the output's shape; MAE (lower is better), RMSE beside it; QAT fine-tunes on MSE
+    _target_: str = "workbench.evaluation.tasks.Regression"
+
+
+@dataclass
+class FidelityTaskConfig(TaskConfig):
+    # no labels: each sample's output against the FP32 model's (SQNR in dB, cosine similarity)
+    _target_: str = "workbench.evaluation.tasks.Fidelity"
+
+
+@dataclass
+class CustomTaskConfig(TaskConfig):
+    # your metric: "package.module:name" of a function (outputs, labels) -> one score per sample
+    _target_: str = "workbench.evaluation.tasks.Custom"
+    score: str = MISSING
+    metric_name: str = "score"
+    larger_is_better: bool = True
+    # scores are fractions in [0, 1], shown in %
+    percent_scale: bool = False
+    # a Keras loss name QAT fine-tunes with (null: +stage=qat is refused)
+    training_loss: Optional[str] = None
+    hints: ClassVar[Dict[str, str]] = {"score": "give package.module:name of a function (outputs, labels) -> one score per sample"}
+
+    def problems(self) -> Iterator[str]:
+        module, colon, attribute = self.score.partition(":")
+        if not (module and colon and attribute):
+            yield f"task.score={self.score!r} is not allowed: use package.module:name"
+        elif (problem := module_problem(module)) is not None:
+            yield f"task.score={self.score!r}: {problem}"
 
 
 @dataclass
@@ -574,6 +685,7 @@ class EvalConfig:
 class Config:
     model: Any = MISSING
     dataset: Any = MISSING
+    task: Any = MISSING  # conf/config.yaml's defaults: task=classification
     quant: QuantSettings = field(default_factory=QuantSettings)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -645,6 +757,16 @@ def register_configs() -> None:
     cs.store(group="model", name="base_keras_app", node=KerasAppConfig)
     cs.store(group="model", name="base_kws_conv1d", node=KwsConv1dConfig)
     cs.store(group="model", name="base_keras_file", node=KerasFileConfig)
+    cs.store(group="model", name="base_digit_segmenter", node=DigitSegmenterConfig)
+    cs.store(group="dataset", name="base_digit_canvas", node=DigitCanvasDatasetConfig)
+    for kind, node in (
+        ("classification", ClassificationTaskConfig),
+        ("segmentation", SegmentationTaskConfig),
+        ("regression", RegressionTaskConfig),
+        ("fidelity", FidelityTaskConfig),
+        ("custom", CustomTaskConfig),
+    ):
+        cs.store(group="task", name=f"base_{kind}", node=node)
     for name in stage_names():  # a plug-in stage without its YAML file: +stage=NAME still selects it
         if not (CONF_DIR / "stage" / f"{name}.yaml").exists():
             cs.store(group="stage", name=name, node={"stage": {"name": name}}, package="_global_")

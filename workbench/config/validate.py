@@ -34,8 +34,10 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> Config:
     else:
         name = str(config.stage.name)
         _require(name in stages, f"stage.name={name!r} is not allowed; allowed: {', '.join(stages)}")
-    problems = [message for node in (config.dataset, config.model) if hasattr(node, "problems") for message in node.problems()]
+    nodes = (config.dataset, config.model, config.task)
+    problems = [message for node in nodes if hasattr(node, "problems") for message in node.problems()]
     _require(not problems, problems[0] if problems else "")
+    _check_task(config)
     want, got = takes_shape(config.model), sample_shape(config.dataset)
     if want is None or got is None:
         return config
@@ -49,6 +51,24 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> Config:
     elif not same_shape(want, got):  # other inputs are fed as they are
         raise ConfigError(shape_mismatch(want, got))
     return config
+
+
+def _check_task(config: Config) -> None:
+    """The task builds (its own checks, e.g. a custom metric's name), and the stage can measure it."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        task = instantiate(config.task)
+    except InstantiationException as err:
+        cause = err.__cause__ if err.__cause__ is not None else err
+        raise ConfigError(str(cause) if str(cause).startswith("task.") else f"task: {cause}") from None
+    stage = None if config.stage is None else str(config.stage.name)
+    if task.loss(True) is None and (stage == "qat" or (stage is None and "qat" in config.pipeline.stages)):
+        hint = "set task.training_loss to a Keras loss name" if task.name == "custom" else "it has no labels to train on"
+        raise ConfigError(f"task={task.name}: +stage=qat fine-tunes on a loss and this task has none: {hint}")
+    if not task.binary and stage in ("analyze", "mixed_precision"):
+        raise ConfigError(f"+stage={stage} ranks layers by their top-1: it takes task=classification (this run's is task={task.name})")
 
 
 def same_shape(want: tuple, got: tuple) -> bool:

@@ -5,7 +5,9 @@
 own. A model with several inputs reads one array per input, named ``x.<input name>`` (``x_train.<input name>``
 ...): the inputs then travel as a dict by name, as Keras feeds a functional model. Floating inputs become
 float32; integer inputs (token ids, class indices) stay integers, so the simulator leaves them unquantized.
-Labels are integer classes.
+Labels are integer classes (classification, per-pixel masks for segmentation) or floats (regression, kept as
+float32). A file with ``x`` alone has no labels: for ``task=fidelity``, each sample is then named by its index in
+the file (so two runs pair up sample by sample).
 """
 
 from __future__ import annotations
@@ -54,12 +56,20 @@ def load_arrays(
         other = _read(validation_path)
         x_train, y_train, x_val, y_val = arrays["x"], arrays["y"], other["x"], other["y"]
     else:
-        x, y = arrays["x"], arrays["y"]
+        x = arrays["x"]
         n = sample_count(x)
+        y = arrays["y"] if "y" in arrays else np.arange(n, dtype=np.int32)  # no labels: the sample's index names it
         order = np.random.default_rng(seed).permutation(n)
         n_val = max(1, int(round(validation_split * n)))
         val, train = order[n - n_val :], order[: n - n_val]
         x_train, y_train, x_val, y_val = take_samples(x, train), y[train], take_samples(x, val), y[val]
-    classes = num_classes if num_classes is not None else int(max(y_train.max(), y_val.max())) + 1
+    classes = num_classes if num_classes is not None else class_count(y_train, y_val)
     source = os.path.abspath(path) + (f" + {os.path.abspath(validation_path)}" if validation_path else "")
     return from_arrays(x_train, y_train, x_val, y_val, classes, batch_size, eval_samples, source=source)
+
+
+def class_count(*labels: np.ndarray) -> int:
+    """The largest integer label + 1; 0 for float labels (a regression's targets: no classes)."""
+    if not all(np.issubdtype(y.dtype, np.integer) for y in labels):
+        return 0
+    return int(max(y.max() for y in labels)) + 1

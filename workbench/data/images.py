@@ -120,9 +120,9 @@ def from_arrays(
     source: str | None = None,
 ) -> ImageData:
     """In-memory splits: inputs of any rank (floating ones as float32, integer ones such as token ids as int32),
-    int labels."""
+    labels as int32 classes, or float32 for float labels (a regression's targets)."""
     x_train, x_val = _input_dtype(x_train), _input_dtype(x_val)
-    y_train, y_val = y_train.astype(np.int32), y_val.astype(np.int32)
+    y_train, y_val = _input_dtype(np.asarray(y_train)), _input_dtype(np.asarray(y_val))
     return ImageData(
         make_train=lambda: tf.data.Dataset.from_tensor_slices((x_train, y_train)),
         make_val=lambda: tf.data.Dataset.from_tensor_slices((x_val, y_val)),

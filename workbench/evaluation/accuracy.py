@@ -96,3 +96,17 @@ def evaluate_against(
     if total == 0:
         raise ValueError("evaluation data is empty")
     return correct / total, diff
+
+
+def max_output_difference(reference: keras.Model, model: keras.Model, batches: tf.data.Dataset) -> float:
+    """The largest |model − reference| difference over all outputs and samples (labels, if any, unread)."""
+
+    @tf.function(reduce_retracing=True)
+    def step(x):
+        outs, refs = keras.tree.flatten(model(x, training=False)), keras.tree.flatten(reference(x, training=False))
+        return tf.reduce_max([tf.reduce_max(tf.abs(a - b)) for a, b in zip(outs, refs)])
+
+    diff = 0.0
+    for batch in batches:
+        diff = max(diff, float(step(batch[0] if isinstance(batch, tuple) else batch)))
+    return diff

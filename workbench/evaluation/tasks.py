@@ -11,13 +11,18 @@ interval and two models on the same samples its paired test (``evaluation.statis
 - ``Fidelity``: no labels: the output against the FP32 model's on the same input, per-sample SQNR (dB, capped at
   ``SQNR_CAP``: equal outputs have an infinite one) and cosine similarity.
 - ``Custom``: the user's function of (outputs, labels) → per-sample scores; their mean.
+
+The ``task`` config group (``conf/task/``) builds one of these with Hydra's ``instantiate``; ``loss`` is what QAT
+fine-tunes with (None: the task cannot train, e.g. fidelity has no labels).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,6 +36,13 @@ class Task:
     higher_is_better: ClassVar[bool] = True
     binary: ClassVar[bool] = False  # per-sample right/wrong: a Wilson interval and the exact McNemar test
     needs_labels: ClassVar[bool] = True
+    percent: ClassVar[bool] = False  # a fraction in [0, 1], shown in %
+
+    def loss(self, from_logits: bool) -> Any:
+        """The Keras loss QAT fine-tunes with; None where the task has no labels to train on."""
+        import keras
+
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
 
     def statistics(self, outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None = None) -> np.ndarray:
         """Per-sample statistics (N, K) of one batch."""
@@ -50,6 +62,7 @@ class Classification(Task):
     name: ClassVar[str] = "classification"
     metric: ClassVar[str] = "top1"
     binary: ClassVar[bool] = True
+    percent: ClassVar[bool] = True
 
     def statistics(self, outputs, labels, reference=None):
         return (np.argmax(outputs, axis=-1) == np.asarray(labels).reshape(len(outputs)))[:, None].astype(np.float64)
@@ -57,9 +70,10 @@ class Classification(Task):
 
 @dataclass(frozen=True)
 class Segmentation(Task):
-    num_classes: int = 2
+    num_classes: int | None = None  # None: the model output's channel count (set when the run starts)
     name: ClassVar[str] = "segmentation"
     metric: ClassVar[str] = "miou"
+    percent: ClassVar[bool] = True
 
     def statistics(self, outputs, labels, reference=None):
         predicted = np.argmax(outputs, axis=-1).reshape(len(outputs), -1)
@@ -71,7 +85,7 @@ class Segmentation(Task):
         return np.concatenate([inter, union, pixels], axis=1).astype(np.float64)
 
     def value(self, means):
-        k = self.num_classes
+        k = int(self.num_classes or 0)
         inter, union = means[..., :k], means[..., k : 2 * k]
         iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), np.nan)
         return np.nanmean(iou, axis=-1)
@@ -86,6 +100,11 @@ class Regression(Task):
     metric: ClassVar[str] = "mae"
     higher_is_better: ClassVar[bool] = False
 
+    def loss(self, from_logits: bool) -> Any:
+        import keras
+
+        return keras.losses.MeanSquaredError()
+
     def statistics(self, outputs, labels, reference=None):
         error = (np.asarray(outputs, np.float64) - np.asarray(labels, np.float64).reshape(np.shape(outputs))).reshape(len(outputs), -1)
         return np.stack([np.abs(error).mean(axis=1), (error**2).mean(axis=1)], axis=1)
@@ -99,6 +118,9 @@ class Fidelity(Task):
     name: ClassVar[str] = "fidelity"
     metric: ClassVar[str] = "sqnr_db"
     needs_labels: ClassVar[bool] = False
+
+    def loss(self, from_logits: bool) -> Any:
+        return None
 
     def statistics(self, outputs, labels, reference=None):
         if reference is None:
@@ -118,12 +140,36 @@ class Fidelity(Task):
 
 @dataclass(frozen=True)
 class Custom(Task):
-    """The user's metric: ``score(outputs, labels)`` → one score per sample; the task's metric is their mean."""
+    """The user's metric: ``score(outputs, labels)`` → one score per sample; the task's metric is their mean.
 
-    score: Callable[[np.ndarray, np.ndarray | None], np.ndarray] = lambda outputs, labels: np.zeros(len(outputs))
+    ``score`` is the function or its ``package.module:name`` (imported when first scored, so a report can rebuild
+    the task without the user's code); ``loss`` a Keras loss name for QAT (None: QAT is refused)."""
+
+    score: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | str = "numpy:zeros_like"
     metric_name: str = "score"
     larger_is_better: bool = True
+    percent_scale: bool = False
+    training_loss: str | None = None
     name: ClassVar[str] = "custom"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.score, str) and ":" not in self.score:
+            raise ValueError(f"task.score={self.score!r} is not allowed: use package.module:name of your function")
+        if not (self.metric_name.replace("_", "").isalnum() and self.metric_name[0].isalpha()):
+            raise ValueError(f"task.metric_name={self.metric_name!r} is not allowed: letters, digits and _, starting with a letter")
+
+    def scorer(self) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
+        if callable(self.score):
+            return self.score
+        module, _, attribute = self.score.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def loss(self, from_logits: bool) -> Any:
+        if self.training_loss is None:
+            return None
+        import keras
+
+        return keras.losses.get(self.training_loss)
 
     @property  # type: ignore[override]
     def metric(self) -> str:
@@ -133,8 +179,12 @@ class Custom(Task):
     def higher_is_better(self) -> bool:
         return self.larger_is_better
 
+    @property  # type: ignore[override]
+    def percent(self) -> bool:
+        return self.percent_scale
+
     def statistics(self, outputs, labels, reference=None):
-        scores = np.asarray(self.score(outputs, labels), np.float64).reshape(-1)
+        scores = np.asarray(self.scorer()(outputs, labels), np.float64).reshape(-1)
         if scores.shape != (len(outputs),):
             raise ValueError(f"the task's score function gave {scores.size} values for {len(outputs)} samples: give one per sample")
         return scores[:, None]
@@ -156,6 +206,7 @@ class TaskScore:
     high: float
     statistics: np.ndarray
     secondary: dict[str, float]
+    digest: str = ""  # names the samples (their count and labels in order): equal digests pair up
 
     def against(self, reference: TaskScore, seed: int = 0):
         """The paired comparison with ``reference`` on the same samples: exact McNemar for a right/wrong task,
@@ -182,7 +233,6 @@ def score_task(
 
     from workbench import interrupts
     from workbench.evaluation.accuracy import classifier_output
-    from workbench.evaluation.statistics import bootstrap_interval, wilson_interval
 
     if task.needs_labels is False and reference is None:
         raise ValueError(f"the {task.name} task compares with a reference model's outputs: pass reference=<the FP32 model>")
@@ -192,13 +242,26 @@ def score_task(
         out = classifier_output(model(x, training=False), output)
         return out, (classifier_output(reference(x, training=False), output) if reference is not None else out)
 
-    parts = []
-    for batch in batches:
-        interrupts.checkpoint()
-        x, y = (batch[0], batch[1]) if isinstance(batch, tuple) else (batch, None)
-        out, ref = step(x)
-        labels = None if y is None else np.asarray(y)
-        parts.append(task.statistics(out.numpy(), labels, ref.numpy() if reference is not None else None))
+    def outputs():
+        for batch in batches:
+            interrupts.checkpoint()
+            x, y = (batch[0], batch[1]) if isinstance(batch, tuple) else (batch, None)
+            out, ref = step(x)
+            yield out.numpy(), None if y is None else np.asarray(y), ref.numpy() if reference is not None else None
+
+    return score_outputs(outputs(), task, seed)
+
+
+def score_outputs(batches, task: Task, seed: int = 0) -> TaskScore:
+    """``task``'s metric of a model's outputs, given as ``(outputs, labels or None, reference outputs or None)`` per
+    batch (e.g. an interpreter's), with its interval: Wilson for a right/wrong task, else a seeded BCa bootstrap."""
+    from workbench.evaluation.statistics import bootstrap_interval, wilson_interval
+
+    parts, digest = [], hashlib.sha256()
+    for out, labels, ref in batches:
+        if labels is not None:
+            digest.update(label_bytes(labels))
+        parts.append(task.statistics(out, labels, ref))
     if not parts:
         raise ValueError("evaluation data is empty")
     stats = np.concatenate(parts)
@@ -208,4 +271,10 @@ def score_task(
         low, high = wilson_interval(int(round(stats[:, 0].sum())), len(stats))
     else:
         low, high = bootstrap_interval(stats, task.value, seed=seed)
-    return TaskScore(task, value, low, high, stats, task.secondary(means))
+    return TaskScore(task, value, low, high, stats, task.secondary(means), digest.hexdigest()[:16])
+
+
+def label_bytes(labels: np.ndarray) -> bytes:
+    """Labels as the bytes a digest hashes: integers as int64 (so a classifier's digest is ``eval_digest``'s), others as float64."""
+    labels = np.asarray(labels)
+    return labels.astype(np.int64 if np.issubdtype(labels.dtype, np.integer) else np.float64).tobytes()

@@ -19,6 +19,7 @@ from workbench.data.images import ImageData
 from workbench.models.cache import cached_model
 from workbench.models.kws import build_kws_conv1d
 from workbench.models.mnist_mobilenet import build_mnist_mobilenet
+from workbench.models.segmenter import build_digit_segmenter
 from workbench.models.shipped import load_shipped
 from workbench.models.training import train_classifier
 from workbench.models.zoo import build_mnist_mobilenet_v2, keras_application, load_keras_file
@@ -97,6 +98,14 @@ def kws_conv1d(name: str, context: BuildContext, *, input_shape: Sequence[int], 
     """The embedded keyword spotter (Conv1D over cepstral frames) trained on the chosen dataset."""
     options = {"input_shape": list(input_shape), "width": width, "bn_momentum": bn_momentum, **training}
     return _trained(name, context, options, lambda: build_kws_conv1d(input_shape, context.data.num_classes, width, bn_momentum))
+
+
+def digit_segmenter(
+    name: str, context: BuildContext, *, input_shape: Sequence[int], width: int, bn_momentum: float, **training
+) -> keras.Model:
+    """The embedded segmentation model (a small U-Net, per-pixel classes) trained on the chosen dataset."""
+    options = {"input_shape": list(input_shape), "width": width, "bn_momentum": bn_momentum, **training}
+    return _trained(name, context, options, lambda: build_digit_segmenter(input_shape, context.data.num_classes, width, bn_momentum))
 
 
 def application(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from workbench import keys
-from workbench.evaluation.statistics import mcnemar_exact
+from workbench.reporting.headline import Headline
 
 MAX_NAME = 250
 # metric -> how the description says what the stage did (only those a run has are shown)
@@ -56,35 +56,47 @@ def sweep_name(overrides: list[str] | tuple[str, ...]) -> str:
     return (f"sweep · {' '.join(shown)}" if shown else "sweep")[:MAX_NAME]
 
 
-def _accuracy_line(label: str, metrics: Mapping[str, float], metric: str) -> str | None:
+def _accuracy_line(label: str, metrics: Mapping[str, float], metric: str, h: Headline) -> str | None:
     if metric not in metrics:
         return None
     low, high = (metrics.get(k) for k in keys.ci_keys(metric))
-    interval = f"[{100 * low:.1f}, {100 * high:.1f}]" if low is not None and high is not None else "—"
-    return f"| {label} | {100 * metrics[metric]:.1f} % | {interval} |"
+    interval = f"[{h.text(low)}, {h.text(high)}]" if low is not None and high is not None else "—"
+    return f"| {label} | {h.text(metrics[metric])}{h.unit()} | {interval} |"
 
 
 def run_description(
-    name: str, metrics: Mapping[str, float], predictions: pd.DataFrame | None, error: str | None = None, coverage: str = ""
+    name: str,
+    metrics: Mapping[str, float],
+    predictions: pd.DataFrame | None,
+    error: str | None = None,
+    coverage: str = "",
+    headline: Headline | None = None,
 ) -> str:
-    """The run's Markdown description: accuracies with intervals, the paired verdict, what the stage changed."""
+    """The run's Markdown description: the headline metric (top-1) with intervals, the paired verdict against FP32
+    (``predictions``: the run's per-sample table), what the stage changed."""
+    h = headline or Headline()
     lines = [f"**{name}**", ""]
     if error:
         lines += [f"Failed: `{error.splitlines()[0][:300]}` (traceback in `{keys.ARTIFACT_TRACEBACK}`).", ""]
     rows = [
-        _accuracy_line(label, metrics, metric)
-        for label, metric in (("FP32", keys.FP32_TOP1), ("sim", keys.SIM_TOP1), ("int8 TFLite", keys.TFLITE_TOP1))
+        _accuracy_line(label, metrics, h.key(model), h) for label, model in (("FP32", "fp32"), ("sim", "sim"), ("int8 TFLite", "tflite"))
     ]
     rows = [r for r in rows if r]
     if rows:
         samples = metrics.get(keys.EVAL_SAMPLES)
-        lines += [f"Top-1 on {samples:,.0f} validation images:" if samples else "Top-1:", "", "| model | top-1 | 95 % interval |"]
-        lines += ["|---|---|---|", *rows, ""]
-    if predictions is not None and {"label", "fp32", "sim"} <= set(predictions.columns) and len(predictions):
-        test = mcnemar_exact(predictions["sim"] == predictions["label"], predictions["fp32"] == predictions["label"])
+        title = "Top-1" if h.task.binary else h.label
         lines += [
-            f"Quantization cost: {100 * test.delta:+.1f} pt against FP32 on the same images "
-            f"(exact McNemar p = {test.p_value:.3g}: **{test.verdict()}**).",
+            f"{title} on {samples:,.0f} validation samples:" if samples else f"{title}:",
+            "",
+            f"| model | {h.label} | 95 % interval |",
+        ]
+        lines += ["|---|---|---|", *rows, ""]
+    sim, fp32 = h.per_sample(predictions, "sim"), h.per_sample(predictions, "fp32")
+    if sim is not None and fp32 is not None and len(sim):
+        test = h.compare(sim, fp32)
+        lines += [
+            f"Quantization cost: {h.delta(test.delta)} against FP32 on the same samples "
+            f"({h.test} p = {test.p_value:.3g}: **{test.verdict()}**).",
             "",
         ]
     if keys.WEIGHTS_QUANTIZED in metrics:

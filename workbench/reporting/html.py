@@ -61,7 +61,8 @@ def _sqnr_table(sqnr: pd.DataFrame) -> str:
 
 def render_html(report, title: str, figures: dict[str, bytes]) -> str:
     """The whole report; ``report`` is a :class:`workbench.reporting.report.Report`, ``figures`` PNG bytes."""
-    compared = report.compared
+    compared, h = report.compared, report.headline
+    percent = " in %" if h.task.percent else ""
     differ = ", ".join(compared.setting_keys + compared.variant_keys) if compared is not None else ""
     commands = list(dict.fromkeys(compared.runs["command"])) if compared is not None and "command" in compared.runs else []
     answers = [f"{row.setting}: best technique {row.best}" for row in report.best.itertuples()] or ["no technique runs to compare"]
@@ -71,11 +72,15 @@ def render_html(report, title: str, figures: dict[str, bytes]) -> str:
         "versions": versions(),
         "answers": answers,
         "differ": differ or "nothing (one setting)",
-        "wide": _styled(report.wide, "sim top-1 in % [95 % interval] and the verdict against the deployable baseline", index=True),
-        "best": _styled(readable(report.best), "the highest sim top-1 per setting and whether the paired test confirms it")
+        "wide": _styled(report.wide, f"sim {h.label}{percent} [95 % interval] and the verdict against the deployable baseline", index=True),
+        "best": _styled(
+            readable(report.best, h.percent_columns()), f"the best sim {h.label} per setting, and whether the paired test says so"
+        )
         if not report.best.empty
         else "",
-        "comparison": _styled(readable(report.table), "one row per run: accuracies in %, delta and p against the deployable baseline"),
+        "comparison": _styled(
+            readable(report.table, h.percent_columns()), f"one row per run: {h.label}{percent}, delta and p against the baseline"
+        ),
         "sqnr": _sqnr_table(report.sqnr),
         "excluded": _styled(report.excluded, "runs not compared, and why") if not report.excluded.empty else "",
         "figures": {name: base64.b64encode(data).decode("ascii") for name, data in figures.items()},

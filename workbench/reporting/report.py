@@ -1,10 +1,11 @@
 """Comparison reports: MLflow runs read back into pandas, tables and plots written to disk.
 
 ``python -m workbench.report --experiment NAME [--parent RUN_ID]`` writes, under
-``outputs/reports/<experiment>/``: the comparison (one row per stage, setting and technique variant:
-``sim/top1`` with its 95 % interval, the delta against the deployable baseline at the same setting, the
-exact McNemar p-value on the same images and the verdict), the best technique per setting, the runs
-left out and why, the per-layer SQNR across stages, and two plots.
+``outputs/reports/<experiment>/``: the comparison (one row per stage, setting and technique variant: the
+task's headline metric, ``sim/top1`` for a classifier, with its 95 % interval, the delta against the
+deployable baseline at the same setting, the paired test's p-value on the same samples (exact McNemar for
+top-1, a paired bootstrap otherwise; ``reporting.headline``) and the verdict), the best technique per
+setting, the runs left out and why, the per-layer SQNR across stages, and two plots.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from mlflow.tracking import MlflowClient
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from workbench import keys, registry
-from workbench.evaluation.statistics import BETTER, WORSE, mcnemar_exact
+from workbench.evaluation.statistics import BETTER, WORSE
 from workbench.paths import write_atomically
+from workbench.reporting.headline import Headline, headline_of
 from workbench.reporting.html import render_html
 from workbench.reporting.runs import PARAM, ComparedRuns, ReportError, borrowed_baselines, identify, load_runs, same_setting, stage_key
 from workbench.reporting.tables import MISSING, readable, to_markdown
@@ -32,52 +34,48 @@ __all__ = ["ReportError", "Report", "build_report", "comparison_table", "load_ru
 REFERENCE = "reference"
 NO_BASELINE = "no deployable baseline"
 NOT_PAIRED = "not paired"
-CI_LOW, CI_HIGH = keys.ci_keys(keys.SIM_TOP1)
 
 
-def _predictions(client: MlflowClient, run_ids, tmp: str) -> dict[str, pd.DataFrame]:
-    """Each run's per-image predictions (runs logged before they were kept are simply absent)."""
+def _per_sample(client: MlflowClient, run_ids, tmp: str, headline: Headline) -> dict[str, pd.DataFrame]:
+    """Each run's per-sample results (``predictions.csv`` or ``samples.csv``; runs logged before they were kept are
+    simply absent)."""
     out = {}
     for run_id in run_ids:
         try:
-            out[run_id] = pd.read_csv(client.download_artifacts(run_id, keys.ARTIFACT_PREDICTIONS, tmp))
+            out[run_id] = pd.read_csv(client.download_artifacts(run_id, headline.artifact, tmp))
         except Exception:  # no such artifact
             continue
     return out
 
 
-def _correct(frame: pd.DataFrame | None) -> np.ndarray | None:
-    if frame is None or "sim" not in frame:
-        return None
-    return (frame["sim"] == frame["label"]).to_numpy()
-
-
-def _paired(row: pd.Series, ref: pd.Series, predictions: dict[str, pd.DataFrame]) -> dict:
-    """delta, p-value and verdict of ``row`` against ``ref``: McNemar on the same images, else unpaired."""
-    a, r = _correct(predictions.get(row.run_id)), _correct(predictions.get(ref.run_id))
+def _paired(row: pd.Series, ref: pd.Series, samples: dict[str, pd.DataFrame], headline: Headline) -> dict:
+    """delta, p-value and verdict of ``row`` against ``ref``: the paired test on the same samples, else unpaired."""
+    a, r = headline.per_sample(samples.get(row.run_id), "sim"), headline.per_sample(samples.get(ref.run_id), "sim")
     same_images = row.eval_digest is not None and row.eval_digest == ref.eval_digest
     if a is None or r is None or not same_images or a.shape != r.shape:
-        return {"delta_vs_baseline": row[keys.SIM_TOP1] - ref[keys.SIM_TOP1], "p_value": math.nan, "verdict": NOT_PAIRED}
-    test = mcnemar_exact(a, r)
+        return {"delta_vs_baseline": row[headline.sim] - ref[headline.sim], "p_value": math.nan, "verdict": NOT_PAIRED}
+    test = headline.compare(a, r)
     return {"delta_vs_baseline": test.delta, "p_value": test.p_value, "verdict": test.verdict()}
 
 
-def _per_channel_notes(table: pd.DataFrame, predictions: dict[str, pd.DataFrame]) -> pd.Series:
+def _per_channel_notes(table: pd.DataFrame, samples: dict[str, pd.DataFrame], headline: Headline) -> pd.Series:
     """'per-channel worse than per-tensor' where a per-channel row loses to its per-tensor twin (paired test)."""
     notes = pd.Series("", index=table.index)
     for i, row in table[table["per_channel"] == True].iterrows():  # noqa: E712
         twin_setting = row.setting.replace(" pc", "", 1)
         twins = table[(table["stage"] == row.stage) & (table["variant"] == row.variant) & (table["setting"] == twin_setting)]
-        if twins.empty or not row[keys.SIM_TOP1] < twins.iloc[0][keys.SIM_TOP1]:
+        if twins.empty or not headline.worse(row[headline.sim], twins.iloc[0][headline.sim]):
             continue
-        test = _paired(row, twins.iloc[0], predictions)
+        test = _paired(row, twins.iloc[0], samples, headline)
         if test["verdict"] == WORSE:  # a difference the paired test confirms, not noise
-            notes[i] = f"per-channel worse than per-tensor ({100 * test['delta_vs_baseline']:+.1f} pt, p={test['p_value']:.3g})"
+            notes[i] = f"per-channel worse than per-tensor ({headline.delta(test['delta_vs_baseline'])}, p={test['p_value']:.3g})"
     return notes
 
 
-def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per (stage, setting, variant): accuracy, interval, delta vs the deployable baseline, p, verdict."""
+def comparison_table(compared: ComparedRuns, samples: dict[str, pd.DataFrame], headline: Headline | None = None) -> pd.DataFrame:
+    """One row per (stage, setting, variant): the headline metric (top-1 by default), its interval, delta vs the
+    deployable baseline, p, verdict."""
+    headline = headline or Headline()
     runs = compared.runs.copy()
     runs["param_bw"] = pd.to_numeric(runs.get(PARAM + "quant.param_bw"), errors="coerce")
     runs["output_bw"] = pd.to_numeric(runs.get(PARAM + "quant.output_bw"), errors="coerce")
@@ -92,20 +90,21 @@ def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame
             out = (
                 {"delta_vs_baseline": 0.0, "p_value": math.nan, "verdict": REFERENCE}
                 if ref.run_id == row.run_id
-                else _paired(row, ref, predictions)
+                else _paired(row, ref, samples, headline)
             )
         rows.append(out)
     table = pd.concat([runs.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
     table["stage"] = np.where((table["stage"] == "baseline") & (table["deployable"] != "true"), "baseline (not deployable)", table["stage"])
     partial = table["coverage"].astype(str).str.startswith("partial") if "coverage" in table else False
     table["stage"] = np.where(partial, table["stage"] + PARTIAL, table["stage"])
-    table = table.rename(columns={CI_LOW: "ci_low", CI_HIGH: "ci_high"})
-    table["drop_vs_fp32"] = table[keys.FP32_TOP1] - table[keys.SIM_TOP1]
+    ci_low, ci_high = keys.ci_keys(headline.sim)
+    table = table.rename(columns={ci_low: "ci_low", ci_high: "ci_high"})
+    table["drop_vs_fp32"] = headline.drop(table[headline.fp32], table[headline.sim])
     table = table.sort_values(
         ["setting", "stage", "variant"], key=lambda c: c.map(lambda v: stage_key(v.split(" ")[0])) if c.name == "stage" else c
     )
     table = table.reset_index(drop=True)
-    table["notes"] = _per_channel_notes(table, predictions)
+    table["notes"] = _per_channel_notes(table, samples, headline)
     if "borrowed" in table:
         outside = table["borrowed"].fillna(False).astype(bool)
         table.loc[outside, "notes"] = "the reference from an earlier run of the experiment (not in this sweep)"
@@ -113,16 +112,16 @@ def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame
         "stage",
         "setting",
         "variant",
-        keys.FP32_TOP1,
-        *keys.ci_keys(keys.FP32_TOP1),
-        keys.SIM_TOP1,
+        headline.fp32,
+        *keys.ci_keys(headline.fp32),
+        headline.sim,
         "ci_low",
         "ci_high",
         "drop_vs_fp32",
         "delta_vs_baseline",
         "p_value",
         "verdict",
-        keys.TFLITE_TOP1,
+        headline.tflite,
         "notes",
         keys.EVAL_SAMPLES,
         "param_bw",
@@ -136,8 +135,10 @@ def comparison_table(compared: ComparedRuns, predictions: dict[str, pd.DataFrame
 PARTIAL = " (partial sim)"  # the stage label of a run whose coverage tag says partial
 
 
-def best_by_setting(table: pd.DataFrame) -> pd.DataFrame:
-    """Per setting, the technique with the highest sim/top1 and whether it beats the deployable baseline."""
+def best_by_setting(table: pd.DataFrame, headline: Headline | None = None) -> pd.DataFrame:
+    """Per setting, the technique with the best headline metric (the highest sim/top1) and whether it beats the
+    deployable baseline."""
+    headline = headline or Headline()
     rows = []
     for setting, group in table.groupby("setting", sort=False):
         # baselines are references and analyze/bn_fold are diagnostics (their sim is the baseline's or cle's)
@@ -147,10 +148,10 @@ def best_by_setting(table: pd.DataFrame) -> pd.DataFrame:
             & ~group["stage"].isin(registry.with_role(registry.Role.DIAGNOSTIC))
             & ~group["stage"].str.endswith(PARTIAL)
         ]
-        techniques = techniques.dropna(subset=[keys.SIM_TOP1])
+        techniques = techniques.dropna(subset=[headline.sim])
         if techniques.empty:
             continue
-        top = techniques.loc[techniques[keys.SIM_TOP1].idxmax()]
+        top = techniques.loc[headline.best_index(techniques[headline.sim])]
         name = top.stage if top.variant == "-" else f"{top.stage} ({top.variant})"
         if top.verdict == BETTER:
             answer = name
@@ -162,7 +163,7 @@ def best_by_setting(table: pd.DataFrame) -> pd.DataFrame:
             {
                 "setting": setting,
                 "best": answer,
-                keys.SIM_TOP1: top[keys.SIM_TOP1],
+                headline.sim: top[headline.sim],
                 "ci_low": top.ci_low,
                 "ci_high": top.ci_high,
                 "delta_vs_baseline": top.delta_vs_baseline,
@@ -173,22 +174,23 @@ def best_by_setting(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _cell(row: pd.Series) -> str:
-    if math.isnan(row[keys.SIM_TOP1]):
+def _cell(row: pd.Series, headline: Headline) -> str:
+    if math.isnan(row[headline.sim]):
         return MISSING
-    text = f"{100 * row[keys.SIM_TOP1]:.1f}"
+    text = headline.text(row[headline.sim])
     if not math.isnan(row.ci_low):
-        text += f" [{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
+        text += f" [{headline.text(row.ci_low)}, {headline.text(row.ci_high)}]"
     if row.verdict in (BETTER, WORSE):
         text += f" {row.verdict}"
     return text
 
 
-def stage_by_setting(table: pd.DataFrame) -> pd.DataFrame:
-    """Stages (and variants) as rows, settings as columns: sim/top1 in % with its interval and verdict."""
+def stage_by_setting(table: pd.DataFrame, headline: Headline | None = None) -> pd.DataFrame:
+    """Stages (and variants) as rows, settings as columns: the headline metric (sim/top1 in %) with its interval and verdict."""
+    headline = headline or Headline()
     frame = table.assign(
         row=[s if v == "-" else f"{s} ({v})" for s, v in zip(table["stage"], table["variant"])],
-        cell=table.apply(_cell, axis=1),
+        cell=table.apply(_cell, axis=1, headline=headline),
     )
     wide = frame.pivot(index="row", columns="setting", values="cell").fillna("-")
     order = sorted(wide.index, key=lambda r: (stage_key(r.split(" ")[0]), r))
@@ -237,6 +239,7 @@ class Report:
     sqnr: pd.DataFrame
     compared: ComparedRuns | None = None
     files: dict[str, str] = field(default_factory=dict)
+    headline: Headline = field(default_factory=Headline)
 
     def markdown(self) -> str:
         """The whole report as Markdown: settings that differ, comparison, best technique, exclusions."""
@@ -244,16 +247,19 @@ class Report:
         if self.compared is not None:
             differ = ", ".join(self.compared.setting_keys + self.compared.variant_keys) or "nothing (one setting)"
             parts.append(f"Settings that differ among the compared runs: {differ}.\n")
+        h = self.headline
+        unit = "%, " if h.task.percent else ""
+        direction = "" if h.task.higher_is_better else ", lower is better"
         parts += [
-            "### sim/top1 by stage and setting (%, 95 % Wilson interval, verdict vs the deployable baseline)\n",
+            f"### {h.sim} by stage and setting ({unit}95 % {h.interval} interval{direction}, verdict vs the deployable baseline)\n",
             to_markdown(self.wide),
         ]
         if not self.best.empty:
             parts += [
-                "\n### Best technique per setting (exact McNemar test on the same images, p < 0.05)\n",
-                to_markdown(readable(self.best)),
+                f"\n### Best technique per setting ({h.test} on the same samples, p < 0.05)\n",
+                to_markdown(readable(self.best, h.percent_columns())),
             ]
-        parts += ["\n### Comparison\n", to_markdown(readable(self.table))]
+        parts += ["\n### Comparison\n", to_markdown(readable(self.table, h.percent_columns()))]
         if not self.excluded.empty:
             parts += ["\n### Runs left out\n", to_markdown(self.excluded)]
         return "\n".join(parts)
@@ -278,20 +284,26 @@ def build_report(
     from workbench.figures import accuracy_vs_bitwidth_figure, layer_sqnr_figure
 
     runs = load_runs(client, experiment, parent_run_id)
+    headline, other_tasks = headline_of(runs)
+    runs = runs[~runs["run_id"].isin(other_tasks["run_id"])]
     if parent_run_id:  # a sweep of technique stages alone: its settings' baselines from earlier runs of the experiment
         borrowed = borrowed_baselines(runs, load_runs(client, experiment))
         runs = pd.concat([runs.assign(borrowed=False), borrowed], ignore_index=True) if not borrowed.empty else runs
     compared = identify(same_setting(runs, like_run) if like_run else runs)
     if compared.runs.empty:
         raise ReportError(f"experiment {experiment!r} has runs but none FINISHED: nothing to compare")
+    if not other_tasks.empty:  # one report compares one metric
+        reason = [f"measured by {m}: this report compares {headline.metric}" for m in other_tasks["metric"]]
+        left = other_tasks.assign(reason=reason)[["run_id", "stage", "status", "reason"]]
+        compared.excluded = pd.concat([compared.excluded, left], ignore_index=True)
     with tempfile.TemporaryDirectory() as tmp:
-        table = comparison_table(compared, _predictions(client, compared.runs["run_id"], tmp))
-    wide = stage_by_setting(table)
-    best = best_by_setting(table)
+        table = comparison_table(compared, _per_sample(client, compared.runs["run_id"], tmp, headline), headline)
+    wide = stage_by_setting(table, headline)
+    best = best_by_setting(table, headline)
     common = table["setting"].value_counts().index[0]
     sqnr = layer_sqnr(client, table, common)
     os.makedirs(out_dir, exist_ok=True)
-    report = Report(table, wide, best, compared.excluded, sqnr, compared)
+    report = Report(table, wide, best, compared.excluded, sqnr, compared, headline=headline)
     frames = (
         ("comparison", table, False),
         ("sim_top1_by_stage", wide, True),
@@ -304,11 +316,11 @@ def build_report(
             continue
         base = os.path.join(out_dir, name)
         write_atomically(base + ".csv", frame.to_csv(index=index))
-        write_atomically(base + ".md", to_markdown(frame if index else readable(frame)))
+        write_atomically(base + ".md", to_markdown(frame if index else readable(frame, headline.percent_columns())))
         report.files.update({f"{name}.csv": base + ".csv", f"{name}.md": base + ".md"})
     write_atomically(os.path.join(out_dir, "report.md"), report.markdown())
     report.files["report.md"] = os.path.join(out_dir, "report.md")
-    figures = {"accuracy_vs_bitwidth.png": accuracy_vs_bitwidth_figure(table)}
+    figures = {"accuracy_vs_bitwidth.png": accuracy_vs_bitwidth_figure(table, headline.sim, headline.fp32, headline.task.percent)}
     if not sqnr.empty:
         figures["layer_sqnr.png"] = layer_sqnr_figure(sqnr, common)
     pngs = {}

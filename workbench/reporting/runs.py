@@ -51,6 +51,11 @@ METRICS = [
 ]
 
 
+def headline_metrics(metric: str) -> tuple[str, ...]:
+    """A task's headline keys of each model, with their intervals (``sim/miou``, ``sim/miou_ci_low``, ...)."""
+    return tuple(k for model in ("fp32", "sim", "tflite") for m in (keys.metric_key(model, metric),) for k in (m, *keys.ci_keys(m)))
+
+
 class ReportError(ValueError):
     """Nothing to report on: the message says why in plain words."""
 
@@ -125,7 +130,9 @@ def load_runs(client: MlflowClient, experiment: str, parent_run_id: str | None =
             "coverage": tags.get(keys.TAG_COVERAGE, "full"),
             "command": command_of(stage, tags.get(keys.TAG_OVERRIDES, "")),
         }
-        row.update({m: run.data.metrics.get(m, math.nan) for m in METRICS})
+        metric = tags.get(keys.TAG_TASK_METRIC, keys.CLASSIFICATION_METRIC)
+        row.update({"metric": metric, "task_spec": tags.get(keys.TAG_TASK_SPEC)})
+        row.update({m: run.data.metrics.get(m, math.nan) for m in (*METRICS, *headline_metrics(metric))})
         row.update({PARAM + k: v for k, v in params.items() if applies(stage, params, k)})
         if keys.TAG_REQUESTED in tags:  # the stage simulated another setting than its params ask for: group it by what ran
             row.update({PARAM + k: v for k, v in simulated_setting(tags).items() if PARAM + k in row})

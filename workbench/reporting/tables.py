@@ -24,13 +24,15 @@ PERCENT = [
 ]
 
 
-def readable(table: pd.DataFrame) -> pd.DataFrame:
-    """The comparison for people: accuracies in %, p-values to 3 digits, short run ids."""
+def readable(table: pd.DataFrame, percent: list[str] | None = None) -> pd.DataFrame:
+    """The comparison for people: accuracies (the ``percent`` columns, top-1's by default) in %, p-values to 3
+    digits, short run ids."""
+    percent = PERCENT if percent is None else percent
     frame = table.drop(columns=[c for c in ("param_bw", "output_bw", "per_channel") if c in table])
-    for c in PERCENT:
+    for c in percent:
         if c in frame:
             frame[c] = frame[c].map(lambda v: MISSING if pd.isna(v) else f"{100 * v:.1f}")
-    frame = frame.rename(columns={c: f"{c} (%)" for c in PERCENT if c in frame})
+    frame = frame.rename(columns={c: f"{c} (%)" for c in percent if c in frame})
     if "p_value" in frame:
         frame["p_value"] = frame["p_value"].map(lambda v: "-" if pd.isna(v) else f"{v:.3g}")
     if "run_id" in frame:

@@ -14,6 +14,7 @@ import pandas as pd
 from workbench import keys
 from workbench.evaluation.accuracy import Predictions, predict_classes
 from workbench.evaluation.statistics import wilson_interval
+from workbench.evaluation.tasks import Classification, TaskScore, score_task
 from workbench.quantsim.coverage import coverage_table, summarize
 from workbench.quantsim.diagnostics import layer_output_sqnr, layer_table
 from workbench.quantsim.encodings import Encoding
@@ -44,6 +45,50 @@ def record_accuracy(result: StageResult, column: str, predictions: Predictions, 
     return predictions.top1
 
 
+def record_score(result: StageResult, column: str, score: TaskScore, level: int = logging.INFO) -> float:
+    """``<column>/<metric>`` (``sim/miou``, ...) with its interval, the task's other metrics beside it, and the
+    per-sample statistics (``samples.csv``, columns ``<column>:<k>``) for paired tests."""
+    task = score.task
+    metric = keys.metric_key(column, task.metric)
+    ci_low, ci_high = keys.ci_keys(metric)
+    n = len(score.statistics)
+    result.metrics.update({metric: score.value, ci_low: score.low, ci_high: score.high, keys.EVAL_SAMPLES: n})
+    result.metrics.update({keys.metric_key(column, name): value for name, value in score.secondary.items()})
+    table = result.tables.get(keys.ARTIFACT_SAMPLES)
+    if table is None:
+        table = pd.DataFrame(index=range(n))
+        result.tags[keys.TAG_EVAL_DIGEST] = score.digest
+    elif result.tags[keys.TAG_EVAL_DIGEST] != score.digest:
+        raise ValueError(f"{column} was evaluated on other samples than the run's other models")
+    for k in range(score.statistics.shape[1]):
+        table[f"{column}:{k}"] = score.statistics[:, k]
+    result.tables[keys.ARTIFACT_SAMPLES] = table
+    log.log(level, "%s %s: %.4g (95%% CI %.4g–%.4g, %d samples)", column, task.metric, score.value, score.low, score.high, n)
+    return score.value
+
+
+def score_model(ctx: StageContext, model: keras.Model, column: str, result: StageResult, level: int = logging.INFO) -> float:
+    """``model``'s headline metric on the validation split by the run's task: top-1 and per-image predictions for
+    a classifier (``record_accuracy``), else the task's metric and per-sample statistics (``record_score``)."""
+    if isinstance(ctx.task, Classification):
+        return record_accuracy(result, column, predict_classes(model, ctx.data.val_batches(), ctx.eval_output), level)
+    reference = ctx.model if not ctx.task.needs_labels else None
+    score = score_task(model, ctx.data.val_batches(), ctx.task, ctx.eval_output, reference=reference, seed=ctx.seed)
+    return record_score(result, column, score, level)
+
+
+def headline(ctx: StageContext, column: str) -> str:
+    """The metric key of ``column``'s headline (``sim/top1``, ``fp32/miou``, ...)."""
+    return keys.metric_key(column, ctx.task.metric)
+
+
+def record_drop(ctx: StageContext, result: StageResult) -> None:
+    """``sim/drop``: how much the sim loses against FP32, in the metric's own direction (positive: worse)."""
+    fp32, sim = result.metrics.get(headline(ctx, "fp32")), result.metrics.get(headline(ctx, "sim"))
+    if fp32 is not None and sim is not None:
+        result.metrics[keys.SIM_DROP] = (fp32 - sim) if ctx.task.higher_is_better else (sim - fp32)
+
+
 def single_output_only(ctx: StageContext, stage: str) -> None:
     """The per-layer searches compare logits: a one-line refusal for a multi-output model, before any work."""
     if ctx.eval_output is not None:
@@ -68,12 +113,14 @@ def validation_arrays(ctx: StageContext, limit: int) -> tuple[np.ndarray, np.nda
 _FP32_SHOWN: weakref.WeakSet = weakref.WeakSet()  # models whose FP32 accuracy the console has shown
 
 
-def evaluate_fp32(ctx: StageContext, result: StageResult) -> float:
-    with result.timed("fp32_eval"):
-        predictions = predict_classes(ctx.model, ctx.data.val_batches(), ctx.eval_output)
+def evaluate_fp32(ctx: StageContext, result: StageResult) -> float | None:
+    """The FP32 model's headline metric (none for a label-free task: it is what the others are measured against)."""
+    if not ctx.task.needs_labels:
+        return None
     level = logging.DEBUG if ctx.model in _FP32_SHOWN else logging.INFO  # a pipeline's stages share the model
     _FP32_SHOWN.add(ctx.model)
-    return record_accuracy(result, "fp32", predictions, level)
+    with result.timed("fp32_eval"):
+        return score_model(ctx, ctx.model, "fp32", result, level)
 
 
 def calibrated_sim(
@@ -113,19 +160,17 @@ def record_coverage(sim: QuantizationSimModel, result: StageResult) -> None:
 
 
 def evaluate_sim(ctx: StageContext, sim: QuantizationSimModel, result: StageResult) -> float:
-    """sim/top1, the encodings JSON and the per-layer table (with SQNR vs FP32)."""
+    """The sim's headline metric (sim/top1 for a classifier), the encodings JSON and the per-layer table (with SQNR vs FP32)."""
     result.metrics[keys.NUM_PARAM_QUANTIZERS] = len(sim.param_quantizers)
     result.metrics[keys.NUM_OUTPUT_QUANTIZERS] = len(sim.output_quantizers)
     record_coverage(sim, result)
     result.documents[keys.ARTIFACT_ENCODINGS] = encodings_json(sim, "0.6.1")
     result.documents[keys.ARTIFACT_ENCODINGS_V1] = encodings_json(sim, "1.0.0")
-    with result.timed("sim_eval"):
-        predictions = predict_classes(sim.model, ctx.data.val_batches(), ctx.eval_output)
     s = sim.settings
     log.debug("quantsim W%dA%d %s/%s:", s.param_bw, s.output_bw, s.param_scheme.value, s.output_scheme.value)
-    top1 = record_accuracy(result, "sim", predictions)
-    if keys.FP32_TOP1 in result.metrics:
-        result.metrics[keys.SIM_DROP] = result.metrics[keys.FP32_TOP1] - top1
+    with result.timed("sim_eval"):
+        top1 = score_model(ctx, sim.model, "sim", result)
+    record_drop(ctx, result)
     sqnr = {}
     if ctx.sqnr_samples > 0:
         with result.timed("sqnr"):

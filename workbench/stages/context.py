@@ -10,6 +10,7 @@ import keras
 
 from workbench.config.schema import Config
 from workbench.data.images import ImageData
+from workbench.evaluation.tasks import Classification, Task
 from workbench.options import QuantSettings
 
 
@@ -19,7 +20,8 @@ class StageContext:
     data: ImageData
     # the run's configuration, typed: each stage reads its own node (ctx.config.cle, ctx.config.adaround, ...)
     config: Config = field(default_factory=Config)
-    eval_output: int | None = None  # which of several model outputs top-1 reads (eval.output); None: the only one
+    eval_output: int | None = None  # which of several model outputs the task reads (eval.output); None: the only one
+    task: Task = field(default_factory=Classification)  # what every model's quality is measured by (task=)
 
     @property
     def settings(self) -> QuantSettings:

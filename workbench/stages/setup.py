@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from workbench.config.schema import Config, plain
 from workbench.config.validate import ConfigError, same_shape, shape_mismatch
 from workbench.data.images import ImageData
+from workbench.evaluation.tasks import Classification, Segmentation, Task
 from workbench.graph.flatten import flatten_with_report
 from workbench.graph.functional import FunctionalGraph, producer_name
 from workbench.graph.health import weight_problems
@@ -33,6 +34,18 @@ def _instantiate(node: Any, **kwargs):
 def build_data(config: Config) -> ImageData:
     """The ``dataset`` node's builder (its ``_target_``) called with its keys and the run's seed."""
     return _instantiate(config.dataset, seed=config.seed, _convert_="all")
+
+
+def build_task(config: Config, model: keras.Model | None = None) -> Task:
+    """The ``task`` node's Task (its ``_target_``); a segmentation task's class count from ``model``'s output when not given."""
+    try:
+        task = _instantiate(config.task)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err) if str(err).startswith("task.") else f"task: {err}") from None
+    if isinstance(task, Segmentation) and task.num_classes is None and model is not None:
+        index = classifier_output_index(model, 0, config.eval.output, task)
+        task = Segmentation(num_classes=int((model.output_shape if index is None else model.output_shape[index])[-1]))
+    return task
 
 
 def build_model(config: Config, data: ImageData) -> keras.Model:
@@ -74,8 +87,9 @@ def output_names(model: keras.Model) -> list[str]:
     return [producer_name(t) for t in model.outputs]
 
 
-def classifier_output_index(model: keras.Model, num_classes: int, requested: str | None) -> int | None:
-    """Which output top-1 reads (``eval.output``): None for a single-output model, else its index; one line if unclear."""
+def classifier_output_index(model: keras.Model, num_classes: int, requested: str | None, task: Task | None = None) -> int | None:
+    """Which output the task reads (``eval.output``): None for a single-output model, else its index; one line if unclear
+    (a classifier's is the only output of ``num_classes`` classes; another task's must be named)."""
     names = output_names(model)
     if requested is not None:
         if requested not in names:
@@ -83,6 +97,10 @@ def classifier_output_index(model: keras.Model, num_classes: int, requested: str
         return names.index(requested) if len(names) > 1 else None
     if len(names) == 1:
         return None
+    if task is not None and not isinstance(task, Classification):
+        raise ConfigError(
+            f"the model has {len(names)} outputs ({', '.join(names)}): set eval.output=NAME to the one task={task.name} reads"
+        )
     matching = [i for i, t in enumerate(model.outputs) if len(t.shape) == 2 and t.shape[-1] == num_classes]
     if len(matching) != 1:
         raise ConfigError(
@@ -107,11 +125,17 @@ def _image_notes(shape: tuple, sample: tuple[int, ...]) -> dict[str, str]:
     return notes
 
 
-def check_pairing(model: keras.Model, data: ImageData, requested: str | None = None, allow_class_mismatch: bool = False) -> dict[str, str]:
-    """Whether ``data`` can feed ``model``: a one-line error if not, else notes (tags) on what is adapted."""
+def check_pairing(
+    model: keras.Model, data: ImageData, requested: str | None = None, allow_class_mismatch: bool = False, task: Task | None = None
+) -> dict[str, str]:
+    """Whether ``data`` can feed ``model`` and its labels the ``task`` (classification when None): a one-line
+    error if not, else notes (tags) on what is adapted."""
     FunctionalGraph.from_model(model)  # a subclassed model is refused here, in one line
     notes = _check_input(model, data) if len(model.inputs) == 1 else _check_inputs(model, data)
-    notes |= _check_outputs(model, data, requested, allow_class_mismatch)
+    if task is None or isinstance(task, Classification):
+        notes |= _check_outputs(model, data, requested, allow_class_mismatch)
+    else:
+        notes |= _check_task_outputs(model, data, requested, task)
     for key, note in notes.items():
         log.warning("%s: %s", key, note)
     return notes
@@ -154,6 +178,8 @@ def _check_outputs(model: keras.Model, data: ImageData, requested: str | None, a
     outputs = (model.output_shape if index is None else model.output_shape[index])[-1]
     if index is not None:
         notes["eval.output"] = f"top-1 reads {output_names(model)[index]!r}; the other outputs are quantized and reported by SQNR"
+    if data.num_classes == 0:
+        raise ConfigError("the dataset's labels are floats, not classes: set task=regression (or task=custom with your metric)")
     if outputs != data.num_classes:
         mismatch = f"the model has {outputs} outputs, the dataset {data.num_classes} classes"
         if not allow_class_mismatch:
@@ -165,10 +191,38 @@ def _check_outputs(model: keras.Model, data: ImageData, requested: str | None, a
     return notes
 
 
-def build_context(config: Config, model: keras.Model, data: ImageData) -> StageContext:
+def _check_task_outputs(model: keras.Model, data: ImageData, requested: str | None, task: Task) -> dict[str, str]:
+    """The output another task reads, against the labels' shape: per-pixel classes for segmentation, the output's
+    own shape for regression; a label-free task reads any output."""
+    index = classifier_output_index(model, 0, requested, task)
+    shape = tuple(model.output_shape if index is None else model.output_shape[index])[1:]
+    notes = (
+        {"eval.output": f"task={task.name} reads {output_names(model)[index]!r}; the others are reported by SQNR"}
+        if index is not None
+        else {}
+    )
+    if not task.needs_labels:
+        return notes
+    labels = tuple(next(iter(data.val_batches(limit=1)))[1].shape[1:])
+    if isinstance(task, Segmentation):
+        want = shape[:-1]
+        if not same_shape(want, labels) or (task.num_classes is not None and shape[-1] != task.num_classes):
+            raise ConfigError(
+                f"task=segmentation reads per-pixel classes: the model's output {shape} needs labels of shape {want} "
+                f"and {task.num_classes or shape[-1]} channels, the dataset gives labels of shape {labels}"
+            )
+    elif task.name == "regression":
+        if not same_shape(shape, labels) and not (shape == (1,) and labels == ()):
+            raise ConfigError(f"task=regression compares outputs with labels: the model's output is {shape}, the labels {labels}")
+    return notes
+
+
+def build_context(config: Config, model: keras.Model, data: ImageData, task: Task | None = None) -> StageContext:
+    task = task if task is not None else build_task(config, model)
     return StageContext(
         model=model,
         data=data.for_model(model.input_shape[1:]) if len(model.inputs) == 1 else data,
         config=config,
-        eval_output=classifier_output_index(model, data.num_classes, config.eval.output),
+        eval_output=classifier_output_index(model, data.num_classes, config.eval.output, task),
+        task=task,
     )

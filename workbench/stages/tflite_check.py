@@ -7,9 +7,10 @@ import logging
 import os
 
 from workbench import keys
-from workbench.quantsim.tflite import TFLiteConversionError, convert_to_int8_tflite, integer_report, predict_tflite_classes
+from workbench.evaluation.tasks import Classification, TaskScore, score_outputs
+from workbench.quantsim.tflite import Int8Runner, TFLiteConversionError, convert_to_int8_tflite, integer_report, predict_tflite_classes
 from workbench.results import StageResult
-from workbench.stages.common import record_accuracy
+from workbench.stages.common import headline, record_accuracy, record_score
 from workbench.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -23,11 +24,14 @@ def check_tflite(ctx: StageContext, sim, export_dir: str, result: StageResult) -
         with open(os.path.join(export_dir, "model_int8.tflite"), "wb") as f:
             f.write(blob)
         report = integer_report(blob)
-        predictions = None
+        predictions: object = None
         # the interpreter's input and output order need not be the model's: one input and one output only
         if ctx.eval_output is None and len(ctx.model.inputs) == 1:
             with result.timed("tflite_eval"):
-                predictions = predict_tflite_classes(blob, ctx.data.val_batches())
+                if isinstance(ctx.task, Classification):
+                    predictions = predict_tflite_classes(blob, ctx.data.val_batches())
+                else:
+                    predictions = _tflite_score(ctx, blob)
     except (TFLiteConversionError, RuntimeError, ValueError) as err:
         # the conversion (or the interpreter's preparation) failed: say so, keep the rest of the run
         log.error("%s", err)
@@ -50,6 +54,22 @@ def check_tflite(ctx: StageContext, sim, export_dir: str, result: StageResult) -
             "int8 TFLite top-1 is measured on single-input, single-output models only: this one was converted and checked, not evaluated"
         )
         return
-    top1 = record_accuracy(result, "tflite", predictions)
-    result.metrics[keys.FIDELITY_GAP] = result.metrics[keys.SIM_TOP1] - top1
-    log.debug("int8 TFLite top-1 %.4f (sim %.4f)", top1, result.metrics[keys.SIM_TOP1])
+    if isinstance(predictions, TaskScore):
+        value = record_score(result, "tflite", predictions)
+    else:
+        value = record_accuracy(result, "tflite", predictions)  # type: ignore[arg-type]
+    sim = result.metrics[headline(ctx, "sim")]
+    result.metrics[keys.FIDELITY_GAP] = sim - value
+    log.debug("int8 TFLite %s %.4g (sim %.4g)", ctx.task.metric, value, sim)
+
+
+def _tflite_score(ctx: StageContext, blob: bytes) -> TaskScore:
+    """The int8 model's task metric: its dequantized outputs scored as the sim's are (against FP32 for fidelity)."""
+    runner = Int8Runner(blob)
+
+    def batches():
+        for x, y in ctx.data.val_batches():
+            reference = None if ctx.task.needs_labels else ctx.model(x, training=False).numpy()
+            yield runner.logits(x.numpy()), y.numpy(), reference
+
+    return score_outputs(batches(), ctx.task, seed=ctx.seed)

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import keras
 
 from workbench import keys
-from workbench.evaluation.accuracy import evaluate_against
+from workbench.evaluation.accuracy import evaluate_against, max_output_difference
+from workbench.evaluation.tasks import Classification, score_task
 from workbench.figures import channel_range_figure
 from workbench.graph.health import weight_problems
 from workbench.models.cache import cached_model, weights_digest
@@ -45,6 +46,18 @@ def check_transformed(ctx: StageContext, model: keras.Model, result: StageResult
     problems = weight_problems(model)
     if problems:
         raise RuntimeError(f"the transform produced non-finite weights: {'; '.join(problems[:3])}")
+    if not isinstance(ctx.task, Classification):  # another task: its metric of the transformed model, and the change
+        with result.timed("transformed_eval"):
+            diff = max_output_difference(ctx.model, model, ctx.data.val_batches())
+            metric = ctx.task.metric
+            if ctx.task.needs_labels:
+                value = score_task(model, ctx.data.val_batches(), ctx.task, ctx.eval_output, seed=ctx.seed).value
+                result.metrics[keys.metric_key("transformed", metric)] = value
+                log.info("transformed FP32 %s %.4g, max |output change| %.3g", metric, value, diff)
+            else:
+                log.info("transformed FP32 max |output change| %.3g", diff)
+        result.metrics[keys.TRANSFORMED_MAX_ABS_DIFF] = diff
+        return
     with result.timed("transformed_eval"):
         top1, diff = evaluate_against(ctx.model, model, ctx.data.val_batches(), ctx.eval_output)
     result.metrics[keys.TRANSFORMED_TOP1] = top1

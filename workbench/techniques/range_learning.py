@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
@@ -101,20 +102,25 @@ def train_qat(
     val_batches: tf.data.Dataset | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     output: int | None = None,
+    loss: Any = None,
 ) -> QATResult:
     """Fine-tune a calibrated sim (weights and, with ``learn_ranges``, quantizer ranges) on ``(x, y)``
     batches: a ``tf.data`` pipeline or a :class:`~workbench.data.dataset.Dataset` over labelled batches. A
-    multi-output model trains on its ``output``-th output (the classifier); the other heads keep their weights."""
+    multi-output model trains on its ``output``-th output (the task's); the other heads keep their weights. ``loss``:
+    a Keras loss (another task's, e.g. MSE); None: sparse categorical cross-entropy with accuracy, a classifier's."""
     if isinstance(train_batches, Dataset):
         train_batches = train_batches.labelled_tf_data()
     qat = build_qat_model(sim, learn_ranges)
     trainable = qat if output is None else keras.Model(qat.inputs, keras.tree.flatten(qat.outputs)[output])
     schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps=max(1, decay_steps), decay_rate=0.5)
     opt = keras.optimizers.Adam(schedule) if optimizer == "adam" else keras.optimizers.SGD(schedule, momentum=0.9)
-    from_logits = not ends_in_softmax(sim.fp_model, output or 0)
-    if not from_logits:
-        log.info("the model ends in a softmax: QAT trains with from_logits=False")
-    trainable.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
+    if loss is None:
+        from_logits = not ends_in_softmax(sim.fp_model, output or 0)
+        if not from_logits:
+            log.info("the model ends in a softmax: QAT trains with from_logits=False")
+        trainable.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
+    else:
+        trainable.compile(optimizer=opt, loss=loss)
     initial = {q.name: _first(q.learned_range()) for q in qat.layers if isinstance(q, FakeQuant)}
 
     class _Report(keras.callbacks.Callback):
@@ -123,13 +129,12 @@ def train_qat(
 
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
-            log.info(
-                "QAT epoch %d/%d: loss %.4f, val top1 %.4f",
-                epoch + 1,
-                epochs,
-                logs.get("loss", float("nan")),
-                logs.get("val_accuracy", float("nan")),
+            val = (
+                f", val top1 {logs['val_accuracy']:.4f}"
+                if "val_accuracy" in logs
+                else f", val loss {logs.get('val_loss', float('nan')):.4f}"
             )
+            log.info("QAT epoch %d/%d: loss %.4f%s", epoch + 1, epochs, logs.get("loss", float("nan")), val)
             if on_epoch is not None:
                 on_epoch(epoch, logs)
 
