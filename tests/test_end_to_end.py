@@ -92,7 +92,7 @@ def test_baseline_run_is_recorded(tmp_path):
     assert "64 training images" in contexts["calibration"].name and "generated" in contexts["calibration"].source
     description = tags["mlflow.note.content"]
     assert f"| sim | {100 * m['sim/top1']:.1f} % | [{100 * m['sim/top1_ci_low']:.1f}, " in description
-    assert "against FP32 on the same images (exact McNemar p = " in description and "batch norms folded" in description
+    assert "against FP32 on the same samples (exact McNemar p = " in description and "batch norms folded" in description
     assert tags["mlflow.source.name"] == "python -m workbench" and tags["mlflow.user"]  # the UI's Source and Created by
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table

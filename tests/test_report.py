@@ -195,3 +195,40 @@ def test_a_full_disk_at_the_report_leaves_no_cut_file_and_no_error_exit(store, f
     assert "no report:" in caplog.text and "No space left on device" in caplog.text
     written = {p.name for p in out.iterdir()} if out.exists() else set()
     assert "report.html" not in written and not [n for n in written if n.startswith(".")]  # nothing cut, no temporary left
+
+
+def test_another_tasks_runs_are_compared_by_its_metric_with_a_paired_bootstrap(tmp_path):
+    """Regression runs (MAE, lower is better) from their samples.csv: the lowest MAE is the best technique, the
+    paired bootstrap gives the verdicts, and a top-1 run of the same experiment is left out with the reason."""
+    from workbench.evaluation.tasks import Regression
+    from workbench.reporting.headline import task_spec
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("reg", artifact_location=(tmp_path / "artifacts").as_uri())
+    rng = np.random.default_rng(0)
+    base = np.abs(rng.normal(0.2, 0.05, N))
+    errors = {"baseline": base, "cle": base * 0.6, "bc": base * 1.5, "qat": base + rng.normal(0, 0.002, N)}
+    ids = {}
+    for stage, error in errors.items():
+        tags = {"stage": stage, "eval.digest": "r1", "task": "regression", "task.metric": "mae", "task.spec": task_spec(Regression())}
+        tags |= {"deployable": "true"} if stage == "baseline" else {}
+        run = ids[stage] = client.create_run(exp, tags=tags).info.run_id
+        client.log_param(run, "quant.param_bw", "8")
+        for key, value in {"sim/mae": error.mean(), "sim/mae_ci_low": error.mean() - 0.01, "sim/mae_ci_high": error.mean() + 0.01}.items():
+            client.log_metric(run, key, value)
+        client.log_metric(run, "fp32/mae", 0.1)
+        pd.DataFrame({"sim:0": error, "sim:1": error**2}).to_csv(tmp_path / "samples.csv", index=False)
+        client.log_artifact(run, str(tmp_path / "samples.csv"))
+        client.set_terminated(run, "FINISHED")
+    classifier = client.create_run(exp, tags={"stage": "cle", "eval.digest": "d"}).info.run_id  # recorded before tasks: top-1
+    client.log_metric(classifier, "sim/top1", 0.9)
+    client.set_terminated(classifier, "FINISHED")
+    report = build_report(client, "reg", str(tmp_path / "reports"))
+    verdicts = report.table.set_index("stage")["verdict"]
+    assert (verdicts["cle"], verdicts["bc"], verdicts["qat"], verdicts["baseline"]) == ("better", "worse", "within noise", "reference")
+    assert report.table.set_index("stage").loc["cle", "drop_vs_fp32"] == pytest.approx(errors["cle"].mean() - 0.1)
+    assert report.best.iloc[0]["best"] == "cle"  # the lowest MAE
+    assert report.excluded.set_index("run_id").loc[classifier, "reason"] == "measured by top1: this report compares mae"
+    md = open(report.files["report.md"]).read()
+    assert "### sim/mae by stage and setting (95 % BCa bootstrap interval, lower is better" in md and "(%)" not in md
+    assert f"{errors['cle'].mean():.4g}" in md  # its own unit, not a percentage

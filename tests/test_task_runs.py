@@ -151,6 +151,7 @@ def test_a_task_that_cannot_train_or_rank_is_refused_before_any_work(tmp_path):
         ): "task=fidelity: +stage=qat fine-tunes on a loss and this task has none: it has no labels to train on",
         ("task=fidelity",): "task=fidelity: +stage=qat fine-tunes on a loss",  # the default pipeline ends in qat
         ("+stage=analyze", "task=regression"): "+stage=analyze ranks layers by their top-1: it takes task=classification",
+        ("task=regression", "pipeline.stages=[baseline,mixed_precision]"): "+stage=mixed_precision ranks layers by their top-1",
         ("+stage=cle", "task=custom", "task.score=numpy:mean", "task.metric_name=1x"): "task.metric_name='1x' is not allowed",
         ("+stage=cle", "task=custom", "task.score=nosuchmodule:f"): "task.score='nosuchmodule:f'",
         ("+stage=cle", "task=custom"): "task.score is missing: give package.module:name of a function",

@@ -67,8 +67,9 @@ def _check_task(config: Config) -> None:
     if task.loss(True) is None and (stage == "qat" or (stage is None and "qat" in config.pipeline.stages)):
         hint = "set task.training_loss to a Keras loss name" if task.name == "custom" else "it has no labels to train on"
         raise ConfigError(f"task={task.name}: +stage=qat fine-tunes on a loss and this task has none: {hint}")
-    if not task.binary and stage in ("analyze", "mixed_precision"):
-        raise ConfigError(f"+stage={stage} ranks layers by their top-1: it takes task=classification (this run's is task={task.name})")
+    ranking = [name for name in ((stage,) if stage is not None else config.pipeline.stages) if name in ("analyze", "mixed_precision")]
+    if not task.binary and ranking:
+        raise ConfigError(f"+stage={ranking[0]} ranks layers by their top-1: it takes task=classification (this run's is task={task.name})")
 
 
 def same_shape(want: tuple, got: tuple) -> bool:

@@ -76,6 +76,8 @@ class Segmentation(Task):
     percent: ClassVar[bool] = True
 
     def statistics(self, outputs, labels, reference=None):
+        if self.num_classes is None:
+            raise ValueError(f"Segmentation needs num_classes (the model's outputs have {np.shape(outputs)[-1]} channels)")
         predicted = np.argmax(outputs, axis=-1).reshape(len(outputs), -1)
         truth = np.asarray(labels).reshape(predicted.shape).astype(np.int64)
         classes = np.arange(self.num_classes)[None, None, :]

@@ -96,7 +96,7 @@ def run_description(
         test = h.compare(sim, fp32)
         lines += [
             f"Quantization cost: {h.delta(test.delta)} against FP32 on the same samples "
-            f"({h.test} p = {test.p_value:.3g}: **{test.verdict()}**).",
+            f"({h.test_name} p = {test.p_value:.3g}: **{test.verdict()}**).",
             "",
         ]
     if keys.WEIGHTS_QUANTIZED in metrics:

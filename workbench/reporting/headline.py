@@ -74,6 +74,11 @@ class Headline:
         return "exact McNemar test" if self.task.binary else "paired bootstrap"
 
     @property
+    def test_name(self) -> str:
+        """The paired test, briefly (beside a p-value)."""
+        return "exact McNemar" if self.task.binary else "paired bootstrap"
+
+    @property
     def artifact(self) -> str:
         return keys.ARTIFACT_PREDICTIONS if self.task.binary else keys.ARTIFACT_SAMPLES
 

@@ -27,7 +27,6 @@ def closing_summary(report: Report, report_dir: str, run_label: str, run_id: str
     lines = []
     h = report.headline
     fp32_low, fp32_high = keys.ci_keys(h.fp32)
-    test = "McNemar" if h.task.binary else "paired bootstrap"
     for setting, rows in report.table.groupby("setting", sort=False):
         first = rows.iloc[0]
         fp32 = f" FP32 {h.label} {_value(h, first[h.fp32])}{_interval(h, first, fp32_low, fp32_high)}" if h.task.needs_labels else ""
@@ -36,7 +35,7 @@ def closing_summary(report: Report, report_dir: str, run_label: str, run_id: str
             name = row.stage if row.variant == "-" else f"{row.stage} ({row.variant})"
             text = f"  {name:<28} sim {h.label} {_value(h, row[h.sim])}{_interval(h, row, 'ci_low', 'ci_high')}"
             if row.verdict in (BETTER, WORSE) or row.verdict.startswith("within"):
-                p = "" if math.isnan(row.p_value) else f", {test} p={row.p_value:.2g}"
+                p = "" if math.isnan(row.p_value) else f", {'McNemar' if h.task.binary else h.test_name} p={row.p_value:.2g}"
                 text += f"  {h.delta(row.delta_vs_baseline)} vs baseline{p}: {row.verdict}"
             else:
                 text += f"  ({row.verdict})"
