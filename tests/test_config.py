@@ -181,7 +181,10 @@ def test_cli_reports_one_line_before_any_tensorflow_work(tmp_path):
     [
         ("quant.scheme=minmax", "Invalid value 'minmax', expected one of [tf, tf_enhanced, percentile"),
         ("quant.param_bw=abc", "Value 'abc' of type 'str' could not be converted to Integer — full_key: quant.param_bw"),
-        ("+stage=nonexistent", "Could not find 'stage/nonexistent': stage is one of adaround, analyze, baseline, bc, bn_fold, cle"),
+        (
+            "+stage=nonexistent",
+            "Could not find 'stage/nonexistent': stage is one of adaround, analyze, autoquant, baseline, bc, bn_fold, cle",
+        ),
         ("quant.parm_bw=4", "Could not override 'quant.parm_bw'. — Key 'parm_bw' not in 'QuantSettings'"),
         ("+quant.parm_bw=4", "+quant.parm_bw=4 adds a key that is not a setting: did you mean quant.param_bw=4?"),
     ],

@@ -40,6 +40,25 @@ MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
 AMP_RELATIVE_BITOPS = "amp/relative_bitops"  # the chosen configuration's BitOps over W8A8's
 AMP_SEARCH_TOP1 = "amp/search_top1"  # its top-1 on the search subset
 AMP_LAYERS_LOWERED = "amp/groups_lowered"  # quantizer groups below the highest candidate
+AUTOQUANT_FP32_SEARCH = "autoquant/fp32_search_top1"  # FP32 on the search images (the target's reference)
+AUTOQUANT_SEARCH_TOP1 = "autoquant/search_top1"  # the choice on the search images: the selection's own, optimistic figure
+AUTOQUANT_TARGET = "autoquant/target_top1"
+AUTOQUANT_TRIALS = "autoquant/trials"
+AUTOQUANT_TARGET_MET = "autoquant/target_met"  # 1: the choice meets the target on the search images; 0: the best found
+AUTOQUANT_STEP_TOP1 = "autoquant/step_top1"  # per trial (step = trial number), on the search images
+AUTOQUANT_BASELINE_TOP1 = "autoquant/baseline_top1"  # the configured deployable baseline on the held-out images
+AUTOQUANT_DELTA = "autoquant/delta_vs_baseline"  # the choice − that baseline, held-out images (exact McNemar below)
+AUTOQUANT_P_VALUE = "autoquant/p_value"
+# the choice on the whole validation split (search and held-out images): what rerunning its recipe gives, bit for bit
+AUTOQUANT_RECIPE_TOP1 = "autoquant/recipe_top1"
+TAG_AUTOQUANT_CHOICE = "autoquant.choice"
+TAG_AUTOQUANT_STOPPED = "autoquant.stopped"  # why the search ended: the step that met the target, the budget, ...
+TAG_AUTOQUANT_VERDICT = "autoquant.verdict"
+TAG_AUTOQUANT_SEARCH_DIGEST = "autoquant.search_digest"  # the search images (eval.digest names the held-out ones)
+TAG_AUTOQUANT_RECIPE = "autoquant.recipe"  # the overrides that rerun the choice
+AUTOQUANT_RECIPE = "autoquant_recipe"
+ARTIFACT_AUTOQUANT_STEPS = "autoquant_steps.csv"
+ARTIFACT_AUTOQUANT_RECIPE = "recipe"  # the config folder holding recipe/autoquant_recipe.yaml
 QAT_LOSS = "qat/loss"  # per epoch (step = epoch)
 QAT_TOP1 = "qat/top1"  # per epoch, the QAT model on the validation split
 QAT_SIM_BEFORE = "qat/sim_top1_before"  # the calibrated sim before fine-tuning

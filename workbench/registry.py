@@ -87,6 +87,12 @@ BUILT_IN = (
         options=("cle", "amp"),
     ),
     Stage(
+        "autoquant",
+        "workbench.stages.autoquant:run_autoquant",
+        "which technique reaches the target: schemes, CLE, BC, AdaRound (QAT) in order, judged on held-out images",
+        options=("cle", "bc", "adaround", "qat", "autoquant"),
+    ),
+    Stage(
         "analyze",
         "workbench.stages.analyze:run_analyze",
         "per-layer sensitivity and ranges (AIMET's QuantAnalyzer)",

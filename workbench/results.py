@@ -42,6 +42,9 @@ class StageResult:
     # set by a stage whose reported sim ran at other global settings than the config's (mixed_precision: the
     # highest candidate plus per-layer overrides): the run's setting tags and name are then written from these
     simulated: Any = None  # options.QuantSettings
+    # the sim the stage evaluated last (quantsim.QuantizationSimModel): a search (autoquant) evaluates it again on
+    # other images without rebuilding it; never logged
+    sim: Any = None
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

@@ -643,6 +643,61 @@ class AmpConfig:
             raise ValueError(f"allowed_accuracy_drop={self.allowed_accuracy_drop!r} is not allowed: a fraction in [0, 1] (0.01 = 1 point)")
 
 
+# AIMET AutoQuant's weight/activation scheme candidates (a percentile one with its percentile), and our measured best
+AUTOQUANT_SCHEMES = [
+    "tf/tf",
+    "tf_enhanced/tf",
+    "tf_enhanced/tf_enhanced",
+    "tf_enhanced/percentile:99.9",
+    "tf_enhanced/percentile:99.99",
+    "tf/tf_enhanced",
+]
+
+
+def parse_scheme_pair(text: str) -> tuple[str, str, Optional[float]]:
+    """``param/output[:percentile]`` → (param scheme, output scheme, percentile or None); ValueError if not allowed."""
+    allowed = {"tf", "tf_enhanced", "percentile"}
+    pair, _, percentile = text.partition(":")
+    param, slash, output = pair.partition("/")
+    if not slash or param not in allowed or output not in allowed or (percentile and output != "percentile" and param != "percentile"):
+        raise ValueError(
+            f"schemes: {text!r} is not allowed: use PARAM/OUTPUT of tf, tf_enhanced, percentile (percentile:P, e.g. tf/percentile:99.9)"
+        )
+    value = float(percentile) if percentile else None
+    if value is not None and not 50.0 <= value <= 100.0:
+        raise ValueError(f"schemes: {text!r} is not allowed: a percentile in [50, 100]")
+    return param, output, value
+
+
+@dataclass
+class AutoquantConfig:
+    # the search stops at the first step whose sim top-1 on the search images is within this of FP32's
+    allowed_accuracy_drop: float = 0.01
+    # the share of the validation split every decision uses (seeded draw); the rest is held out and evaluates
+    # the final choice only, once
+    search_fraction: float = 0.5
+    # scheme candidates, PARAM/OUTPUT[:percentile] (AIMET's, and tf/tf_enhanced)
+    schemes: List[str] = field(default_factory=lambda: list(AUTOQUANT_SCHEMES))
+    # the last step: QAT with range learning (trains on the training split)
+    allow_training: bool = False
+    # budget: stop after this many trials (sim evaluations) or minutes; null: no limit
+    max_trials: Optional[int] = None
+    max_minutes: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.allowed_accuracy_drop <= 1.0:
+            raise ValueError(f"allowed_accuracy_drop={self.allowed_accuracy_drop!r} is not allowed: a fraction in [0, 1] (0.01 = 1 point)")
+        if not 0.0 < self.search_fraction < 1.0:
+            raise ValueError(f"search_fraction={self.search_fraction!r} is not allowed: a fraction in (0, 1)")
+        if not self.schemes:
+            raise ValueError("schemes is empty: give one or more PARAM/OUTPUT pairs, e.g. [tf/tf, tf_enhanced/tf]")
+        for text in self.schemes:
+            parse_scheme_pair(str(text))
+        check(positive(self.max_trials, "max_trials", allow_none=True))
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes={self.max_minutes!r} is not allowed: a number of minutes > 0, or null")
+
+
 @dataclass
 class ExportConfig:
     # the exporting stages (qat, adaround) log their model as an MLflow model (Keras flavor, with the int8
@@ -696,6 +751,7 @@ class Config:
     adaround: AdaroundConfig = field(default_factory=AdaroundConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     amp: AmpConfig = field(default_factory=AmpConfig)
+    autoquant: AutoquantConfig = field(default_factory=AutoquantConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)

@@ -67,9 +67,10 @@ def _check_task(config: Config) -> None:
     if task.loss(True) is None and (stage == "qat" or (stage is None and "qat" in config.pipeline.stages)):
         hint = "set task.training_loss to a Keras loss name" if task.name == "custom" else "it has no labels to train on"
         raise ConfigError(f"task={task.name}: +stage=qat fine-tunes on a loss and this task has none: {hint}")
-    ranking = [name for name in ((stage,) if stage is not None else config.pipeline.stages) if name in ("analyze", "mixed_precision")]
+    ranking = [n for n in ((stage,) if stage is not None else config.pipeline.stages) if n in ("analyze", "mixed_precision", "autoquant")]
     if not task.binary and ranking:
-        raise ConfigError(f"+stage={ranking[0]} ranks layers by their top-1: it takes task=classification (this run's is task={task.name})")
+        what = "techniques" if ranking[0] == "autoquant" else "layers"
+        raise ConfigError(f"+stage={ranking[0]} ranks {what} by their top-1: it takes task=classification (this run's is task={task.name})")
 
 
 def same_shape(want: tuple, got: tuple) -> bool:

@@ -9,7 +9,7 @@ Images are adapted to the model's input shape (resize, channel repeat); other in
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tensorflow as tf
@@ -80,6 +80,27 @@ class ImageData:
         if limit is not None:
             ds = ds.take(limit)
         return self._finish(ds)
+
+    def split_validation(self, fraction: float, seed: int) -> tuple[ImageData, ImageData]:
+        """The validation split (its first ``eval_samples``) divided by a seeded draw into a part of ``fraction`` of
+        the samples and the rest, each in the split's order: a search decides on the first, the second is held out."""
+        n = self.eval_samples if self.eval_samples is not None else self.num_val
+        if n is None:
+            n = sum(1 for _ in self.make_val())
+        chosen = np.zeros(n, bool)
+        chosen[np.random.default_rng(seed).permutation(n)[: max(1, min(n - 1, int(round(fraction * n))))]] = True
+
+        def part(mask: np.ndarray) -> ImageData:
+            keep = tf.constant(mask)
+            make = self.make_val
+
+            def make_val() -> tf.data.Dataset:
+                ds = make().take(n).enumerate().filter(lambda i, *element: tf.gather(keep, i))
+                return ds.map(lambda i, *element: element if len(element) > 1 else element[0])
+
+            return replace(self, make_val=make_val, num_val=int(mask.sum()), eval_samples=None, sized=None)
+
+        return part(chosen), part(~chosen)
 
     def calibration_batches(self, num_samples: int, seed: int = 0, batch_size: int | None = None) -> tf.data.Dataset:
         """``num_samples`` training images spread over the split (seeded), without labels' use."""

@@ -161,6 +161,7 @@ def record_coverage(sim: QuantizationSimModel, result: StageResult) -> None:
 
 def evaluate_sim(ctx: StageContext, sim: QuantizationSimModel, result: StageResult) -> float:
     """The sim's headline metric (sim/top1 for a classifier), the encodings JSON and the per-layer table (with SQNR vs FP32)."""
+    result.sim = sim
     result.metrics[keys.NUM_PARAM_QUANTIZERS] = len(sim.param_quantizers)
     result.metrics[keys.NUM_OUTPUT_QUANTIZERS] = len(sim.output_quantizers)
     record_coverage(sim, result)

@@ -1,0 +1,98 @@
+"""AutoQuant: the search decides on one part of the validation split, the answer is judged on the other."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from workbench.app import run
+from workbench.config.schema import register_configs
+from workbench.config.validate import ConfigError
+from workbench.data.images import from_arrays
+
+ROOT = Path(__file__).resolve().parents[1]
+register_configs()
+
+
+def _run(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return run(compose("config", overrides=[f"paths.outputs_dir={tmp_path}", "threads=1", *overrides]))
+
+
+def test_the_validation_split_is_divided_by_the_seed_into_disjoint_parts():
+    x = np.arange(40, dtype=np.float32)[:, None]
+    data = from_arrays(x, np.zeros(40), x, np.arange(40) % 3, 3, batch_size=8)
+    search, held = data.split_validation(0.25, seed=3)
+    a = np.concatenate([b[0].numpy()[:, 0] for b in search.val_batches()])
+    b = np.concatenate([b[0].numpy()[:, 0] for b in held.val_batches()])
+    assert (len(a), len(b), search.num_val, held.num_val) == (10, 30, 10, 30)
+    assert not set(a) & set(b) and sorted([*a, *b]) == list(range(40))  # disjoint, and together the whole split
+    assert np.all(np.diff(a) > 0) and np.all(np.diff(b) > 0)  # each in the split's order
+    again, _ = data.split_validation(0.25, seed=3)
+    other, _ = data.split_validation(0.25, seed=4)
+    assert np.array_equal(np.concatenate([b[0].numpy()[:, 0] for b in again.val_batches()]), a)
+    assert not np.array_equal(np.concatenate([b[0].numpy()[:, 0] for b in other.val_batches()]), a)
+
+
+def test_bad_autoquant_options_are_one_line(tmp_path):
+    cases = {
+        "autoquant.search_fraction=1.0": "autoquant.search_fraction=1.0 is not allowed: a fraction in (0, 1)",
+        "autoquant.schemes=[tf/tff]": "autoquant.schemes: 'tf/tff' is not allowed: use PARAM/OUTPUT of tf, tf_enhanced, percentile",
+        "autoquant.max_trials=0": "autoquant.max_trials=0 is not allowed",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError) as err:
+            _run(tmp_path, "+stage=autoquant", override)
+        assert message in str(err.value), str(err.value)
+    with pytest.raises(ConfigError, match=r"\+stage=autoquant ranks techniques by their top-1"):
+        _run(tmp_path, "+stage=autoquant", "task=regression")
+
+
+def _runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    found = client.search_runs([client.get_experiment_by_name("workbench").experiment_id], order_by=["attributes.start_time ASC"])
+    return client, found
+
+
+@pytest.mark.slow  # several sims of the embedded default
+def test_autoquant_reports_the_held_out_figure_and_its_recipe_reruns_the_choice(tmp_path, capsys):
+    # at W8A8 the deployable baseline already meets the target: the search stops there and says so
+    _run(tmp_path, "+stage=autoquant", "quant.calibration_samples=256")
+    client, (w8,) = _runs(tmp_path)
+    m, tags = w8.data.metrics, w8.data.tags
+    assert tags["autoquant.stopped"] == "met by the deployable baseline: nothing else tried" and m["autoquant/trials"] == 1
+    assert "AutoQuant chose **baseline · tf/tf**" in tags["mlflow.note.content"]
+    # the reported figure is the held-out one: predictions.csv holds the held-out images, named by eval.digest,
+    # and the search images are another digest; the two parts split the 1000 validation images
+    predictions = pd.read_csv(client.download_artifacts(w8.info.run_id, "predictions.csv", str(tmp_path)))
+    assert m["sim/top1"] == pytest.approx((predictions["sim"] == predictions["label"]).mean())
+    assert len(predictions) == m["eval/samples"] == 500 and tags["autoquant.search_digest"] != tags["eval.digest"]
+    from workbench.evaluation.accuracy import eval_digest
+
+    assert eval_digest(predictions["label"].to_numpy()) == tags["eval.digest"]
+    steps = pd.read_csv(client.download_artifacts(w8.info.run_id, "autoquant_steps.csv", str(tmp_path)))
+    assert steps["search_top1"].iloc[0] == pytest.approx(m["autoquant/search_top1"])
+    held_out = f"On the 500 held-out images: sim top-1 {100 * m['sim/top1']:.1f} %"
+    assert held_out in tags["mlflow.note.content"] and held_out.replace("*", "") in capsys.readouterr().err + tags["mlflow.note.content"]
+
+    # at W4A8 the baseline misses: schemes, the 16-bit-weights check and CLE follow, until the target is met
+    at_w4 = ["quant.param_bw=4", "quant.calibration_samples=256"]
+    _run(tmp_path, "+stage=autoquant", *at_w4, "autoquant.schemes=[tf_enhanced/tf]", "autoquant.max_trials=4")
+    _, runs = _runs(tmp_path)
+    w4 = runs[-1]
+    steps = pd.read_csv(client.download_artifacts(w4.info.run_id, "autoquant_steps.csv", str(tmp_path)))
+    assert list(steps["tried"]) == ["baseline", "schemes", "weights_16bit", "cle"], steps
+    assert w4.data.tags["autoquant.stopped"] in ("met by cle", "autoquant.max_trials=4 reached")  # the budget ends it
+    assert steps["kept"].iloc[0] and not steps["kept"].iloc[2]  # the 16-bit check is a diagnosis, never the choice
+    best = steps[steps["kept"]]["search_top1"].max()
+    assert w4.data.metrics["autoquant/search_top1"] == pytest.approx(best)
+    # the recipe reruns the choice: the same sim top-1 on the whole validation split, bit for bit
+    recipe_dir = w4.data.tags["autoquant.recipe"].split()[1]
+    _run(tmp_path, f"hydra.searchpath=[file://{recipe_dir}]", "+recipe=autoquant_recipe", *at_w4)
+    _, runs = _runs(tmp_path)
+    rerun = runs[-1]
+    assert rerun.data.tags["stage"] == w4.data.tags["autoquant.choice"].split(" · ")[0]
+    assert rerun.data.metrics["sim/top1"] == w4.data.metrics["autoquant/recipe_top1"]

@@ -1,0 +1,283 @@
+"""Stage ``autoquant``: which technique reaches the accuracy target, chosen on one part of the validation split and
+judged once on the other.
+
+The validation split is divided by a seeded draw (``autoquant.search_fraction``) into *search* images, on which
+every decision is made, and *held-out* images, on which only the final choice is evaluated. On the search images,
+in AIMET AutoQuant's order, each step runs an existing stage (through the registry: no second implementation) and
+the search stops at the first whose sim top-1 is within ``autoquant.allowed_accuracy_drop`` of FP32's:
+
+1. the deployable baseline (BN folded) at the configured setting;
+2. scheme selection: the baseline under each ``autoquant.schemes`` pair; the best is kept for what follows;
+3. the weights-at-16-bit check: if even near-float weights miss the target, activation quantization is the
+   problem and the search stops there, saying so;
+4. ``cle``, 5. ``bc``, 6. ``adaround``, 7. ``qat`` (only with ``autoquant.allow_training``): each kept when it
+   beats the best so far.
+
+The run reports the choice evaluated on the held-out images (``sim/top1``, ``fp32/top1``, ``eval.digest``), its
+McNemar test against the configured baseline on the same held-out images, the search figure beside it
+(``autoquant/search_top1``) so that the selection's optimism is visible, the decision path (``autoquant_steps.csv``
+and the run's description) and the recipe that reruns the choice (``autoquant_recipe.yaml``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+from workbench import keys, registry
+from workbench.config.schema import parse_scheme_pair
+from workbench.evaluation.accuracy import predict_classes
+from workbench.evaluation.statistics import mcnemar_exact
+from workbench.options import QuantScheme, QuantSettings
+from workbench.results import StageResult
+from workbench.stages.common import export_sim, record_accuracy, single_input_only, single_output_only
+from workbench.stages.context import StageContext
+from workbench.stages.tflite_check import check_tflite
+
+log = logging.getLogger(__name__)
+
+# what a step's own evaluation wrote: replaced by the held-out evaluation of the choice
+EVALUATION_KEYS = (keys.FP32_TOP1, keys.SIM_TOP1, keys.EVAL_SAMPLES, keys.SIM_DROP, keys.TRANSFORMED_TOP1)
+
+
+@dataclass
+class Trial:
+    step: str  # what the search tried: baseline, schemes, weights_16bit, cle, bc, adaround, qat
+    stage: str  # the stage that computed it (its recipe)
+    settings: QuantSettings
+    top1: float  # on the search images
+    result: StageResult
+    kept: bool = False
+
+    @property
+    def schemes(self) -> str:
+        s = self.settings
+        text = f"{s.param_scheme.value}/{s.output_scheme.value}"
+        return text + (f" p{s.percentile:g}" if QuantScheme.percentile in (s.param_scheme, s.output_scheme) else "")
+
+
+class Budget:
+    def __init__(self, max_trials: int | None, max_minutes: float | None):
+        self.max_trials, self.deadline = max_trials, (time.monotonic() + 60 * max_minutes) if max_minutes else None
+        self.trials = 0
+
+    def spent(self) -> str | None:
+        if self.max_trials is not None and self.trials >= self.max_trials:
+            return f"autoquant.max_trials={self.max_trials} reached"
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return "autoquant.max_minutes reached"
+        return None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The stages' console lines at WARNING while a step runs (warnings still show)."""
+    logger = logging.getLogger("workbench.stages")
+    level = logger.level
+    logger.setLevel(max(logging.WARNING, level))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _settings_for(settings: QuantSettings, pair: str) -> QuantSettings:
+    param, output, percentile = parse_scheme_pair(pair)
+    changed = replace(settings, param_scheme=QuantScheme(param), output_scheme=QuantScheme(output))
+    return replace(changed, percentile=percentile) if percentile is not None else changed
+
+
+def run_autoquant(ctx: StageContext, result: StageResult) -> None:
+    single_input_only(ctx, "+stage=autoquant")
+    single_output_only(ctx, "autoquant")
+    aq = ctx.config.autoquant
+    search_data, held_data = ctx.data.split_validation(aq.search_fraction, ctx.seed)
+    search, held = replace(ctx, data=search_data), replace(ctx, data=held_data)
+    fp32_search = predict_classes(ctx.model, search_data.val_batches(), ctx.eval_output)
+    target = fp32_search.top1 - aq.allowed_accuracy_drop
+    result.metrics[keys.AUTOQUANT_FP32_SEARCH] = fp32_search.top1
+    result.tags[keys.TAG_AUTOQUANT_SEARCH_DIGEST] = fp32_search.digest
+    log.info(
+        "autoquant: %d search and %d held-out images; target top-1 %.2f %% (FP32 %.2f %% on the search images − %.1f pt)",
+        len(fp32_search.labels),
+        held_data.num_val,
+        100 * target,
+        100 * fp32_search.top1,
+        100 * aq.allowed_accuracy_drop,
+    )
+    budget = Budget(aq.max_trials, aq.max_minutes)
+    trials: list[Trial] = []
+
+    def attempt(step: str, stage: str, settings: QuantSettings) -> Trial:
+        budget.trials += 1
+        scratch = StageResult()
+        with result.timed(f"autoquant_{len(trials) + 1}_{step}"), _quiet():  # the step's own lines: its trial line says it
+            registry.get(stage).function()(search.with_settings(settings), scratch)
+        trial = Trial(step, stage, settings, scratch.metrics[keys.SIM_TOP1], scratch)
+        trials.append(trial)
+        log.info("autoquant %s (%s, %s): search top-1 %.2f %%", step, stage, trial.schemes, 100 * trial.top1)
+        return trial
+
+    best = attempt("baseline", "baseline", ctx.settings)
+    best.kept = True
+    reference = best
+    stopped = _search(ctx, attempt, best, target, budget, trials)
+    best = max((t for t in trials if t.kept), key=lambda t: t.top1)
+    _report(ctx, held, result, trials, best, reference, target, stopped)
+
+
+def _search(ctx, attempt, best: Trial, target: float, budget: Budget, trials: list[Trial]) -> str:
+    """The steps after the baseline, until the target is met, the budget is spent or a step shows it cannot be."""
+    aq = ctx.config.autoquant
+
+    def keep(trial: Trial) -> Trial:
+        nonlocal best
+        if trial.top1 > best.top1:
+            trial.kept, best = True, trial
+        else:
+            trial.result.sim = None  # not the choice: its sim is not needed again
+        return best
+
+    if best.top1 >= target:
+        return "met by the deployable baseline: nothing else tried"
+    for pair in aq.schemes:
+        settings = _settings_for(ctx.settings, str(pair))
+        if settings == ctx.settings:
+            continue  # the baseline already ran at it
+        if (why := budget.spent()) is not None:
+            return why
+        keep(attempt("schemes", "baseline", settings))
+    if best.top1 >= target:
+        return f"met by scheme selection ({best.schemes})"
+    if (why := budget.spent()) is not None:
+        return why
+    check = attempt("weights_16bit", "baseline", replace(best.settings, param_bw=16))
+    check.result.sim = None  # a diagnosis, never the choice
+    if check.top1 < target:
+        return (
+            "unreachable at these activation bitwidths: even 16-bit weights miss the target, so activation quantization is "
+            "the problem; try quant.output_bw=16 for the layers +stage=analyze names (quant.overrides), or QAT "
+            "(autoquant.allow_training=true)"
+        )
+    steps = ["cle", "bc", "adaround"] + (["qat"] if aq.allow_training else [])
+    for stage in steps:
+        if (why := budget.spent()) is not None:
+            return why
+        keep(attempt(stage, stage, best.settings))
+        if best.top1 >= target:
+            return f"met by {best.stage}"
+    return "not met by any step" + ("" if aq.allow_training else " (QAT not tried: autoquant.allow_training=false)")
+
+
+def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, reference: Trial, target: float, stopped: str) -> None:
+    """The choice evaluated once on the held-out images, its test against the baseline there, the path and the recipe."""
+    for key, value in best.result.metrics.items():  # what the chosen step computed (transforms, quantizers, timings)
+        if not key.startswith(EVALUATION_KEYS) and key not in result.metrics:
+            result.metrics[key] = value
+    for what in ("tables", "documents", "figures"):
+        getattr(result, what).update({k: v for k, v in getattr(best.result, what).items() if k != keys.ARTIFACT_PREDICTIONS})
+    result.tags.update({k: v for k, v in best.result.tags.items() if k != keys.TAG_EVAL_DIGEST})
+    with result.timed("autoquant_held_out"):
+        fp32 = predict_classes(ctx.model, held.data.val_batches(), ctx.eval_output)
+        chosen = predict_classes(best.result.sim.model, held.data.val_batches(), ctx.eval_output)
+        baseline = chosen if best is reference else predict_classes(reference.result.sim.model, held.data.val_batches(), ctx.eval_output)
+        whole = predict_classes(best.result.sim.model, ctx.data.val_batches(), ctx.eval_output)
+    record_accuracy(result, "fp32", fp32)
+    top1 = record_accuracy(result, "sim", chosen)
+    result.metrics[keys.SIM_DROP] = fp32.top1 - top1
+    met = best.top1 >= target
+    result.metrics[keys.AUTOQUANT_TARGET_MET] = float(met)
+    if not met:
+        log.warning("autoquant: the target was not met (%s); the best found is reported: %s", stopped, f"{best.stage} · {best.schemes}")
+    test = mcnemar_exact(chosen.correct, baseline.correct)
+    result.metrics.update(
+        {
+            keys.AUTOQUANT_SEARCH_TOP1: best.top1,
+            keys.AUTOQUANT_TARGET: target,
+            keys.AUTOQUANT_TRIALS: len(trials),
+            keys.AUTOQUANT_BASELINE_TOP1: baseline.top1,
+            keys.AUTOQUANT_DELTA: test.delta,
+            keys.AUTOQUANT_P_VALUE: test.p_value,
+            keys.AUTOQUANT_RECIPE_TOP1: whole.top1,
+        }
+    )
+    for i, trial in enumerate(trials, 1):
+        result.series.setdefault(keys.AUTOQUANT_STEP_TOP1, {})[i] = trial.top1
+    choice = f"{best.stage} · {best.schemes}"
+    result.tags.update({keys.TAG_AUTOQUANT_CHOICE: choice, keys.TAG_AUTOQUANT_STOPPED: stopped, keys.TAG_AUTOQUANT_VERDICT: test.verdict()})
+    if best.settings != ctx.settings:
+        result.simulated = best.settings
+    steps = pd.DataFrame(
+        [
+            {
+                "step": i,
+                "tried": t.step,
+                "stage": t.stage,
+                "schemes": t.schemes,
+                "param_bw": t.settings.param_bw,
+                "search_top1": t.top1,
+                "kept": t.kept,
+            }
+            for i, t in enumerate(trials, 1)
+        ]
+    )
+    result.tables[keys.ARTIFACT_AUTOQUANT_STEPS] = steps
+    name = f"autoquant-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    config_dir = os.path.abspath(os.path.join(ctx.config.paths.outputs_dir, "recipes", name))
+    os.makedirs(os.path.join(config_dir, "recipe"), exist_ok=True)
+    with open(os.path.join(config_dir, "recipe", f"{keys.AUTOQUANT_RECIPE}.yaml"), "w") as f:
+        f.write(recipe_text(best))
+    result.directories[keys.ARTIFACT_AUTOQUANT_RECIPE] = config_dir
+    result.tags[keys.TAG_AUTOQUANT_RECIPE] = f"--config-dir {config_dir} +recipe={keys.AUTOQUANT_RECIPE}"
+    # the exported model: the choice's own export when its stage exports (adaround, qat), else the chosen sim's
+    if best.result.exported is not None:
+        result.exported, result.directories = best.result.exported, dict(best.result.directories)
+    else:
+        export_dir = export_sim(held, best.result.sim, "autoquant", result)
+        if best.settings.param_bw == 8 and best.settings.output_bw == 8:
+            check_tflite(held, best.result.sim, export_dir, result)
+    lost = [f"{t.step} ({t.stage}, {t.schemes}: {100 * t.top1:.1f} %)" for t in trials if not t.kept and t.step != "weights_16bit"]
+    text = (
+        f"AutoQuant chose **{choice}** ({stopped}). On the {len(chosen.labels)} held-out images: sim top-1 "
+        f"{100 * top1:.1f} % against FP32 {100 * fp32.top1:.1f} % ({100 * (top1 - fp32.top1):+.1f} pt); against the "
+        f"configured deployable baseline on the same images {100 * test.delta:+.1f} pt (exact McNemar p = {test.p_value:.3g}: "
+        f"**{test.verdict()}**). On the search images, where it was chosen: {100 * best.top1:.1f} % (a figure the choice "
+        f"itself biases, shown for comparison). Did not help: {'; '.join(lost) or 'nothing else was tried'}."
+    )
+    path = "\n".join(
+        ["| step | tried | stage | schemes | W | search top-1 | kept |", "|---|---|---|---|---|---|---|"]
+        + [
+            f"| {r.step} | {r.tried} | {r.stage} | {r.schemes} | {r.param_bw} | {100 * r.search_top1:.1f} % | {'yes' if r.kept else ''} |"
+            for r in steps.itertuples()
+        ]
+    )
+    result.tags[keys.TAG_DESCRIPTION] = f"{text}\n\nDecision path (target {100 * target:.1f} % on the search images):\n\n{path}\n"
+    log.info("%s", text.replace("**", ""))
+    log.info(
+        "rerun the choice: python -m workbench %s (with this run's model and dataset overrides)", result.tags[keys.TAG_AUTOQUANT_RECIPE]
+    )
+
+
+def recipe_text(best: Trial) -> str:
+    """The chosen step as a Hydra config (``@package _global_``): its stage and its quantization setting (a step
+    changes only the schemes; everything else is the run's own configuration, given again with the recipe)."""
+    s = best.settings
+    lines = [
+        "# @package _global_",
+        f"# written by +stage=autoquant: {best.stage} at {best.schemes}, search top-1 {100 * best.top1:.2f} %",
+        "defaults:",
+        f"  - /stage: {best.stage}",
+        "quant:",
+        f"  param_scheme: {s.param_scheme.value}",
+        f"  output_scheme: {s.output_scheme.value}",
+        f"  param_bw: {s.param_bw}",
+        f"  output_bw: {s.output_bw}",
+        f"  per_channel: {str(s.per_channel).lower()}",
+        f"  percentile: {s.percentile}",
+    ]
+    return "\n".join(lines) + "\n"
