@@ -106,12 +106,10 @@ class MnistDatasetConfig(DatasetConfig):
 
 
 @dataclass
-class GeneratedDatasetConfig(DatasetConfig):
-    # data made on the spot from the run's seed: its sizes and noise
+class MadeDatasetConfig(DatasetConfig):
+    # data made on the spot from the run's seed: how many training and validation samples
     num_train: int = 512
     num_val: int = 256
-    num_classes: int = 10
-    noise: float = 0.5
 
     def problems(self) -> Iterator[str]:
         yield from super().problems()
@@ -119,6 +117,16 @@ class GeneratedDatasetConfig(DatasetConfig):
             message = positive(getattr(self, key), f"dataset.{key}")
             if message:
                 yield message
+
+
+@dataclass
+class GeneratedDatasetConfig(MadeDatasetConfig):
+    # generated classes: how many, and the noise over their templates
+    num_classes: int = 10
+    noise: float = 0.5
+
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
         if self.num_classes < 2:
             yield f"dataset.num_classes={self.num_classes!r} is not allowed: use an integer >= 2"
 
@@ -157,7 +165,7 @@ class KeywordsDatasetConfig(GeneratedDatasetConfig):
 
 
 @dataclass
-class DigitCanvasDatasetConfig(DatasetConfig):
+class DigitCanvasDatasetConfig(MadeDatasetConfig):
     # the embedded segmentation task: two shipped MNIST digits per 32x32 canvas, each pixel labelled 0
     # (background) or 1 + its digit (workbench/data/digit_canvas.py); with model=digit_segmenter task=segmentation
     _target_: str = "workbench.data.digit_canvas.make_digit_canvas"
@@ -174,10 +182,6 @@ class DigitCanvasDatasetConfig(DatasetConfig):
 
     def problems(self) -> Iterator[str]:
         yield from super().problems()
-        for key in ("num_train", "num_val"):
-            message = positive(getattr(self, key), f"dataset.{key}")
-            if message:
-                yield message
         if not (isinstance(self.val_digits, int) and 1 <= self.val_digits <= 4999):
             yield f"dataset.val_digits={self.val_digits!r} is not allowed: use an integer in 1..4999"
         if not 0.0 <= self.ink < 1.0:
