@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 register_configs()
 
 
+SMALL = ["quant.calibration_samples=256", "dataset.eval_samples=400", "tracking.sqnr_samples=0"]
+
+
 def _run(tmp_path, *overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return run(compose("config", overrides=[f"paths.outputs_dir={tmp_path}", "threads=1", *overrides]))
@@ -60,26 +63,26 @@ def _runs(tmp_path):
 @pytest.mark.slow  # several sims of the embedded default
 def test_autoquant_reports_the_held_out_figure_and_its_recipe_reruns_the_choice(tmp_path, capsys):
     # at W8A8 the deployable baseline already meets the target: the search stops there and says so
-    _run(tmp_path, "+stage=autoquant", "quant.calibration_samples=256")
+    _run(tmp_path, "+stage=autoquant", *SMALL)
     client, (w8,) = _runs(tmp_path)
     m, tags = w8.data.metrics, w8.data.tags
     assert tags["autoquant.stopped"] == "met by the deployable baseline: nothing else tried" and m["autoquant/trials"] == 1
     assert "AutoQuant chose **baseline · tf/tf**" in tags["mlflow.note.content"]
     # the reported figure is the held-out one: predictions.csv holds the held-out images, named by eval.digest,
-    # and the search images are another digest; the two parts split the 1000 validation images
+    # and the search images are another digest; the two parts split the 400 evaluated validation images
     predictions = pd.read_csv(client.download_artifacts(w8.info.run_id, "predictions.csv", str(tmp_path)))
     assert m["sim/top1"] == pytest.approx((predictions["sim"] == predictions["label"]).mean())
-    assert len(predictions) == m["eval/samples"] == 500 and tags["autoquant.search_digest"] != tags["eval.digest"]
+    assert len(predictions) == m["eval/samples"] == 200 and tags["autoquant.search_digest"] != tags["eval.digest"]
     from workbench.evaluation.accuracy import eval_digest
 
     assert eval_digest(predictions["label"].to_numpy()) == tags["eval.digest"]
     steps = pd.read_csv(client.download_artifacts(w8.info.run_id, "autoquant_steps.csv", str(tmp_path)))
     assert steps["search_top1"].iloc[0] == pytest.approx(m["autoquant/search_top1"])
-    held_out = f"On the 500 held-out images: sim top-1 {100 * m['sim/top1']:.1f} %"
+    held_out = f"On the 200 held-out images: sim top-1 {100 * m['sim/top1']:.1f} %"
     assert held_out in tags["mlflow.note.content"] and held_out.replace("*", "") in capsys.readouterr().err + tags["mlflow.note.content"]
 
     # at W4A8 the baseline misses: schemes, the 16-bit-weights check and CLE follow, until the target is met
-    at_w4 = ["quant.param_bw=4", "quant.calibration_samples=256"]
+    at_w4 = ["quant.param_bw=4", *SMALL]
     _run(tmp_path, "+stage=autoquant", *at_w4, "autoquant.schemes=[tf_enhanced/tf]", "autoquant.max_trials=4")
     _, runs = _runs(tmp_path)
     w4 = runs[-1]

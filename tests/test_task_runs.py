@@ -16,7 +16,8 @@ from workbench.config.validate import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()
-FAST = ["quant.calibration_samples=64", "tracking.sqnr_samples=32", "threads=1", "qat.epochs=1"]
+FAST = ["quant.calibration_samples=64", "tracking.sqnr_samples=0", "threads=1", "qat.epochs=1"]
+FAST += ["bc.num_quant_samples=64", "bc.num_bias_correct_samples=64", "adaround.num_iterations=20"]
 
 
 def _run(tmp_path, *overrides):
@@ -33,8 +34,8 @@ def _stage_runs(tmp_path) -> dict:
 @pytest.mark.slow  # trains the embedded U-Net
 def test_the_embedded_segmentation_task_runs_every_stage_with_miou_and_paired_verdicts(tmp_path, capsys):
     stages = ["baseline", "cle", "bc", "adaround", "qat"]
-    embedded = ["task=segmentation", "dataset=digit_canvas", "dataset.num_train=1000", "dataset.num_val=150", "model=digit_segmenter"]
-    _run(tmp_path, f"pipeline.stages=[{','.join(stages)}]", *embedded, "adaround.num_iterations=30")
+    embedded = ["task=segmentation", "dataset=digit_canvas", "dataset.num_train=1000", "dataset.num_val=100", "model=digit_segmenter"]
+    _run(tmp_path, f"pipeline.stages=[{','.join(stages)}]", *embedded)
     runs = _stage_runs(tmp_path)
     assert sorted(stage for _, stage in runs) == sorted(stages)
     for (_, stage), r in runs.items():
