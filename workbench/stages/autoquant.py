@@ -236,7 +236,8 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
     result.tags[keys.TAG_AUTOQUANT_RECIPE] = f"--config-dir {config_dir} +recipe={keys.AUTOQUANT_RECIPE}"
     # the exported model: the choice's own export when its stage exports (adaround, qat), else the chosen sim's
     if best.result.exported is not None:
-        result.exported, result.directories = best.result.exported, dict(best.result.directories)
+        result.exported = best.result.exported
+        result.directories.update(best.result.directories)  # beside the recipe folder
     else:
         export_dir = export_sim(held, best.result.sim, "autoquant", result)
         if best.settings.param_bw == 8 and best.settings.output_bw == 8:
