@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from workbench.config.schema import Config, plain
 from workbench.config.validate import ConfigError, same_shape, shape_mismatch
 from workbench.data.images import ImageData
-from workbench.evaluation.tasks import Classification, Segmentation, Task
+from workbench.evaluation.tasks import Classification, Regression, Segmentation, Task
 from workbench.graph.flatten import flatten_with_report
 from workbench.graph.functional import FunctionalGraph, producer_name
 from workbench.graph.health import weight_problems
@@ -37,11 +37,9 @@ def build_data(config: Config) -> ImageData:
 
 
 def build_task(config: Config, model: keras.Model | None = None) -> Task:
-    """The ``task`` node's Task (its ``_target_``); a segmentation task's class count from ``model``'s output when not given."""
-    try:
-        task = _instantiate(config.task)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(str(err) if str(err).startswith("task.") else f"task: {err}") from None
+    """The ``task`` node's Task (its ``_target_``; its values were checked by ``config.validate``); a segmentation
+    task's class count from ``model``'s output when not given."""
+    task = _instantiate(config.task)
     if isinstance(task, Segmentation) and task.num_classes is None and model is not None:
         index = classifier_output_index(model, 0, config.eval.output, task)
         task = Segmentation(num_classes=int((model.output_shape if index is None else model.output_shape[index])[-1]))
@@ -211,7 +209,7 @@ def _check_task_outputs(model: keras.Model, data: ImageData, requested: str | No
                 f"task=segmentation reads per-pixel classes: the model's output {shape} needs labels of shape {want} "
                 f"and {task.num_classes or shape[-1]} channels, the dataset gives labels of shape {labels}"
             )
-    elif task.name == "regression":
+    elif isinstance(task, Regression):
         if not same_shape(shape, labels) and not (shape == (1,) and labels == ()):
             raise ConfigError(f"task=regression compares outputs with labels: the model's output is {shape}, the labels {labels}")
     return notes
