@@ -81,15 +81,15 @@ def test_autoquant_reports_the_held_out_figure_and_its_recipe_reruns_the_choice(
     held_out = f"On the 200 held-out images: sim top-1 {100 * m['sim/top1']:.1f} %"
     assert held_out in tags["mlflow.note.content"] and held_out.replace("*", "") in capsys.readouterr().err + tags["mlflow.note.content"]
 
-    # at W4A8 the baseline misses: schemes, the 16-bit-weights check and CLE follow, until the target is met
+    # at W4A8 the baseline misses: schemes, the weights-in-float check and CLE follow, until the target is met
     at_w4 = ["quant.param_bw=4", *SMALL]
     _run(tmp_path, "+stage=autoquant", *at_w4, "autoquant.schemes=[tf_enhanced/tf]", "autoquant.max_trials=4")
     _, runs = _runs(tmp_path)
     w4 = runs[-1]
     steps = pd.read_csv(client.download_artifacts(w4.info.run_id, "autoquant_steps.csv", str(tmp_path)))
-    assert list(steps["tried"]) == ["baseline", "schemes", "weights_16bit", "cle"], steps
+    assert list(steps["tried"]) == ["baseline", "schemes", "weights_float", "cle"], steps
     assert w4.data.tags["autoquant.stopped"] in ("met by cle", "autoquant.max_trials=4 reached")  # the budget ends it
-    assert steps["kept"].iloc[0] and not steps["kept"].iloc[2]  # the 16-bit check is a diagnosis, never the choice
+    assert steps["kept"].iloc[0] and not steps["kept"].iloc[2]  # the float-weights check is a diagnosis, never the choice
     best = steps[steps["kept"]]["search_top1"].max()
     assert w4.data.metrics["autoquant/search_top1"] == pytest.approx(best)
     # the recipe reruns the choice: the same sim top-1 on the whole validation split, bit for bit

@@ -269,3 +269,29 @@ def test_traced_calibration_equals_host_analyzers_bit_for_bit(model, images, sch
     for n in names:
         expected, got = analyzers[n].compute_encoding(), sim.output_encodings()[n]
         assert np.array_equal(expected.scale, got.scale) and np.array_equal(expected.offset, got.offset), n
+
+
+@pytest.mark.parametrize("target", ["aimet", "tflite"])
+def test_one_pass_serves_every_output_scheme_bit_for_bit(model, images, target):
+    """``compute_encodings(also=...)`` collects every scheme's statistics in one pass: switching to one of them
+    (``use_output_scheme``) gives exactly the sim calibrated with it alone, grids and outputs."""
+    from workbench.options import QuantScheme
+
+    bits = dict(param_bw=4, output_bw=8) if target == "aimet" else dict(param_bw=8, output_bw=8, strict_symmetric=True)
+    base = QuantSettings(**bits, target=target)
+    shared = QuantizationSimModel(model, base)
+    shared.compute_encodings(forward_pass_over([images[:32], images[32:]]), also=[QuantScheme.tf_enhanced, QuantScheme.percentile])
+    for scheme, percentile in [("tf_enhanced", 99.99), ("percentile", 99.9), ("percentile", 99.99), ("tf", 99.99)]:
+        alone = QuantizationSimModel(model, QuantSettings(**bits, target=target, output_scheme=scheme, percentile=percentile))
+        alone.compute_encodings(forward_pass_over([images[:32], images[32:]]))
+        shared.use_output_scheme(QuantScheme(scheme), percentile)
+        assert shared.settings == alone.settings
+        for name, enc in alone.output_encodings().items():
+            got = shared.output_encodings()[name]
+            np.testing.assert_array_equal(got.scale, enc.scale, err_msg=f"{scheme} {name}")
+            np.testing.assert_array_equal(got.offset, enc.offset)
+        np.testing.assert_array_equal(shared.model(images).numpy(), alone.model(images).numpy())
+    with pytest.raises(ValueError, match="no tf_enhanced statistics were collected"):
+        plain = QuantizationSimModel(model, base)
+        plain.compute_encodings(forward_pass_over([images]))
+        plain.use_output_scheme(QuantScheme.tf_enhanced, 99.99)

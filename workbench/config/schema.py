@@ -30,7 +30,17 @@ from workbench.config.probes import (
     npz_problem,
     tfrecord_problem,
 )
-from workbench.options import MAX_BITWIDTH, MIN_BITWIDTH, AdaroundParameters, BiasCorrectionMode, QuantSettings, ReLU6Mode, check, positive
+from workbench.options import (
+    MAX_BITWIDTH,
+    MIN_BITWIDTH,
+    AdaroundParameters,
+    BiasCorrectionMode,
+    QuantSettings,
+    ReLU6Mode,
+    check,
+    load_overrides,
+    positive,
+)
 from workbench.paths import safe_component
 from workbench.registry import stage_names, stages
 
@@ -631,9 +641,17 @@ class AmpConfig:
     cle: bool = True
     # the lower weight candidates are AdaRounded (adaround.* options) rather than rounded to nearest
     adaround: bool = True
+    # a choice already made (a run's mixed_precision_overrides.json): no search, that configuration is built as the
+    # search would have built it (the same AdaRounded kernels), e.g. to rerun AutoQuant's recipe
+    chosen: Optional[str] = None
 
     def __post_init__(self) -> None:
         check(positive(self.eval_samples, "eval_samples"))
+        if self.chosen is not None:
+            try:
+                load_overrides(self.chosen)
+            except ValueError as err:
+                raise ValueError(str(err).replace("overrides=", "chosen=", 1)) from None
         candidates = [list(c) for c in self.candidates]
         if not (
             len(candidates) >= 2

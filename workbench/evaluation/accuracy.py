@@ -15,6 +15,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from workbench import interrupts
+from workbench.evaluation.steps import batch_step
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def classifier_output(outputs, output: int | None):
 def predict_classes(model: keras.Model, batches: tf.data.Dataset, output: int | None = None) -> Predictions:
     """Arg-max class of every image and its label (of the model's ``output``-th output when it has several)."""
 
-    @tf.function(reduce_retracing=True)
+    @batch_step
     def step(x):
         return tf.argmax(classifier_output(model(x, training=False), output), axis=-1, output_type=tf.int32)
 
@@ -80,7 +81,7 @@ def evaluate_against(
 ) -> tuple[float, float]:
     """Top-1 of ``model`` (its ``output``-th output) and the largest |model − reference| difference over all outputs, in one pass."""
 
-    @tf.function(reduce_retracing=True)
+    @batch_step
     def step(x, y):
         outs, refs = model(x, training=False), reference(x, training=False)
         pred = tf.argmax(classifier_output(outs, output), axis=-1, output_type=tf.int32)
@@ -101,7 +102,7 @@ def evaluate_against(
 def max_output_difference(reference: keras.Model, model: keras.Model, batches: tf.data.Dataset) -> float:
     """The largest |model − reference| difference over all outputs and samples (labels, if any, unread)."""
 
-    @tf.function(reduce_retracing=True)
+    @batch_step
     def step(x):
         outs, refs = keras.tree.flatten(model(x, training=False)), keras.tree.flatten(reference(x, training=False))
         return tf.reduce_max([tf.reduce_max(tf.abs(a - b)) for a, b in zip(outs, refs)])

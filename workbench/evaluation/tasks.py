@@ -231,15 +231,15 @@ def score_task(
     """``task``'s metric of ``model`` over ``batches`` (``(x, y)``, or ``x`` alone for a label-free task), with its
     interval (Wilson for a right/wrong task, else a seeded BCa bootstrap). ``reference`` (a model, e.g. the FP32
     one) gives the fidelity task the outputs to compare with; ``output`` picks one of several model outputs."""
-    import tensorflow as tf
 
     from workbench import interrupts
     from workbench.evaluation.accuracy import classifier_output
+    from workbench.evaluation.steps import batch_step
 
     if task.needs_labels is False and reference is None:
         raise ValueError(f"the {task.name} task compares with a reference model's outputs: pass reference=<the FP32 model>")
 
-    @tf.function(reduce_retracing=True)
+    @batch_step
     def step(x):
         out = classifier_output(model(x, training=False), output)
         return out, (classifier_output(reference(x, training=False), output) if reference is not None else out)

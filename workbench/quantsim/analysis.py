@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from workbench.evaluation.steps import batch_step
 from workbench.quantsim.encodings import sqnr_db
 from workbench.quantsim.sim import QuantizationSimModel
 
@@ -26,7 +27,7 @@ def quantized_layers(sim: QuantizationSimModel) -> list[str]:
 def batched_logits(model, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
     """``run(images)``: the model's outputs over ``images`` in batches, through one traced step (no retracing
     when the model's variables change between calls)."""
-    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    step = batch_step(lambda x: model(x, training=False))
 
     def run(images: np.ndarray) -> np.ndarray:
         return np.concatenate([step(tf.constant(images[i : i + batch_size])).numpy() for i in range(0, len(images), batch_size)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -317,11 +318,21 @@ def percentile_range(counts: np.ndarray, edges: np.ndarray, percentile: float) -
     return edges[rows, i_min].astype(F32), edges[rows, i_max].astype(F32)
 
 
+def _observer(kind: QuantScheme, channels: int) -> MinMaxObserver | HistogramObserver:
+    if kind is QuantScheme.tf:
+        return MinMaxObserver(channels)
+    if kind is QuantScheme.tf_enhanced:
+        return HistogramObserver(channels)
+    return HistogramObserver(channels, PERCENTILE_BINS, growth_limit=None)
+
+
 class EncodingAnalyzer:
     """Observer + range rule for one quantizer: ``update`` batches, then ``compute_encoding``.
 
     ``update`` is TensorFlow and may run inside a traced function; ``compute_encoding`` reads
-    the statistics back once and searches/derives the grid on the host.
+    the statistics back once and searches/derives the grid on the host. ``also`` names other schemes whose
+    statistics are collected in the same pass (each its own observer, fed the same batches, so each ends exactly
+    as it would alone): :meth:`select` then switches to one of them without another pass.
     """
 
     def __init__(
@@ -333,20 +344,29 @@ class EncodingAnalyzer:
         strict: bool = False,
         unsigned: bool = False,
         percentile: float = 99.99,
+        also: Iterable[QuantScheme] = (),
     ):
         self.scheme = QuantScheme(scheme).analyzer
         self.bitwidth, self.symmetric, self.strict, self.unsigned = bitwidth, symmetric, strict, unsigned
         self.percentile = percentile
-        self.observer: MinMaxObserver | HistogramObserver
-        if self.scheme is QuantScheme.tf:
-            self.observer = MinMaxObserver(channels)
-        elif self.scheme is QuantScheme.tf_enhanced:
-            self.observer = HistogramObserver(channels)
-        else:
-            self.observer = HistogramObserver(channels, PERCENTILE_BINS, growth_limit=None)
+        kinds = dict.fromkeys([self.scheme, *(QuantScheme(k).analyzer for k in also)])
+        self.observers = {kind: _observer(kind, channels) for kind in kinds}
+
+    @property
+    def observer(self) -> MinMaxObserver | HistogramObserver:
+        return self.observers[self.scheme]
+
+    def select(self, scheme: QuantScheme, percentile: float) -> None:
+        """Compute encodings by ``scheme`` (and ``percentile``) from here on: one whose statistics were collected."""
+        kind = QuantScheme(scheme).analyzer
+        if kind not in self.observers:
+            collected = ", ".join(k.value for k in self.observers)
+            raise ValueError(f"no {kind.value} statistics were collected (only {collected}): calibrate with it in `also`")
+        self.scheme, self.percentile = kind, percentile
 
     def update(self, x) -> None:
-        self.observer.update(x)
+        for observer in self.observers.values():
+            observer.update(x)
 
     def compute_encoding(self, bitwidth: int | None = None) -> Encoding:
         """The encoding of the statistics gathered so far (at ``bitwidth`` when given: statistics do not

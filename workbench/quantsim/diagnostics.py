@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from workbench.evaluation.steps import batch_step
 from workbench.quantsim.encodings import Encoding
 from workbench.quantsim.sim import QuantizationSimModel
 
@@ -36,7 +37,7 @@ def layer_output_sqnr(sim: QuantizationSimModel, batches: tf.data.Dataset) -> di
     fp_probe = keras.Model(sim.fp_model.inputs, [sim.fp_model.get_layer(n).output for n in names])
     sim_probe = keras.Model(sim.model.inputs, [sim.quantized_output(n) for n in names])
 
-    @tf.function(reduce_retracing=True)
+    @batch_step
     def step(x):
         fp = fp_probe(x, training=False)
         q = sim_probe(x, training=False)

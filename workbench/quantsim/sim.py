@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from tqdm.auto import tqdm
 
 from workbench import interrupts
+from workbench.evaluation.steps import batch_step
 from workbench.graph.flatten import flatten_model
 from workbench.graph.functional import PASSTHROUGH_TYPES, FunctionalGraph, activation_name, fresh_inputs, producer
 from workbench.graph.rewrite import clone_layer
-from workbench.options import QuantSettings, Rounding, Target
+from workbench.options import QuantScheme, QuantSettings, Rounding, Target
 from workbench.quantsim.analyzers import EncodingAnalyzer, compute_tensor_encoding
 from workbench.quantsim.encodings import F32, Encoding, quantize_dequantize
 from workbench.quantsim.placement import QuantizerPlan, plan_quantizers
@@ -221,18 +221,22 @@ class QuantizationSimModel:
         forward_pass_callback: Callable[[keras.Model, Any], Any],
         forward_pass_args: Any = None,
         param_encodings: dict[str, Encoding] | None = None,
+        also: Iterable[QuantScheme] = (),
     ) -> None:
         """Param encodings from the kernels (or ``param_encodings``, frozen, e.g. AdaRound's), then
         activation encodings from a calibration pass.
 
         During the pass the weights are already quantized and every activation quantizer
-        passes its input through while its analyzer collects statistics.
+        passes its input through while its analyzer collects statistics. ``also``: other output schemes
+        whose statistics the same pass collects, for :meth:`use_output_scheme` (a scheme search).
         """
         s = self.settings
         self.compute_param_encodings(param_encodings)
         for q in self.output_quantizers.values():
             q.start_calibration(
-                EncodingAnalyzer(s.output_scheme, q.bitwidth, s.output_symmetric, 1, s.strict_symmetric, s.unsigned_symmetric, s.percentile)
+                EncodingAnalyzer(
+                    s.output_scheme, q.bitwidth, s.output_symmetric, 1, s.strict_symmetric, s.unsigned_symmetric, s.percentile, also
+                )
             )
         self._drop_traced_steps()
         try:
@@ -243,14 +247,28 @@ class QuantizationSimModel:
             self._drop_traced_steps()
         # kept: encodings at other bitwidths come from the same statistics (mixed precision)
         self.analyzers = analyzers
+        self._set_output_encodings()
+
+    def _set_output_encodings(self) -> None:
         for name, q in self.output_quantizers.items():
             try:
-                q.set_encoding(analyzers[name].compute_encoding())
+                q.set_encoding(self.analyzers[name].compute_encoding())
             except RuntimeError as err:
                 raise RuntimeError(f"output quantizer of {name!r}: {err}") from None
-        if s.target is Target.tflite:
+        if self.settings.target is Target.tflite:
             self._apply_runtime_rules()
         self._set_mode(Mode.QUANTIZE)
+
+    def use_output_scheme(self, scheme: QuantScheme, percentile: float) -> None:
+        """Activation encodings by another scheme, from the last calibration's statistics (collected for it with
+        ``compute_encodings(also=...)``): the sim is then the one calibrated with that scheme, bit for bit."""
+        s = self.settings
+        if s.param_scheme is QuantScheme.percentile and percentile != s.percentile:
+            raise ValueError("the weights' percentile scheme shares quant.percentile: their grids would change too")
+        for analyzer in self.analyzers.values():
+            analyzer.select(scheme, percentile)
+        self.settings = replace(s, output_scheme=QuantScheme(scheme), percentile=percentile)
+        self._set_output_encodings()
 
     # ----------------------------------------------------------------- TFLite target
     def input_quantizer(self, layer_name: str) -> str | None:
@@ -359,7 +377,7 @@ def forward_pass_over(batches: Iterable, counter: list[int] | None = None) -> Ca
     """
 
     def callback(model: keras.Model, _args: Any = None) -> None:
-        step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        step = batch_step(lambda x: model(x, training=False))
         for batch in tqdm(batches, desc="calibration", unit="batch", disable=None, leave=False):
             interrupts.checkpoint()
             x = batch_inputs(batch)

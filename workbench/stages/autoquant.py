@@ -8,7 +8,7 @@ the search stops at the first whose sim top-1 is within ``autoquant.allowed_accu
 
 1. the deployable baseline (BN folded) at the configured setting;
 2. scheme selection: the baseline under each ``autoquant.schemes`` pair; the best is kept for what follows;
-3. the weights-at-16-bit check: if even near-float weights miss the target, activation quantization is the
+3. the weights-in-float check (weight quantizers off): if even then the target is missed, activation quantization is the
    problem and the search stops there, saying so;
 4. ``cle``, 5. ``bc``, 6. ``adaround``, 7. ``qat`` (only with ``autoquant.allow_training``): each kept when it
    beats the best so far.
@@ -27,6 +27,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 
 from workbench import keys, registry
@@ -34,8 +35,10 @@ from workbench.config.schema import parse_scheme_pair
 from workbench.evaluation.accuracy import predict_classes
 from workbench.evaluation.statistics import mcnemar_exact
 from workbench.options import QuantScheme, QuantSettings
+from workbench.quantsim.diagnostics import layer_output_sqnr, layer_table
+from workbench.quantsim.sim import QuantizationSimModel
 from workbench.results import StageResult
-from workbench.stages.common import export_sim, record_accuracy, single_input_only, single_output_only
+from workbench.stages.common import evaluate_sim, export_sim, record_accuracy, single_input_only, single_output_only
 from workbench.stages.context import StageContext
 from workbench.stages.tflite_check import check_tflite
 
@@ -47,12 +50,21 @@ EVALUATION_KEYS = (keys.FP32_TOP1, keys.SIM_TOP1, keys.EVAL_SAMPLES, keys.SIM_DR
 
 @dataclass
 class Trial:
-    step: str  # what the search tried: baseline, schemes, weights_16bit, cle, bc, adaround, qat
+    step: str  # what the search tried: baseline, schemes, weights_float, cle, bc, adaround, qat
     stage: str  # the stage that computed it (its recipe)
     settings: QuantSettings
     top1: float  # on the search images
     result: StageResult
     kept: bool = False
+
+    def activate(self) -> QuantizationSimModel:
+        """The trial's sim at its own output scheme (the scheme trials of one weight scheme share one calibration)."""
+        sim = self.result.sim
+        assert sim is not None, f"{self.step}: its sim was let go"
+        s = self.settings
+        if (sim.settings.output_scheme, sim.settings.percentile) != (s.output_scheme, s.percentile):
+            sim.use_output_scheme(s.output_scheme, s.percentile)
+        return sim
 
     @property
     def schemes(self) -> str:
@@ -97,7 +109,9 @@ def run_autoquant(ctx: StageContext, result: StageResult) -> None:
     single_output_only(ctx, "autoquant")
     aq = ctx.config.autoquant
     search_data, held_data = ctx.data.split_validation(aq.search_fraction, ctx.seed)
-    search, held = replace(ctx, data=search_data), replace(ctx, data=held_data)
+    # the steps' per-layer SQNR is left out (a diagnosis of the choice only, computed once at the end)
+    config = replace(ctx.config, tracking=replace(ctx.config.tracking, sqnr_samples=0))
+    search, held = replace(ctx, data=search_data, config=config), replace(ctx, data=held_data)
     fp32_search = predict_classes(ctx.model, search_data.val_batches(), ctx.eval_output)
     target = fp32_search.top1 - aq.allowed_accuracy_drop
     result.metrics[keys.AUTOQUANT_FP32_SEARCH] = fp32_search.top1
@@ -110,68 +124,133 @@ def run_autoquant(ctx: StageContext, result: StageResult) -> None:
         100 * fp32_search.top1,
         100 * aq.allowed_accuracy_drop,
     )
-    budget = Budget(aq.max_trials, aq.max_minutes)
-    trials: list[Trial] = []
+    search = Search(search, result, target, Budget(aq.max_trials, aq.max_minutes))
+    reference = search.attempt("baseline", "baseline", ctx.settings, also=search.schemes_sharing(ctx.settings))
+    reference.kept = True
+    search.best = reference
+    stopped = search.run()
+    _report(ctx, held, result, search.trials, search.best, reference, target, stopped)
 
-    def attempt(step: str, stage: str, settings: QuantSettings) -> Trial:
-        budget.trials += 1
-        scratch = StageResult()
-        with result.timed(f"autoquant_{len(trials) + 1}_{step}"), _quiet():  # the step's own lines: its trial line says it
-            registry.get(stage).function()(search.with_settings(settings), scratch)
-        trial = Trial(step, stage, settings, scratch.metrics[keys.SIM_TOP1], scratch)
-        trials.append(trial)
-        log.info("autoquant %s (%s, %s): search top-1 %.2f %%", step, stage, trial.schemes, 100 * trial.top1)
+
+def _candidates(ctx: StageContext) -> list[QuantSettings]:
+    found: list[QuantSettings] = []
+    for pair in ctx.config.autoquant.schemes:
+        settings = _settings_for(ctx.settings, str(pair))
+        if settings != ctx.settings and settings not in found:
+            found.append(settings)
+    return found
+
+
+def _weights_group(s: QuantSettings) -> tuple:
+    """What the calibration statistics depend on among the candidates: the weights' grids."""
+    return (s.param_scheme, s.percentile if s.param_scheme is QuantScheme.percentile else None)
+
+
+class Search:
+    """The steps after the baseline on the search images, until the target is met, the budget is spent or a step
+    shows it cannot be; ``trials`` is the decision path, ``best`` the choice so far."""
+
+    def __init__(self, ctx: StageContext, result: StageResult, target: float, budget: Budget):
+        self.ctx, self.result, self.target, self.budget = ctx, result, target, budget
+        self.trials: list[Trial] = []
+        self.candidates = _candidates(ctx)
+        self.best: Trial
+
+    def schemes_sharing(self, settings: QuantSettings) -> tuple[QuantScheme, ...]:
+        """The output schemes of the candidates whose weights are ``settings``': one calibration pass serves them."""
+        return tuple(dict.fromkeys(c.output_scheme for c in self.candidates if _weights_group(c) == _weights_group(settings)))
+
+    def _record(self, trial: Trial) -> Trial:
+        self.trials.append(trial)
+        log.info("autoquant %s (%s, %s): search top-1 %.2f %%", trial.step, trial.stage, trial.schemes, 100 * trial.top1)
         return trial
 
-    best = attempt("baseline", "baseline", ctx.settings)
-    best.kept = True
-    reference = best
-    stopped = _search(ctx, attempt, best, target, budget, trials)
-    best = max((t for t in trials if t.kept), key=lambda t: t.top1)
-    _report(ctx, held, result, trials, best, reference, target, stopped)
+    def attempt(self, step: str, stage: str, settings: QuantSettings, also: tuple[QuantScheme, ...] = ()) -> Trial:
+        """Run ``stage`` (the registry's) at ``settings`` on the search images."""
+        self.budget.trials += 1
+        scratch = StageResult()
+        ctx = replace(self.ctx.with_settings(settings), calibration_also=also)
+        with self.result.timed(f"autoquant_{len(self.trials) + 1}_{step}"), _quiet():  # its trial line says it
+            registry.get(stage).function()(ctx, scratch)
+        return self._record(Trial(step, stage, settings, scratch.metrics[keys.SIM_TOP1], scratch))
 
+    def probe(self, source: Trial, settings: QuantSettings) -> Trial:
+        """``source``'s stage at another output scheme from the statistics its calibration collected: the same sim a
+        run of that stage at ``settings`` builds, evaluated as it evaluates it."""
+        self.budget.trials += 1
+        scratch = StageResult()
+        with self.result.timed(f"autoquant_{len(self.trials) + 1}_schemes"), _quiet():
+            sim = source.result.sim
+            assert sim is not None
+            sim.use_output_scheme(settings.output_scheme, settings.percentile)
+            evaluate_sim(self.ctx.with_settings(settings), sim, scratch)
+        for what in ("metrics", "tags"):  # FP32 on the same images, the fold, the calibration
+            mine = getattr(scratch, what)
+            mine.update({k: v for k, v in getattr(source.result, what).items() if k not in mine})
+        scratch.tables.setdefault(keys.ARTIFACT_PREDICTIONS, source.result.tables[keys.ARTIFACT_PREDICTIONS])
+        scratch.tables[keys.ARTIFACT_PREDICTIONS] = scratch.tables[keys.ARTIFACT_PREDICTIONS].copy()
+        return self._record(Trial("schemes", source.stage, settings, scratch.metrics[keys.SIM_TOP1], scratch))
 
-def _search(ctx, attempt, best: Trial, target: float, budget: Budget, trials: list[Trial]) -> str:
-    """The steps after the baseline, until the target is met, the budget is spent or a step shows it cannot be."""
-    aq = ctx.config.autoquant
+    def keep(self, trial: Trial) -> None:
+        if trial.top1 > self.best.top1:
+            trial.kept, self.best = True, trial
 
-    def keep(trial: Trial) -> Trial:
-        nonlocal best
-        if trial.top1 > best.top1:
-            trial.kept, best = True, trial
-        else:
-            trial.result.sim = None  # not the choice: its sim is not needed again
-        return best
+    def met(self) -> bool:
+        return self.best.top1 >= self.target
 
-    if best.top1 >= target:
-        return "met by the deployable baseline: nothing else tried"
-    for pair in aq.schemes:
-        settings = _settings_for(ctx.settings, str(pair))
-        if settings == ctx.settings:
-            continue  # the baseline already ran at it
-        if (why := budget.spent()) is not None:
+    def run(self) -> str:
+        if self.met():
+            return "met by the deployable baseline: nothing else tried"
+        why = self._schemes()
+        if why is not None:
             return why
-        keep(attempt("schemes", "baseline", settings))
-    if best.top1 >= target:
-        return f"met by scheme selection ({best.schemes})"
-    if (why := budget.spent()) is not None:
-        return why
-    check = attempt("weights_16bit", "baseline", replace(best.settings, param_bw=16))
-    check.result.sim = None  # a diagnosis, never the choice
-    if check.top1 < target:
-        return (
-            "unreachable at these activation bitwidths: even 16-bit weights miss the target, so activation quantization is "
-            "the problem; try quant.output_bw=16 for the layers +stage=analyze names (quant.overrides), or QAT "
-            "(autoquant.allow_training=true)"
+        if self.met():
+            return f"met by scheme selection ({self.best.schemes})"
+        if (why := self.budget.spent()) is not None:
+            return why
+        if self._weights_float().top1 < self.target:
+            return (
+                "unreachable at these activation bitwidths: even float weights miss the target, so activation quantization is "
+                "the problem; try quant.output_bw=16 for the layers +stage=analyze names (quant.overrides), or QAT "
+                "(autoquant.allow_training=true)"
+            )
+        steps = ["cle", "bc", "adaround"] + (["qat"] if self.ctx.config.autoquant.allow_training else [])
+        for stage in steps:
+            if (why := self.budget.spent()) is not None:
+                return why
+            self.keep(self.attempt(stage, stage, self.best.settings))
+            if self.met():
+                return f"met by {self.best.stage}"
+        return "not met by any step" + (
+            "" if self.ctx.config.autoquant.allow_training else " (QAT not tried: autoquant.allow_training=false)"
         )
-    steps = ["cle", "bc", "adaround"] + (["qat"] if aq.allow_training else [])
-    for stage in steps:
-        if (why := budget.spent()) is not None:
-            return why
-        keep(attempt(stage, stage, best.settings))
-        if best.top1 >= target:
-            return f"met by {best.stage}"
-    return "not met by any step" + ("" if aq.allow_training else " (QAT not tried: autoquant.allow_training=false)")
+
+    def _schemes(self) -> str | None:
+        """Each candidate pair: one calibration pass per weight scheme (the baseline's serves its own), the other
+        output schemes read from its statistics."""
+        sources = {_weights_group(self.best.settings): self.best}
+        for settings in self.candidates:
+            if (why := self.budget.spent()) is not None:
+                return why
+            source = sources.get(_weights_group(settings))
+            if source is None:
+                trial = sources[_weights_group(settings)] = self.attempt("schemes", "baseline", settings, self.schemes_sharing(settings))
+            else:
+                trial = self.probe(source, settings)
+            self.keep(trial)
+        return None
+
+    def _weights_float(self) -> Trial:
+        """The best so far with its weight quantizers off (activations quantized only): a diagnosis, never the choice."""
+        self.budget.trials += 1
+        scratch = StageResult()
+        with self.result.timed(f"autoquant_{len(self.trials) + 1}_weights_float"):
+            sim = self.best.activate()
+            with sim.switchable() as enable:
+                enable(set(), set(sim.output_quantizers))
+                top1 = predict_classes(sim.model, self.ctx.data.val_batches(), self.ctx.eval_output).top1
+        scratch.metrics[keys.SIM_TOP1] = top1
+        return self._record(Trial("weights_float", self.best.stage, self.best.settings, top1, scratch))
 
 
 def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, reference: Trial, target: float, stopped: str) -> None:
@@ -184,9 +263,17 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
     result.tags.update({k: v for k, v in best.result.tags.items() if k != keys.TAG_EVAL_DIGEST})
     with result.timed("autoquant_held_out"):
         fp32 = predict_classes(ctx.model, held.data.val_batches(), ctx.eval_output)
-        chosen = predict_classes(best.result.sim.model, held.data.val_batches(), ctx.eval_output)
-        baseline = chosen if best is reference else predict_classes(reference.result.sim.model, held.data.val_batches(), ctx.eval_output)
-        whole = predict_classes(best.result.sim.model, ctx.data.val_batches(), ctx.eval_output)
+        baseline = predict_classes(reference.activate().model, held.data.val_batches(), ctx.eval_output)
+        sim = best.activate()  # after the baseline's: a scheme trial may share its sim
+        chosen = predict_classes(sim.model, held.data.val_batches(), ctx.eval_output)
+        whole = predict_classes(sim.model, ctx.data.val_batches(), ctx.eval_output)
+    if ctx.sqnr_samples > 0:  # the choice's per-layer SQNR vs FP32 (the search left it out)
+        with result.timed("sqnr"):
+            sqnr = layer_output_sqnr(sim, held.data.val_batches(limit=ctx.sqnr_samples))
+        result.tables[keys.ARTIFACT_LAYERS] = layer_table(sim, sqnr)
+        finite = [v for v in sqnr.values() if np.isfinite(v)]
+        if finite:
+            result.metrics[keys.MEAN_SQNR_DB] = float(np.mean(finite))
     record_accuracy(result, "fp32", fp32)
     top1 = record_accuracy(result, "sim", chosen)
     result.metrics[keys.SIM_DROP] = fp32.top1 - top1
@@ -219,7 +306,7 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
                 "tried": t.step,
                 "stage": t.stage,
                 "schemes": t.schemes,
-                "param_bw": t.settings.param_bw,
+                "param_bw": "float" if t.step == "weights_float" else t.settings.param_bw,
                 "search_top1": t.top1,
                 "kept": t.kept,
             }
@@ -239,10 +326,10 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
         result.exported = best.result.exported
         result.directories.update(best.result.directories)  # beside the recipe folder
     else:
-        export_dir = export_sim(held, best.result.sim, "autoquant", result)
+        export_dir = export_sim(held, sim, "autoquant", result)
         if best.settings.param_bw == 8 and best.settings.output_bw == 8:
-            check_tflite(held, best.result.sim, export_dir, result)
-    lost = [f"{t.step} ({t.stage}, {t.schemes}: {100 * t.top1:.1f} %)" for t in trials if not t.kept and t.step != "weights_16bit"]
+            check_tflite(held, sim, export_dir, result)
+    lost = [f"{t.step} ({t.stage}, {t.schemes}: {100 * t.top1:.1f} %)" for t in trials if not t.kept and t.step != "weights_float"]
     text = (
         f"AutoQuant chose **{choice}** ({stopped}). On the {len(chosen.labels)} held-out images: sim top-1 "
         f"{100 * top1:.1f} % against FP32 {100 * fp32.top1:.1f} % ({100 * (top1 - fp32.top1):+.1f} pt); against the "

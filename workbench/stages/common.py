@@ -132,7 +132,7 @@ def calibrated_sim(
     counter = [0]
     with result.timed("calibration"):
         batches = ctx.data.calibration_batches(ctx.calibration_samples, ctx.seed)
-        sim.compute_encodings(forward_pass_over(batches, counter), param_encodings=param_encodings)
+        sim.compute_encodings(forward_pass_over(batches, counter), param_encodings=param_encodings, also=ctx.calibration_also)
     used = counter[0]
     result.metrics[keys.CALIBRATION_SAMPLES] = used  # the effective count, not the requested one
     if used < ctx.calibration_samples:

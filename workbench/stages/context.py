@@ -11,7 +11,7 @@ import keras
 from workbench.config.schema import Config
 from workbench.data.images import ImageData
 from workbench.evaluation.tasks import Classification, Task
-from workbench.options import QuantSettings
+from workbench.options import QuantScheme, QuantSettings
 
 
 @dataclass
@@ -22,6 +22,8 @@ class StageContext:
     config: Config = field(default_factory=Config)
     eval_output: int | None = None  # which of several model outputs the task reads (eval.output); None: the only one
     task: Task = field(default_factory=Classification)  # what every model's quality is measured by (task=)
+    # other output schemes whose statistics the calibration pass collects too (a scheme search reads them)
+    calibration_also: tuple[QuantScheme, ...] = ()
 
     @property
     def settings(self) -> QuantSettings:

@@ -15,13 +15,14 @@ from workbench import keys
 from workbench.data.dataset import as_array
 from workbench.figures import pareto_front_figure
 from workbench.graph.rewrite import GraphEdit, apply_edit
-from workbench.options import parse_overrides
+from workbench.options import LayerOverride, load_overrides, parse_overrides
+from workbench.quantsim.analysis import quantized_layers
 from workbench.results import StageResult
 from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, single_input_only, single_output_only, validation_arrays
 from workbench.stages.context import StageContext
 from workbench.stages.prepare import prepared_model
 from workbench.techniques.adaround import apply_adaround
-from workbench.techniques.mixed_precision import RoundedKernels, choose_mixed_precision
+from workbench.techniques.mixed_precision import Candidate, RoundedKernels, choose_mixed_precision
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,12 @@ def adarounded_candidates(ctx: StageContext, model, candidates, highest, result:
     return rounded
 
 
-def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
-    single_output_only(ctx, "mixed_precision")
-    single_input_only(ctx, "+stage=mixed_precision")
-    evaluate_fp32(ctx, result)
+def _search(
+    ctx: StageContext, sim, candidates, highest, rounded: RoundedKernels, result: StageResult
+) -> tuple[tuple[LayerOverride, ...], dict[str, Candidate]]:
+    """AMP's search on ``amp.eval_samples`` validation images: its front, sensitivity and figure in the run; the
+    chosen overrides (also written beside the exports) and per-layer candidates."""
     amp = ctx.config.amp
-    model = prepared_model(ctx, result, amp.cle)
-    candidates = [(int(w), int(a)) for w, a in amp.candidates]
-    highest = max(candidates, key=lambda c: (c[0] * c[1], c))
-    search_ctx = ctx.with_settings(dataclasses.replace(ctx.settings, param_bw=highest[0], output_bw=highest[1]))
-    sim = calibrated_sim(search_ctx, model, result)
-    rounded = adarounded_candidates(ctx, model, candidates, highest, result) if amp.adaround else {}
     images, labels = validation_arrays(ctx, amp.eval_samples)
     with result.timed("amp_search"), tqdm(desc="mixed precision search", unit="eval", disable=None) as bar:
         found = choose_mixed_precision(
@@ -83,12 +79,34 @@ def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
         len(labels),
         path,
     )
+    return parse_overrides(overrides), found.chosen
+
+
+def run_mixed_precision(ctx: StageContext, result: StageResult) -> None:
+    single_output_only(ctx, "mixed_precision")
+    single_input_only(ctx, "+stage=mixed_precision")
+    evaluate_fp32(ctx, result)
+    amp = ctx.config.amp
+    model = prepared_model(ctx, result, amp.cle)
+    candidates = [(int(w), int(a)) for w, a in amp.candidates]
+    highest = max(candidates, key=lambda c: (c[0] * c[1], c))
+    search_ctx = ctx.with_settings(dataclasses.replace(ctx.settings, param_bw=highest[0], output_bw=highest[1]))
+    sim = calibrated_sim(search_ctx, model, result)
+    rounded = adarounded_candidates(ctx, model, candidates, highest, result) if amp.adaround else {}
+    if amp.chosen is not None:  # a choice already made: no search
+        overrides = load_overrides(amp.chosen)
+        settings = dataclasses.replace(search_ctx.settings, overrides=overrides)
+        chosen = {n: (settings.param_bw_for(n), settings.output_bw_for(n)) for n in quantized_layers(sim)}
+        result.tags[keys.TAG_AMP_OVERRIDES_FILE] = amp.chosen
+        log.info("mixed precision: the choice in amp.chosen=%s (no search)", amp.chosen)
+    else:
+        overrides, chosen = _search(ctx, sim, candidates, highest, rounded, result)
     # the chosen configuration as any user would run it: per-layer overrides, calibrated afresh, every image
-    final = search_ctx.with_settings(dataclasses.replace(search_ctx.settings, overrides=parse_overrides(overrides)))
-    kept = {n: rounded[(n, c[0])] for n, c in found.chosen.items() if (n, c[0]) in rounded and c != highest}
+    final = search_ctx.with_settings(dataclasses.replace(search_ctx.settings, overrides=overrides))
+    kept = {n: rounded[(n, c[0])] for n, c in chosen.items() if (n, c[0]) in rounded and c != highest}
     if kept:  # the AdaRounded kernels of the lowered layers, on their frozen grids
         model = apply_edit(model, GraphEdit(kernels={n: k for n, (k, _) in kept.items()}))
     evaluate_sim(final, calibrated_sim(final, model, result, param_encodings={n: e for n, (_, e) in kept.items()}), result)
     result.simulated = final.settings  # the highest candidate with per-layer overrides: its tags and name say so
-    if any(c[0] < 8 or c[1] < 8 for c in found.chosen.values()):
+    if any(c[0] < 8 or c[1] < 8 for c in chosen.values()):
         result.tags[keys.TAG_TFLITE] = "not converted: TFLite int8 kernels cannot run weights or activations below 8 bits"
