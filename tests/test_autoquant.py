@@ -63,11 +63,17 @@ def _runs(tmp_path):
 @pytest.mark.slow  # several sims of the embedded default
 def test_autoquant_reports_the_held_out_figure_and_its_recipe_reruns_the_choice(tmp_path, capsys):
     # at W8A8 the deployable baseline already meets the target: the search stops there and says so
-    _run(tmp_path, "+stage=autoquant", *SMALL)
+    _run(tmp_path, "+stage=autoquant", *SMALL, "export.register_as=digits-int8")
     client, (w8,) = _runs(tmp_path)
     m, tags = w8.data.metrics, w8.data.tags
     assert tags["autoquant.stopped"] == "met by the deployable baseline: nothing else tried" and m["autoquant/trials"] == 1
     assert "AutoQuant chose **baseline · tf/tf**" in tags["mlflow.note.content"]
+    # the deliverable: the exported model registered under export.register_as, from this run
+    (version,) = client.search_model_versions("name='digits-int8'")
+    assert version.run_id == w8.info.run_id
+    # the report shows the decision path with the held-out figure beside the search one
+    html = (tmp_path / "reports" / f"run-{w8.info.run_id[:8]}" / "report.html").read_text()
+    assert "AutoQuant decision path" in html and f"held-out sim top-1 {100 * m['sim/top1']:.1f} %" in html
     # the reported figure is the held-out one: predictions.csv holds the held-out images, named by eval.digest,
     # and the search images are another digest; the two parts split the 400 evaluated validation images
     predictions = pd.read_csv(client.download_artifacts(w8.info.run_id, "predictions.csv", str(tmp_path)))
@@ -99,3 +105,25 @@ def test_autoquant_reports_the_held_out_figure_and_its_recipe_reruns_the_choice(
     rerun = runs[-1]
     assert rerun.data.tags["stage"] == w4.data.tags["autoquant.choice"].split(" · ")[0]
     assert rerun.data.metrics["sim/top1"] == w4.data.metrics["autoquant/recipe_top1"]
+
+
+@pytest.mark.slow  # the whole search on the embedded default at 2-bit weights
+def test_the_library_call_reaches_mixed_precision_and_its_recipe_rebuilds_the_choice(tmp_path):
+    import workbench
+
+    # at W2A8 neither CLE, BC nor AdaRound is within 1 pt; with float weights it is, so mixed precision follows
+    answer = workbench.autoquant(
+        f"paths.outputs_dir={tmp_path}", "threads=1", "quant.param_bw=2", "autoquant.schemes=[tf/tf]", *SMALL, allowed_accuracy_drop=0.01
+    )
+    assert list(answer.steps["tried"]) == ["baseline", "weights_float", "cle", "bc", "adaround", "mixed_precision"], answer.steps
+    assert answer.choice.startswith("mixed_precision") and answer.stopped == "met by mixed_precision" and answer.target_met
+    assert answer.interval[0] <= answer.top1 <= answer.interval[1] and answer.search_top1 >= answer.steps["search_top1"].iloc[0]
+    client, runs = _runs(tmp_path)
+    (run,) = [r for r in runs if r.info.run_id == answer.run_id]
+    assert run.data.tags["param_bw"] == "8"  # named by what it simulated: W8A8 with per-layer overrides
+    # the recipe carries the choice (amp.chosen, beside it): rerun, the same sim top-1 on every image, no search
+    _run(tmp_path, f"hydra.searchpath=[file://{answer.recipe.split()[1]}]", "+recipe=autoquant_recipe", "quant.param_bw=2", *SMALL)
+    _, runs = _runs(tmp_path)
+    rerun = runs[-1]
+    assert rerun.data.tags["stage"] == "mixed_precision" and "amp/relative_bitops" not in rerun.data.metrics
+    assert rerun.data.metrics["sim/top1"] == run.data.metrics["autoquant/recipe_top1"]

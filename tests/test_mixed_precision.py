@@ -64,6 +64,18 @@ def test_mixed_precision_stage_logs_the_front_and_reusable_overrides(tmp_path):
     assert {o.param_bw for o in overrides} <= {4, 8} and keys.ARTIFACT_AMP_FRONT_PNG in result.figures
     # what it simulated: the highest candidate (W8A8) with the chosen per-layer overrides, not the config's W4
     assert (result.simulated.param_bw, result.simulated.output_bw) == (8, 8) and result.simulated.overrides == overrides
+    # amp.chosen builds that choice again without a search: the same sim, bit for bit
+    lowered = sum(o.param_bw == 4 for o in overrides)
+    assert 0 < lowered < len(overrides)  # a choice that lowers some layers, AdaRounded, and keeps others
+    chosen = AmpConfig(eval_samples=48, chosen=result.tags[keys.TAG_AMP_OVERRIDES_FILE])
+    again = StageResult()
+    run_mixed_precision(stage_context(tmp_path, QuantSettings(param_bw=4), amp=chosen), again)
+    assert keys.ARTIFACT_AMP_FRONT not in again.tables and again.simulated == result.simulated
+    x = next(iter(ctx.data.val_batches()))[0]
+    np.testing.assert_array_equal(again.sim.model(x).numpy(), result.sim.model(x).numpy())
+    assert again.metrics[keys.SIM_TOP1] == result.metrics[keys.SIM_TOP1]
+    with pytest.raises(ValueError, match="chosen='nowhere.json' is not a file"):
+        AmpConfig(chosen="nowhere.json")
 
 
 def test_a_run_is_tagged_and_named_by_the_setting_it_simulated(tmp_path):

@@ -4,6 +4,7 @@ The library API, importable from the package root (loaded on first use, so that 
 can check its configuration before TensorFlow is imported)::
 
     from workbench import QuantizationSimModel, QuantSettings, fold_batch_norms, equalize_model, correct_bias
+    from workbench import autoquant  # the +stage=autoquant search from Python: autoquant("quant.param_bw=4")
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _API = {
     "workbench.evaluation.accuracy": ("evaluate_top1", "predict_classes"),
     "workbench.evaluation.statistics": ("wilson_interval", "mcnemar_exact", "bootstrap_interval", "paired_bootstrap"),
     "workbench.evaluation.tasks": ("score_task", "Classification", "Segmentation", "Regression", "Fidelity", "Custom"),
+    "workbench.app": ("autoquant", "AutoQuantAnswer"),
 }
 _WHERE = {name: module for module, names in _API.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -11,7 +11,9 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -167,6 +169,11 @@ def run(cfg: DictConfig) -> float | None:
     Raises :class:`ConfigError` or :class:`TrackingUnavailable` before any TensorFlow work; a sweep job
     with a bad value is first recorded as a FAILED child run of the sweep.
     """
+    return run_and_id(cfg)[0]
+
+
+def run_and_id(cfg: DictConfig) -> tuple[float | None, str]:
+    """:func:`run`, with the id of the MLflow run it made (the pipeline's parent run without a stage)."""
     from workbench.tracking.probe import check_tracking_uri, resolve_tracking_uri
 
     parent = os.environ.get(keys.ENV_PARENT_RUN_ID)
@@ -193,7 +200,7 @@ def run(cfg: DictConfig) -> float | None:
     if parent is None:  # a sweep's summary comes at its end, from the Hydra callback
         out = os.path.join(config.paths.reports_dir, f"run-{run_id[:8]}")
         report_and_summarise(tracker, config.tracking.experiment, out, "run", run_id, like_run=run_id)
-    return top1
+    return top1, run_id
 
 
 def report_and_summarise(tracker, experiment: str, out_dir: str, label: str, run_id: str, **selection) -> str | None:
@@ -253,8 +260,9 @@ def run_stage(
     return result.metrics.get(keys.metric_key("sim", result.tags.get(keys.TAG_TASK_METRIC, keys.CLASSIFICATION_METRIC))), tracked.run_id
 
 
-def run_pipeline(config: Config, plain: dict, tracker) -> float | None:
-    """A parent run with one child run per stage (the model and data built once), then the report."""
+def run_pipeline(config: Config, plain: dict, tracker) -> tuple[float | None, str]:
+    """A parent run with one child run per stage (the model and data built once), then the report; the last stage's
+    headline metric and the parent run's id."""
     stages = list(config.pipeline.stages)
     last = None
     with tracked_run(tracker, plain, None) as (parent, result):
@@ -275,4 +283,63 @@ def run_pipeline(config: Config, plain: dict, tracker) -> float | None:
             text = report_and_summarise(tracker, config.tracking.experiment, out, "parent run", parent.run_id, parent_run_id=parent.run_id)
         if text:
             result.tags[keys.TAG_DESCRIPTION] = text
-    return last
+    return last, parent.run_id
+
+
+@dataclass
+class AutoQuantAnswer:
+    """What ``+stage=autoquant`` found: the choice judged on the held-out images, its search figure beside it."""
+
+    run_id: str
+    tracking_uri: str
+    choice: str  # "adaround · tf/tf_enhanced"
+    stopped: str  # why the search ended
+    target_met: bool  # on the search images
+    top1: float  # the choice, held-out images
+    interval: tuple[float, float]  # its 95 % Wilson interval
+    fp32_top1: float  # FP32, the same held-out images
+    search_top1: float  # the choice on the search images it was chosen on (optimistic by the choice)
+    verdict: str  # against the configured deployable baseline on the held-out images (exact McNemar)
+    recipe: str  # the overrides that rerun the choice: python -m workbench <recipe> <the run's model and dataset>
+    steps: Any  # pandas DataFrame: the decision path (autoquant_steps.csv)
+
+
+def autoquant(*overrides: str, allowed_accuracy_drop: float = 0.01) -> AutoQuantAnswer:
+    """``python -m workbench +stage=autoquant autoquant.allowed_accuracy_drop=DROP OVERRIDES`` from Python.
+
+    ``overrides`` are the command line's (``"model=keras_file"``, ``"model.path=my.keras"``, ``"quant.param_bw=4"``,
+    ``"paths.outputs_dir=runs"``): the same validation, the same MLflow run, report and recipe. Call it outside
+    another Hydra application (it composes ``conf/`` itself)."""
+    import tempfile
+
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+
+    from workbench.config.schema import register_configs
+
+    register_configs()
+    conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("config", overrides=["+stage=autoquant", f"autoquant.allowed_accuracy_drop={allowed_accuracy_drop}", *overrides])
+    _, run_id = run_and_id(cfg)
+    config = validate(cfg, stage_names())
+    tracker = tracker_for(config.paths.outputs_dir, config.tracking)
+    found = tracker.client.get_run(run_id)
+    m, t = found.data.metrics, found.data.tags
+    with tempfile.TemporaryDirectory() as tmp:
+        steps = pd.read_csv(tracker.client.download_artifacts(run_id, keys.ARTIFACT_AUTOQUANT_STEPS, tmp))
+    low, high = keys.ci_keys(keys.SIM_TOP1)
+    return AutoQuantAnswer(
+        run_id=run_id,
+        tracking_uri=tracker.uri,
+        choice=t[keys.TAG_AUTOQUANT_CHOICE],
+        stopped=t[keys.TAG_AUTOQUANT_STOPPED],
+        target_met=bool(m[keys.AUTOQUANT_TARGET_MET]),
+        top1=m[keys.SIM_TOP1],
+        interval=(m[low], m[high]),
+        fp32_top1=m[keys.FP32_TOP1],
+        search_top1=m[keys.AUTOQUANT_SEARCH_TOP1],
+        verdict=t[keys.TAG_AUTOQUANT_VERDICT],
+        recipe=t[keys.TAG_AUTOQUANT_RECIPE],
+        steps=steps,
+    )

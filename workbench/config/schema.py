@@ -700,6 +700,10 @@ class AutoquantConfig:
     search_fraction: float = 0.5
     # scheme candidates, PARAM/OUTPUT[:percentile] (AIMET's, and tf/tf_enhanced)
     schemes: List[str] = field(default_factory=lambda: list(AUTOQUANT_SCHEMES))
+    # mixed precision (AMP) after AdaRound when the target is still missed: [weight bits, activation bits] candidates
+    # per layer; null: [[8, quant.output_bw], [quant.param_bw, quant.output_bw]] (layers raised to 8-bit weights
+    # where that buys the accuracy back), no step when quant.param_bw >= 8; [] never
+    candidates: Optional[List[List[int]]] = None
     # the last step: QAT with range learning (trains on the training split)
     allow_training: bool = False
     # budget: stop after this many trials (sim evaluations) or minutes; null: no limit
@@ -716,6 +720,8 @@ class AutoquantConfig:
         for text in self.schemes:
             parse_scheme_pair(str(text))
         check(positive(self.max_trials, "max_trials", allow_none=True))
+        if self.candidates:  # the same rule as amp.candidates
+            AmpConfig(candidates=[list(c) for c in self.candidates])
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes={self.max_minutes!r} is not allowed: a number of minutes > 0, or null")
 

@@ -83,6 +83,7 @@ def render_html(report, title: str, figures: dict[str, bytes]) -> str:
         ),
         "sqnr": _sqnr_table(report.sqnr),
         "excluded": _styled(report.excluded, "runs not compared, and why") if not report.excluded.empty else "",
+        "autoquant": [(caption, _styled(steps, "step by step, on the search images")) for caption, steps in report.autoquant],
         "figures": {name: base64.b64encode(data).decode("ascii") for name, data in figures.items()},
         "commands": commands,
     }

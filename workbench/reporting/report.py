@@ -240,6 +240,7 @@ class Report:
     compared: ComparedRuns | None = None
     files: dict[str, str] = field(default_factory=dict)
     headline: Headline = field(default_factory=Headline)
+    autoquant: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # each AutoQuant run's decision path
 
     def markdown(self) -> str:
         """The whole report as Markdown: settings that differ, comparison, best technique, exclusions."""
@@ -260,9 +261,38 @@ class Report:
                 to_markdown(readable(self.best, h.percent_columns())),
             ]
         parts += ["\n### Comparison\n", to_markdown(readable(self.table, h.percent_columns()))]
+        for caption, steps in self.autoquant:
+            parts += ["\n### AutoQuant decision path\n", caption + "\n", to_markdown(steps)]
         if not self.excluded.empty:
             parts += ["\n### Runs left out\n", to_markdown(self.excluded)]
         return "\n".join(parts)
+
+
+def autoquant_paths(client: MlflowClient, runs: pd.DataFrame, tmp: str) -> list[tuple[str, pd.DataFrame]]:
+    """Each compared AutoQuant run's decision path (``autoquant_steps.csv``: step, what it tried, its top-1 on the
+    search images, kept or not) under a caption: the choice, why the search stopped, and the choice's held-out
+    figure beside its search figure (the selection's optimism)."""
+    from mlflow.exceptions import MlflowException
+
+    found = []
+    for run_id in runs.loc[runs["stage"] == "autoquant", "run_id"]:
+        try:
+            steps = pd.read_csv(client.download_artifacts(run_id, keys.ARTIFACT_AUTOQUANT_STEPS, tmp))
+        except (MlflowException, OSError):  # a run that failed before its path was written
+            continue
+        run = client.get_run(run_id)
+        m, t = run.data.metrics, run.data.tags
+        steps["search_top1"] = (100 * steps["search_top1"]).round(1)
+        steps = steps.rename(columns={"search_top1": "search top-1 %", "param_bw": "W"})
+        steps["kept"] = steps["kept"].map({True: "yes", False: ""})
+        caption = (
+            f"run {run_id[:8]} chose {t.get(keys.TAG_AUTOQUANT_CHOICE)} ({t.get(keys.TAG_AUTOQUANT_STOPPED)}): held-out sim top-1 "
+            f"{100 * m[keys.SIM_TOP1]:.1f} % vs FP32 {100 * m[keys.FP32_TOP1]:.1f} % on the same {m[keys.EVAL_SAMPLES]:.0f} images, "
+            f"{100 * m[keys.AUTOQUANT_SEARCH_TOP1]:.1f} % on the search images it was chosen on; against the deployable "
+            f"baseline on the held-out images: {t.get(keys.TAG_AUTOQUANT_VERDICT)}"
+        )
+        found.append((caption, steps))
+    return found
 
 
 def build_report(
@@ -303,7 +333,9 @@ def build_report(
     common = table["setting"].value_counts().index[0]
     sqnr = layer_sqnr(client, table, common)
     os.makedirs(out_dir, exist_ok=True)
-    report = Report(table, wide, best, compared.excluded, sqnr, compared, headline=headline)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = autoquant_paths(client, compared.runs, tmp)
+    report = Report(table, wide, best, compared.excluded, sqnr, compared, headline=headline, autoquant=paths)
     frames = (
         ("comparison", table, False),
         ("sim_top1_by_stage", wide, True),

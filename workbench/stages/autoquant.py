@@ -24,11 +24,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from workbench import keys, registry
 from workbench.config.schema import parse_scheme_pair
@@ -56,6 +59,7 @@ class Trial:
     top1: float  # on the search images
     result: StageResult
     kept: bool = False
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # the stage's option nodes it ran with (its recipe)
 
     def activate(self) -> QuantizationSimModel:
         """The trial's sim at its own output scheme (the scheme trials of one weight scheme share one calibration)."""
@@ -165,14 +169,21 @@ class Search:
         log.info("autoquant %s (%s, %s): search top-1 %.2f %%", trial.step, trial.stage, trial.schemes, 100 * trial.top1)
         return trial
 
-    def attempt(self, step: str, stage: str, settings: QuantSettings, also: tuple[QuantScheme, ...] = ()) -> Trial:
-        """Run ``stage`` (the registry's) at ``settings`` on the search images."""
+    def attempt(
+        self, step: str, stage: str, settings: QuantSettings, also: tuple[QuantScheme, ...] = (), options: dict | None = None
+    ) -> Trial:
+        """Run ``stage`` (the registry's) at ``settings`` on the search images; ``options``: option nodes' values it
+        runs with instead of the configured ones (``{"amp": {"candidates": ...}}``)."""
         self.budget.trials += 1
         scratch = StageResult()
-        ctx = replace(self.ctx.with_settings(settings), calibration_also=also)
+        config = self.ctx.config
+        for node, values in (options or {}).items():
+            config = replace(config, **{node: replace(getattr(config, node), **values)})
+        ctx = replace(self.ctx, config=replace(config, quant=settings), calibration_also=also)
         with self.result.timed(f"autoquant_{len(self.trials) + 1}_{step}"), _quiet():  # its trial line says it
             registry.get(stage).function()(ctx, scratch)
-        return self._record(Trial(step, stage, settings, scratch.metrics[keys.SIM_TOP1], scratch))
+        trial = Trial(step, stage, settings, scratch.metrics[keys.SIM_TOP1], scratch, options=options or {})
+        return self._record(trial)
 
     def probe(self, source: Trial, settings: QuantSettings) -> Trial:
         """``source``'s stage at another output scheme from the statistics its calibration collected: the same sim a
@@ -214,16 +225,30 @@ class Search:
                 "the problem; try quant.output_bw=16 for the layers +stage=analyze names (quant.overrides), or QAT "
                 "(autoquant.allow_training=true)"
             )
-        steps = ["cle", "bc", "adaround"] + (["qat"] if self.ctx.config.autoquant.allow_training else [])
+        steps = ["cle", "bc", "adaround", "mixed_precision"] + (["qat"] if self.ctx.config.autoquant.allow_training else [])
         for stage in steps:
             if (why := self.budget.spent()) is not None:
                 return why
-            self.keep(self.attempt(stage, stage, self.best.settings))
+            options = None
+            if stage == "mixed_precision":
+                if (options := self._amp_options()) is None:
+                    continue
+            self.keep(self.attempt(stage, stage, self.best.settings, options=options))
             if self.met():
                 return f"met by {self.best.stage}"
         return "not met by any step" + (
             "" if self.ctx.config.autoquant.allow_training else " (QAT not tried: autoquant.allow_training=false)"
         )
+
+    def _amp_options(self) -> dict | None:
+        """AMP over ``autoquant.candidates`` on every search image, to the same target; None: no such step."""
+        s, candidates = self.ctx.settings, self.ctx.config.autoquant.candidates
+        if candidates is None:
+            candidates = [[8, s.output_bw], [s.param_bw, s.output_bw]] if s.param_bw < 8 else []
+        if not candidates:
+            return None
+        drop = self.ctx.config.autoquant.allowed_accuracy_drop
+        return {"amp": {"candidates": [list(c) for c in candidates], "allowed_accuracy_drop": drop, "eval_samples": self.ctx.data.num_val}}
 
     def _schemes(self) -> str | None:
         """Each candidate pair: one calibration pass per weight scheme (the baseline's serves its own), the other
@@ -297,7 +322,9 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
         result.series.setdefault(keys.AUTOQUANT_STEP_TOP1, {})[i] = trial.top1
     choice = f"{best.stage} · {best.schemes}"
     result.tags.update({keys.TAG_AUTOQUANT_CHOICE: choice, keys.TAG_AUTOQUANT_STOPPED: stopped, keys.TAG_AUTOQUANT_VERDICT: test.verdict()})
-    if best.settings != ctx.settings:
+    if best.result.simulated is not None:  # what the chosen stage simulated (mixed precision: its overrides)
+        result.simulated = best.result.simulated
+    elif best.settings != ctx.settings:
         result.simulated = best.settings
     steps = pd.DataFrame(
         [
@@ -306,7 +333,7 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
                 "tried": t.step,
                 "stage": t.stage,
                 "schemes": t.schemes,
-                "param_bw": "float" if t.step == "weights_float" else t.settings.param_bw,
+                "param_bw": "float" if t.step == "weights_float" else "mixed" if t.stage == "mixed_precision" else t.settings.param_bw,
                 "search_top1": t.top1,
                 "kept": t.kept,
             }
@@ -317,8 +344,13 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
     name = f"autoquant-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     config_dir = os.path.abspath(os.path.join(ctx.config.paths.outputs_dir, "recipes", name))
     os.makedirs(os.path.join(config_dir, "recipe"), exist_ok=True)
+    options = {node: dict(values) for node, values in best.options.items()}
+    if "amp" in options:  # the mixed-precision choice itself, beside the recipe: rerun without a search
+        amp_file = os.path.join(config_dir, keys.ARTIFACT_AMP_OVERRIDES)
+        shutil.copyfile(best.result.tags[keys.TAG_AMP_OVERRIDES_FILE], amp_file)
+        options["amp"]["chosen"] = amp_file
     with open(os.path.join(config_dir, "recipe", f"{keys.AUTOQUANT_RECIPE}.yaml"), "w") as f:
-        f.write(recipe_text(best))
+        f.write(recipe_text(best, options))
     result.directories[keys.ARTIFACT_AUTOQUANT_RECIPE] = config_dir
     result.tags[keys.TAG_AUTOQUANT_RECIPE] = f"--config-dir {config_dir} +recipe={keys.AUTOQUANT_RECIPE}"
     # the exported model: the choice's own export when its stage exports (adaround, qat), else the chosen sim's
@@ -351,9 +383,10 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
     )
 
 
-def recipe_text(best: Trial) -> str:
-    """The chosen step as a Hydra config (``@package _global_``): its stage and its quantization setting (a step
-    changes only the schemes; everything else is the run's own configuration, given again with the recipe)."""
+def recipe_text(best: Trial, options: dict[str, dict[str, Any]]) -> str:
+    """The chosen step as a Hydra config (``@package _global_``): its stage, its quantization setting and the option
+    values the search gave it (``options``; everything else is the run's own configuration, given again with the
+    recipe)."""
     s = best.settings
     lines = [
         "# @package _global_",
@@ -368,4 +401,4 @@ def recipe_text(best: Trial) -> str:
         f"  per_channel: {str(s.per_channel).lower()}",
         f"  percentile: {s.percentile}",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (yaml.safe_dump(options, default_flow_style=None, sort_keys=False) if options else "")
