@@ -57,7 +57,7 @@ def test_bad_autoquant_options_are_one_line(tmp_path):
 def _runs(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     found = client.search_runs([client.get_experiment_by_name("workbench").experiment_id], order_by=["attributes.start_time ASC"])
-    return client, found
+    return client, [r for r in found if "stage" in r.data.tags]  # stage runs: AutoQuant's steps are child runs without one
 
 
 @pytest.mark.slow  # several sims of the embedded default
@@ -68,6 +68,10 @@ def test_autoquant_reports_the_held_out_figure_and_its_recipe_reruns_the_choice(
     m, tags = w8.data.metrics, w8.data.tags
     assert tags["autoquant.stopped"] == "met by the deployable baseline: nothing else tried" and m["autoquant/trials"] == 1
     assert "AutoQuant chose **baseline · tf/tf**" in tags["mlflow.note.content"]
+    # one child run per step, under the search's run, with what it tried and whether it was kept
+    (step,) = client.search_runs([w8.info.experiment_id], f"tags.`mlflow.parentRunId` = '{w8.info.run_id}'")
+    assert step.data.tags["autoquant.step"] == "baseline" and step.data.tags["autoquant.effective"] == "true"
+    assert step.data.metrics["autoquant/search_top1"] == m["autoquant/search_top1"] and "sim/top1" not in step.data.metrics
     # the deliverable: the exported model registered under export.register_as, from this run
     (version,) = client.search_model_versions("name='digits-int8'")
     assert version.run_id == w8.info.run_id
@@ -116,6 +120,10 @@ def test_the_library_call_reaches_mixed_precision_and_its_recipe_rebuilds_the_ch
         f"paths.outputs_dir={tmp_path}", "threads=1", "quant.param_bw=2", "autoquant.schemes=[tf/tf]", *SMALL, allowed_accuracy_drop=0.01
     )
     assert list(answer.steps["tried"]) == ["baseline", "weights_float", "cle", "bc", "adaround", "mixed_precision"], answer.steps
+    client = MlflowClient(answer.tracking_uri)
+    children = client.search_runs(["1"], f"tags.`mlflow.parentRunId` = '{answer.run_id}'", order_by=["attributes.start_time ASC"])
+    effective = [c.data.tags["autoquant.effective"] for c in children]
+    assert effective == ["true", "n/a (a diagnosis)", *[str(k).lower() for k in answer.steps["kept"].iloc[2:]]]
     assert answer.choice.startswith("mixed_precision") and answer.stopped == "met by mixed_precision" and answer.target_met
     assert answer.interval[0] <= answer.top1 <= answer.interval[1] and answer.search_top1 >= answer.steps["search_top1"].iloc[0]
     client, runs = _runs(tmp_path)

@@ -194,6 +194,6 @@ def test_no_dictconfig_below_app_run():
         if str(path.relative_to(PACKAGE)) not in DICTCONFIG_SEEN and ("DictConfig" in path.read_text() or "omegaconf" in _imports(path))
     ]
     assert not seen, seen
-    assert _annotations_naming(ast.parse((PACKAGE / "app.py").read_text()), "DictConfig") == ["resolved", "run"]
+    assert _annotations_naming(ast.parse((PACKAGE / "app.py").read_text()), "DictConfig") == ["resolved", "run", "run_and_id"]
     converters = [str(p.relative_to(PACKAGE)) for p in _modules() if "OmegaConf.to_object" in p.read_text()]
     assert converters == ["config/validate.py"], converters

@@ -119,6 +119,14 @@ def tracked_run(tracker, plain: dict, stage: str | None, parent_run_id: str | No
                 name = record_simulated(tracked, result, stage, model, plain["quant"], name)
             describe(result, name, error)
             tracked.log_result(result, register_as=plain["export"]["register_as"])
+            log_children(tracker, result, tracked.run_id)
+
+
+def log_children(tracker, result, run_id: str) -> None:
+    """The stage's steps as child runs of its run (also when it failed midway: the steps it finished)."""
+    for child in result.children:
+        with tracker.run(child.name or "step", child.tags, {}, run_id) as tracked:
+            tracked.log_result(child)
 
 
 def record_simulated(tracked, result, stage: str | None, model: str, quant: dict, name: str) -> str:
@@ -172,8 +180,9 @@ def run(cfg: DictConfig) -> float | None:
     return run_and_id(cfg)[0]
 
 
-def run_and_id(cfg: DictConfig) -> tuple[float | None, str]:
-    """:func:`run`, with the id of the MLflow run it made (the pipeline's parent run without a stage)."""
+def run_and_id(cfg: DictConfig) -> tuple[float | None, str, str]:
+    """:func:`run`, with the id of the MLflow run it made (the pipeline's parent run without a stage) and the
+    tracking URI it is in."""
     from workbench.tracking.probe import check_tracking_uri, resolve_tracking_uri
 
     parent = os.environ.get(keys.ENV_PARENT_RUN_ID)
@@ -195,12 +204,12 @@ def run_and_id(cfg: DictConfig) -> tuple[float | None, str]:
     seed_everything(config.seed, config.deterministic)
     log.debug("MLflow tracking at %s, experiment %r", tracker.uri, config.tracking.experiment)
     if config.stage is None:
-        return run_pipeline(config, plain, tracker)
+        return (*run_pipeline(config, plain, tracker), tracker.uri)
     top1, run_id = run_stage(config, plain, tracker, config.stage.name, parent)
     if parent is None:  # a sweep's summary comes at its end, from the Hydra callback
         out = os.path.join(config.paths.reports_dir, f"run-{run_id[:8]}")
         report_and_summarise(tracker, config.tracking.experiment, out, "run", run_id, like_run=run_id)
-    return top1, run_id
+    return top1, run_id, tracker.uri
 
 
 def report_and_summarise(tracker, experiment: str, out_dir: str, label: str, run_id: str, **selection) -> str | None:
@@ -321,17 +330,18 @@ def autoquant(*overrides: str, allowed_accuracy_drop: float = 0.01) -> AutoQuant
     conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose("config", overrides=["+stage=autoquant", f"autoquant.allowed_accuracy_drop={allowed_accuracy_drop}", *overrides])
-    _, run_id = run_and_id(cfg)
-    config = validate(cfg, stage_names())
-    tracker = tracker_for(config.paths.outputs_dir, config.tracking)
-    found = tracker.client.get_run(run_id)
+    from mlflow.tracking import MlflowClient
+
+    _, run_id, uri = run_and_id(cfg)
+    client = MlflowClient(uri)
+    found = client.get_run(run_id)
     m, t = found.data.metrics, found.data.tags
     with tempfile.TemporaryDirectory() as tmp:
-        steps = pd.read_csv(tracker.client.download_artifacts(run_id, keys.ARTIFACT_AUTOQUANT_STEPS, tmp))
+        steps = pd.read_csv(client.download_artifacts(run_id, keys.ARTIFACT_AUTOQUANT_STEPS, tmp))
     low, high = keys.ci_keys(keys.SIM_TOP1)
     return AutoQuantAnswer(
         run_id=run_id,
-        tracking_uri=tracker.uri,
+        tracking_uri=uri,
         choice=t[keys.TAG_AUTOQUANT_CHOICE],
         stopped=t[keys.TAG_AUTOQUANT_STOPPED],
         target_met=bool(m[keys.AUTOQUANT_TARGET_MET]),

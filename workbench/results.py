@@ -45,6 +45,10 @@ class StageResult:
     # the sim the stage evaluated last (quantsim.QuantizationSimModel): a search (autoquant) evaluates it again on
     # other images without rebuilding it; never logged
     sim: Any = None
+    # steps of the stage logged as their own runs under its run (AutoQuant's trials), in order; without a stage tag,
+    # so a report never compares them
+    children: list[StageResult] = field(default_factory=list)
+    name: str | None = None  # a child's run name
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

@@ -166,6 +166,12 @@ class Search:
 
     def _record(self, trial: Trial) -> Trial:
         self.trials.append(trial)
+        # its child run: what it tried and its top-1 on the search images (whether it was kept: _report)
+        metrics = {k: v for k, v in trial.result.metrics.items() if not k.startswith(EVALUATION_KEYS)}
+        name = f"autoquant {len(self.trials)}: {trial.step} ({trial.stage}, {trial.schemes})"
+        child = StageResult(metrics={**metrics, keys.AUTOQUANT_SEARCH_TOP1: trial.top1}, name=name)
+        child.tags.update({keys.TAG_AUTOQUANT_STEP: trial.step, keys.TAG_AUTOQUANT_STEP_STAGE: trial.stage})
+        self.result.children.append(child)
         log.info("autoquant %s (%s, %s): search top-1 %.2f %%", trial.step, trial.stage, trial.schemes, 100 * trial.top1)
         return trial
 
@@ -318,8 +324,10 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
             keys.AUTOQUANT_RECIPE_TOP1: whole.top1,
         }
     )
-    for i, trial in enumerate(trials, 1):
+    for i, (trial, child) in enumerate(zip(trials, result.children), 1):
         result.series.setdefault(keys.AUTOQUANT_STEP_TOP1, {})[i] = trial.top1
+        # AIMET's word: a step is effective when it is kept (it beat the best so far)
+        child.tags[keys.TAG_AUTOQUANT_EFFECTIVE] = "n/a (a diagnosis)" if trial.step == "weights_float" else str(trial.kept).lower()
     choice = f"{best.stage} · {best.schemes}"
     result.tags.update({keys.TAG_AUTOQUANT_CHOICE: choice, keys.TAG_AUTOQUANT_STOPPED: stopped, keys.TAG_AUTOQUANT_VERDICT: test.verdict()})
     if best.result.simulated is not None:  # what the chosen stage simulated (mixed precision: its overrides)
