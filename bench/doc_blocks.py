@@ -6,13 +6,15 @@ import re
 from pathlib import Path
 
 
-def markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}:begin (bench/{name.replace('-', '_')}.py writes this block) -->", f"<!-- {name}:end -->"
+def markers(name: str, writer: str | None = None) -> tuple[str, str]:
+    """A block's markers; ``writer``: the bench script that writes it when its name is not the block's."""
+    script = writer or f"{name.replace('-', '_')}.py"
+    return f"<!-- {name}:begin (bench/{script} writes this block) -->", f"<!-- {name}:end -->"
 
 
-def rewrite_block(path: Path, name: str, text: str) -> None:
+def rewrite_block(path: Path, name: str, text: str, writer: str | None = None) -> None:
     """Replace what lies between the ``name`` markers of ``path`` by ``text``."""
-    begin, end = markers(name)
+    begin, end = markers(name, writer)
     document = path.read_text()
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if not pattern.search(document):
