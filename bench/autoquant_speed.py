@@ -67,7 +67,7 @@ def main() -> None:
         f"  chose {tags['autoquant.choice']} ({tags['autoquant.stopped']})",
         f"  held-out ({m['eval/samples']:.0f} images): sim {100 * m['sim/top1']:.1f} % [{100 * m['sim/top1_ci_low']:.1f}, "
         f"{100 * m['sim/top1_ci_high']:.1f}] vs FP32 {100 * m['fp32/top1']:.1f} % ({100 * (m['sim/top1'] - m['fp32/top1']):+.1f} pt); "
-        f"search images: {100 * m['autoquant/search_top1']:.1f} %",
+        f"McNemar against FP32 p={m['autoquant/p_value_vs_fp32']:.2g}; search images: {100 * m['autoquant/search_top1']:.1f} %",
         f"  vs the deployable baseline on the held-out images {100 * m['autoquant/delta_vs_baseline']:+.1f} pt "
         f"(McNemar p={m['autoquant/p_value']:.2g}, {tags['autoquant.verdict']})",
     ]

@@ -49,6 +49,7 @@ AUTOQUANT_STEP_TOP1 = "autoquant/step_top1"  # per trial (step = trial number), 
 AUTOQUANT_BASELINE_TOP1 = "autoquant/baseline_top1"  # the configured deployable baseline on the held-out images
 AUTOQUANT_DELTA = "autoquant/delta_vs_baseline"  # the choice − that baseline, held-out images (exact McNemar below)
 AUTOQUANT_P_VALUE = "autoquant/p_value"
+AUTOQUANT_P_VALUE_FP32 = "autoquant/p_value_vs_fp32"  # the choice vs FP32 on the held-out images (exact McNemar)
 # the choice on the whole validation split (search and held-out images): what rerunning its recipe gives, bit for bit
 AUTOQUANT_RECIPE_TOP1 = "autoquant/recipe_top1"
 TAG_AUTOQUANT_CHOICE = "autoquant.choice"

@@ -268,6 +268,11 @@ class Report:
         return "\n".join(parts)
 
 
+def _fp32_test(metrics: dict) -> str:
+    p = metrics.get(keys.AUTOQUANT_P_VALUE_FP32)
+    return "" if p is None else f" (exact McNemar against FP32 p = {p:.2g})"
+
+
 def autoquant_paths(client: MlflowClient, runs: pd.DataFrame, tmp: str) -> list[tuple[str, pd.DataFrame]]:
     """Each compared AutoQuant run's decision path (``autoquant_steps.csv``: step, what it tried, its top-1 on the
     search images, kept or not) under a caption: the choice, why the search stopped, and the choice's held-out
@@ -287,7 +292,8 @@ def autoquant_paths(client: MlflowClient, runs: pd.DataFrame, tmp: str) -> list[
         steps["kept"] = steps["kept"].map({True: "yes", False: ""})
         caption = (
             f"run {run_id[:8]} chose {t.get(keys.TAG_AUTOQUANT_CHOICE)} ({t.get(keys.TAG_AUTOQUANT_STOPPED)}): held-out sim top-1 "
-            f"{100 * m[keys.SIM_TOP1]:.1f} % vs FP32 {100 * m[keys.FP32_TOP1]:.1f} % on the same {m[keys.EVAL_SAMPLES]:.0f} images, "
+            f"{100 * m[keys.SIM_TOP1]:.1f} % vs FP32 {100 * m[keys.FP32_TOP1]:.1f} % on the same {m[keys.EVAL_SAMPLES]:.0f} images"
+            f"{_fp32_test(m)}, "
             f"{100 * m[keys.AUTOQUANT_SEARCH_TOP1]:.1f} % on the search images it was chosen on; against the deployable "
             f"baseline on the held-out images: {t.get(keys.TAG_AUTOQUANT_VERDICT)}"
         )

@@ -311,8 +311,17 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
     met = best.top1 >= target
     result.metrics[keys.AUTOQUANT_TARGET_MET] = float(met)
     if not met:
-        log.warning("autoquant: the target was not met (%s); the best found is reported: %s", stopped, f"{best.stage} · {best.schemes}")
+        log.warning(
+            "autoquant: the target was not met (%s); the best found is reported: %s at %.1f %% on the search images (target %.1f %%). "
+            "Next: %s",
+            stopped,
+            f"{best.stage} · {best.schemes}",
+            100 * best.top1,
+            100 * target,
+            _next_steps(ctx, stopped),
+        )
     test = mcnemar_exact(chosen.correct, baseline.correct)
+    cost = mcnemar_exact(chosen.correct, fp32.correct)  # is the held-out drop against FP32 more than noise?
     result.metrics.update(
         {
             keys.AUTOQUANT_SEARCH_TOP1: best.top1,
@@ -321,6 +330,7 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
             keys.AUTOQUANT_BASELINE_TOP1: baseline.top1,
             keys.AUTOQUANT_DELTA: test.delta,
             keys.AUTOQUANT_P_VALUE: test.p_value,
+            keys.AUTOQUANT_P_VALUE_FP32: cost.p_value,
             keys.AUTOQUANT_RECIPE_TOP1: whole.top1,
         }
     )
@@ -372,7 +382,8 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
     lost = [f"{t.step} ({t.stage}, {t.schemes}: {100 * t.top1:.1f} %)" for t in trials if not t.kept and t.step != "weights_float"]
     text = (
         f"AutoQuant chose **{choice}** ({stopped}). On the {len(chosen.labels)} held-out images: sim top-1 "
-        f"{100 * top1:.1f} % against FP32 {100 * fp32.top1:.1f} % ({100 * (top1 - fp32.top1):+.1f} pt); against the "
+        f"{100 * top1:.1f} % against FP32 {100 * fp32.top1:.1f} % ({100 * (top1 - fp32.top1):+.1f} pt, exact McNemar "
+        f"p = {cost.p_value:.3g}: {cost.verdict()}); against the "
         f"configured deployable baseline on the same images {100 * test.delta:+.1f} pt (exact McNemar p = {test.p_value:.3g}: "
         f"**{test.verdict()}**). On the search images, where it was chosen: {100 * best.top1:.1f} % (a figure the choice "
         f"itself biases, shown for comparison). Did not help: {'; '.join(lost) or 'nothing else was tried'}."
@@ -389,6 +400,19 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
     log.info(
         "rerun the choice: python -m workbench %s (with this run's model and dataset overrides)", result.tags[keys.TAG_AUTOQUANT_RECIPE]
     )
+
+
+def _next_steps(ctx: StageContext, stopped: str) -> str:
+    """What to try when the target is not met."""
+    aq = ctx.config.autoquant
+    tips = []
+    if stopped.startswith("autoquant.max"):
+        tips.append("a larger budget (autoquant.max_trials, autoquant.max_minutes)")
+    if not aq.allow_training:
+        tips.append("QAT with range learning (autoquant.allow_training=true)")
+    tips.append("wider mixed-precision candidates (autoquant.candidates, e.g. [[16,16],[8,8],[4,8]])")
+    tips.append(f"a larger allowed drop (autoquant.allowed_accuracy_drop={aq.allowed_accuracy_drop:g} now)")
+    return "; ".join(tips)
 
 
 def recipe_text(best: Trial, options: dict[str, dict[str, Any]]) -> str:
