@@ -1,4 +1,4 @@
-"""A scalar, loop-by-loop reading of docs/techniques.md section 1 (AIMET 2.42's encoding rules).
+"""A scalar, loop-by-loop reading of techniques.md section 1 (AIMET 2.42's encoding rules, as corrected in December).
 
 Written from the rules' text, one channel and one candidate at a time, in float32 scalars: the
 oracle the vectorised analyzers (TensorFlow statistics, NumPy search) are checked against bit for bit.
@@ -28,8 +28,9 @@ def final_step(mn: np.float32, mx: np.float32, steps: int, symmetric: bool) -> t
     return F(delta), int(min(max(np.round(F(mn / delta)), -steps), 0))
 
 
-def adjust(a: np.float32, b: np.float32, steps: int, symmetric: bool) -> tuple[np.float32, int]:
-    """The tf range adjustment of an analyzer range [a, b], then the final step."""
+def adjust(a: np.float32, b: np.float32, steps: int, symmetric: bool, final: bool = True) -> tuple[np.float32, int]:
+    """The range adjustment of an analyzer range [a, b]; symmetric then the final step, asymmetric too unless
+    ``final`` is false (``tf``: the single pass is the encoding)."""
     a = F(min(max(F(min(F(a), F(0))), -LIMIT), LIMIT))
     b = F(min(max(F(max(F(b), F(0))), -LIMIT), LIMIT))
     p, n = steps // 2, math.ceil(steps / 2)
@@ -44,6 +45,8 @@ def adjust(a: np.float32, b: np.float32, steps: int, symmetric: bool) -> tuple[n
         return final_step(F(F(-n) * delta), F(F(p) * delta), steps, True)
     delta = max(F(F(b - a) / F(steps)), s_min(steps))
     o = min(max(np.round(F(a / delta)), -steps), 0)
+    if not final:
+        return F(delta), int(o)
     return final_step(F(delta * F(o)), F(delta * F(o + steps)), steps, False)
 
 
@@ -55,6 +58,7 @@ class Histogram:
         self.counts: list[float] = []
         self.lo = self.hi = self.limit_lo = self.limit_hi = F(0)
         self.seen = (F(np.inf), F(-np.inf))
+        self.batches = 0
 
     def _index(self, x: np.float32, lo: np.float32, hi: np.float32) -> int:
         pos = F(F(F(x - lo) * F(self.bins)) / F(hi - lo))
@@ -63,6 +67,7 @@ class Histogram:
         return int(min(max(math.floor(pos) if math.isfinite(pos) else (self.bins if pos > 0 else -1), 0), self.bins - 1))
 
     def update(self, values: np.ndarray) -> None:
+        self.batches += 1
         finite = [F(v) for v in values if math.isfinite(v)]
         b_lo, b_hi = (min(finite), max(finite)) if finite else (F(0), F(0))
         if finite:
@@ -96,6 +101,12 @@ class Histogram:
     def width(self) -> np.float32:
         return F(F(self.hi - self.lo) / F(self.bins))
 
+    def observed(self) -> tuple[np.float32, np.float32]:
+        """One batch: its finite data's min and max; more: the histogram's range (growth-capped)."""
+        if self.batches > 1:
+            return self.lo, self.hi
+        return self.seen if math.isfinite(self.seen[0]) else (F(0), F(0))
+
 
 def _cost(counts: np.ndarray, centres: np.ndarray, delta: np.float32, offset: float, steps: int) -> float:
     q = np.round(centres / delta - F(offset))
@@ -106,10 +117,10 @@ def _cost(counts: np.ndarray, centres: np.ndarray, delta: np.float32, offset: fl
 
 
 def tf_enhanced(h: Histogram, steps: int, symmetric: bool) -> tuple[np.float32, int]:
-    seen_lo, seen_hi = h.seen if math.isfinite(h.seen[0]) else (F(0), F(0))
+    seen_lo, seen_hi = h.observed()
     mn, mx = F(min(seen_lo, F(0))), F(max(seen_hi, F(0)))
     mx = max(mx, F(mn + F(steps) * s_min(steps)))
-    w = h.width()
+    w = F(F(h.lo + h.width()) - h.lo)  # e1 - e0 of the float32 edges
     centres = np.array([F(F(h.lo + F(w / F(2))) + F(F(j) * w)) for j in range(h.bins)], F)
     counts = np.array(h.counts, np.float64)
     candidates: list[tuple[np.float32, float]] = []
@@ -119,13 +130,14 @@ def tf_enhanced(h: Histogram, steps: int, symmetric: bool) -> tuple[np.float32, 
     else:
         d_max = F(F(mx - mn) / F(steps))
         o_obs = F(np.round(F(mn / d_max)))
-        g_lo, g_hi = F(d_max * o_obs), F(d_max * F(o_obs + F(steps)))
+        g_lo = F(d_max * o_obs)
+        g_hi = F(g_lo + F(d_max * F(steps)))
         n = min(steps + 2, 21)
         offsets = [F(np.round(F(F(-steps) + F(F(F(k) * F(steps)) / F(n - 2))))) for k in range(n - 1)] + [o_obs]
         for i in range(1, 18):
             delta = F(F(d_max * F(i)) / F(16))
             for o in offsets:
-                lo, hi = max(F(delta * o), g_lo), min(F(delta * F(o + F(steps))), g_hi)
+                lo, hi = max(F(delta * o), g_lo), min(F(F(delta * o) + F(delta * F(steps))), g_hi)
                 clamped = max(F(F(hi - lo) / F(steps)), s_min(steps))
                 candidates.append((clamped, float(np.round(F(lo / clamped)))))
     best, best_cost = candidates[0], math.inf
@@ -143,8 +155,8 @@ def percentile(h: Histogram, p: float, steps: int, symmetric: bool) -> tuple[np.
         return adjust(edges[0], edges[-1], steps, symmetric)
     cumulative = np.cumsum(np.array(h.counts, np.float64))
     total = cumulative[-1]
-    i_max = next(i for i, c in enumerate(cumulative) if c >= total * (p / 100.0))
-    i_min = next(i for i, c in enumerate(cumulative) if c >= total * (1.0 - p / 100.0))
+    i_max = next(i for i, c in enumerate(cumulative) if c >= (total * p) / 100.0)
+    i_min = next(i for i, c in enumerate(cumulative) if c >= (total * (100.0 - p)) / 100.0)
     return adjust(edges[i_min], edges[i_max], steps, symmetric)
 
 
@@ -154,7 +166,7 @@ def reference_encoding(batches: list[np.ndarray], scheme: str, bitwidth: int, sy
     if scheme == "tf":
         finite = [F(v) for b in batches for v in b if math.isfinite(v)]
         lo, hi = (min(finite), max(finite)) if finite else (F(0), F(0))
-        return adjust(lo, hi, steps, symmetric)
+        return adjust(lo, hi, steps, symmetric, final=False)
     h = Histogram(512, 1.5) if scheme == "tf_enhanced" else Histogram(2048, None)
     for b in batches:
         h.update(b)

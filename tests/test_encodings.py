@@ -15,6 +15,7 @@ from workbench.quantsim.encodings import (
     FLOAT32_EPS,
     Encoding,
     encoding_from_range,
+    final_step,
     min_scale,
     num_steps,
     quantize_dequantize,
@@ -185,13 +186,29 @@ def test_tf_enhanced_keeps_range_without_outliers(rng):
     assert enc.min[0] == pytest.approx(-1, abs=0.02) and enc.max[0] == pytest.approx(1, abs=0.02)
 
 
-def test_bin_centres_are_lo_plus_half_width_plus_j_widths():
+def test_bin_centres_use_the_difference_of_the_first_two_float32_edges():
+    # w = e1 − e0 with e1 = lo + (hi − lo)/512 in float32: here an ulp away from (hi − lo)/512 itself
     lo, width = np.array([-1.3], F32), np.array([F32(2.9) / F32(512)], F32)
+    w = (lo[0] + width[0]) - lo[0]
+    assert w != width[0]  # the case the rule is about
     centres = bin_centres(lo, width, 512)
     j = np.arange(512, dtype=F32)
-    np.testing.assert_array_equal(centres[0], (lo[0] + width[0] / F32(2)) + j * width[0])
+    np.testing.assert_array_equal(centres[0], (lo[0] + w / F32(2)) + j * w)
     edges = lo[0] + np.arange(513, dtype=F32) * width[0]
     assert np.any(centres[0] != (edges[:-1] + edges[1:]) / F32(2))  # not the mean of two edges
+
+
+def test_asymmetric_tf_is_one_pass():
+    # AIMET 2.42's asymmetric tf: Δ = (b − a)/steps, o = round(a/Δ), and that is the encoding; a second final step
+    # (Δ recomputed from Δ·o and Δ·(o + steps)) moves Δ by an ulp on this range
+    a, b = F32(-2.441678047180176), F32(2.7391390800476074)
+    delta = F32(F32(b - a) / F32(255))
+    offset = np.round(F32(a / delta))
+    again = final_step(delta * offset, delta * (offset + F32(255)), 8, False)
+    assert again.scale[0] != delta  # the case the rule is about
+    x = np.array([a, b, F32(0.3)], F32)
+    enc = compute_tensor_encoding(x, "tf", 8, False)
+    assert enc.scale[0] == delta and enc.offset[0] == offset
 
 
 def test_tf_enhanced_candidate_ties_go_to_first_and_use_observed_range():
@@ -219,13 +236,34 @@ def test_tf_enhanced_winner_goes_through_final_step_only(rng):
         assert enc.offset[0] == (-8 if symmetric else np.clip(np.round(lo[0] / expected_scale), -15, 0))
 
 
-def test_tf_enhanced_observed_range_is_tracked_apart_from_growth_limit(rng):
-    # a later batch beyond the histogram's growth limit: counted in the end bin, but the observed max is kept
+def test_tf_enhanced_observed_range_after_several_batches_is_the_histograms(rng):
+    # one batch: the data's own min and max; a later batch beyond the growth limit: the histogram's range,
+    # capped at max₀ + 1.5·r₀, not the data's 100 (AIMET 2.42)
     obs = HistogramObserver()
-    obs.update(rng.uniform(0, 1, 1000).astype(F32))
+    first = rng.uniform(0, 1, 1000).astype(F32)
+    obs.update(first)
+    assert obs.observed_range()[0][0] == first.min() and obs.observed_range()[1][0] == first.max()
     obs.update(np.array([100.0], F32))
-    assert obs.edges()[0, -1] < 2.6
-    assert obs.observed_range()[1][0] == 100.0
+    r0 = first.max() - first.min()
+    assert obs.observed_range()[1][0] == F32(first.max() + F32(1.5) * r0) < 2.6
+    # a constant first batch: binned over [v − 0.5, v + 0.5] but observed as [v, v]; then real data: the histogram's
+    # range again, grown from [1.5, 2.5] within its limit [0, 4]
+    obs = HistogramObserver()
+    obs.update(np.full(10, 2.0, F32))
+    assert (obs.observed_range()[0][0], obs.observed_range()[1][0]) == (2.0, 2.0)
+    obs.update(np.array([-1.0, 5.0], F32))
+    assert (obs.observed_range()[0][0], obs.observed_range()[1][0]) == (0.0, 4.0)
+
+
+def test_percentile_threshold_is_multiplied_then_divided():
+    # T = 100,000 and p = 99.9: (T·p)/100 = 99900.0 exactly, T·(p/100) = 99900.00000000001; the cumulative count
+    # lands on 99,900 in the first bin, so the high bound is that bin's left edge, 0, not the last bin's
+    x = np.concatenate([np.zeros(99_900, F32), np.ones(100, F32)])
+    assert 100_000 * (99.9 / 100) > 99_900.0 == 100_000 * 99.9 / 100
+    analyzer = EncodingAnalyzer("percentile", 8, False, percentile=99.9)
+    analyzer.update(x)
+    lo, hi = percentile_range(analyzer.observer.histogram()[0], analyzer.observer.edges(), 99.9)
+    assert lo[0] == 0.0 and hi[0] == 0.0
 
 
 def test_percentile_uses_left_edge_of_first_bin_reaching_the_share():

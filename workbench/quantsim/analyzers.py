@@ -230,8 +230,11 @@ class HistogramObserver:
         return (lo[:, None] + np.arange(self.num_bins + 1, dtype=F32)[None, :] * width[:, None]).astype(F32)
 
     def observed_range(self) -> tuple[np.ndarray, np.ndarray]:
-        """Running min and max of the finite data ([0, 0] for a channel that saw none)."""
+        """After one batch, the min and max of its finite data ([0, 0] for a channel that saw none); after more,
+        the histogram's own range, capped by the growth limit (AIMET 2.42's, not the data's running min/max)."""
         self._check()
+        if int(self.batches.numpy()) > 1:
+            return self.lo.numpy().astype(F32), self.hi.numpy().astype(F32)
         lo, hi = self.seen_min.numpy(), self.seen_max.numpy()
         return np.where(np.isfinite(lo), lo, 0).astype(F32), np.where(np.isfinite(hi), hi, 0).astype(F32)
 
@@ -249,8 +252,11 @@ def _candidate_cost(counts: np.ndarray, mids: np.ndarray, scale: np.ndarray, off
 
 
 def bin_centres(lo: np.ndarray, width: np.ndarray, num_bins: int) -> np.ndarray:
-    """Centre of bin j: lo + w/2 + j·w (float32, computed that way rather than from the edges)."""
-    return ((lo + width / F32(2))[:, None] + np.arange(num_bins, dtype=F32)[None, :] * width[:, None]).astype(F32)
+    """Centre of bin j: lo + w/2 + j·w in float32, with w = e₁ − e₀ the difference of the first two float32 edges
+    (e₁ = lo + width rounded to float32: it can differ from ``width`` by an ulp, enough to change the winner)."""
+    lo, width = np.asarray(lo, F32), np.asarray(width, F32)
+    w = ((lo + width).astype(F32) - lo).astype(F32)
+    return ((lo + w / F32(2))[:, None] + np.arange(num_bins, dtype=F32)[None, :] * w[:, None]).astype(F32)
 
 
 def tf_enhanced_range(
@@ -263,7 +269,7 @@ def tf_enhanced_range(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The grid with the lowest histogram-weighted quantization error: its (min, min + steps·Δ).
 
-    ``observed`` is the data's own running (min, max); the histogram (counts per bin centre)
+    ``observed`` is the observer's observed range (:meth:`HistogramObserver.observed_range`); the histogram (counts per bin centre)
     only weighs the candidates. The result still goes through the final quantizer step.
     """
     steps = num_steps(bitwidth, bool(strict and symmetric))
@@ -279,7 +285,8 @@ def tf_enhanced_range(
     else:
         d_max = ((mx - mn) / F32(steps)).astype(F32)
         o_obs = np.round(mn / d_max).astype(F32)
-        g_lo, g_hi = d_max * o_obs, d_max * (o_obs + F32(steps))
+        g_lo = (d_max * o_obs).astype(F32)
+        g_hi = (g_lo + (d_max * F32(steps)).astype(F32)).astype(F32)  # two float32 products' sum, not Δ·(o + steps)
         i = np.arange(1, ASYMMETRIC_DELTA_STEPS + 2, dtype=F32)
         deltas = d_max[:, None] * i[None, :] / F32(ASYMMETRIC_DELTA_STEPS)  # (C, 17)
         n = min(steps + 2, MAX_OFFSET_CANDIDATES)
@@ -287,8 +294,8 @@ def tf_enhanced_range(
         offsets = np.concatenate([np.broadcast_to(base, (len(mn), n - 1)), o_obs[:, None]], axis=1)  # (C, n)
         d = np.repeat(deltas, offsets.shape[1], axis=1)  # delta-major order
         o = np.tile(offsets, (1, deltas.shape[1]))
-        lo = np.maximum(d * o, g_lo[:, None])
-        hi = np.minimum(d * (o + F32(steps)), g_hi[:, None])
+        lo = np.maximum((d * o).astype(F32), g_lo[:, None])
+        hi = np.minimum(((d * o).astype(F32) + (d * F32(steps)).astype(F32)).astype(F32), g_hi[:, None])
         scale = np.maximum((hi - lo) / F32(steps), s_min).astype(F32)
         offset = np.round(lo / scale).astype(F32)
     chunk = max(1, COST_CHUNK_ELEMENTS // (scale.shape[1] * counts.shape[1]))  # bound the (C, K, bins) work array
@@ -307,14 +314,15 @@ def tf_enhanced_range(
 
 def percentile_range(counts: np.ndarray, edges: np.ndarray, percentile: float) -> tuple[np.ndarray, np.ndarray]:
     """AIMET 2.42's percentile bounds: the left edges of the bins where the cumulative count first
-    reaches T·(1 − p/100) (low side) and T·p/100 (high side); p = 100 keeps the whole histogram range."""
+    reaches T·(100 − p)/100 (low side) and T·p/100 (high side); p = 100 keeps the whole histogram range."""
     if percentile >= 100.0:
         return edges[:, 0].copy(), edges[:, -1].copy()
     cum = np.cumsum(counts, axis=1)
     total = cum[:, -1:]
     rows = np.arange(counts.shape[0])
-    i_max = np.argmax(cum >= total * (percentile / 100.0), axis=1)
-    i_min = np.argmax(cum >= total * (1.0 - percentile / 100.0), axis=1)
+    # thresholds as (T·p)/100, multiply then divide: T·(p/100) can be an ulp above and miss a count landing on it
+    i_max = np.argmax(cum >= total * percentile / 100.0, axis=1)
+    i_min = np.argmax(cum >= total * (100.0 - percentile) / 100.0, axis=1)
     return edges[rows, i_min].astype(F32), edges[rows, i_max].astype(F32)
 
 
@@ -379,6 +387,7 @@ class EncodingAnalyzer:
                 self.bitwidth = saved
         if isinstance(self.observer, MinMaxObserver):
             lo, hi = self.observer.range()
+            return encoding_from_range(lo, hi, self.bitwidth, self.symmetric, self.strict, self.unsigned, final=False)
         elif self.scheme is QuantScheme.tf_enhanced:
             counts, lo_edge, width = self.observer.histogram()
             centres = bin_centres(lo_edge, width, self.observer.num_bins)

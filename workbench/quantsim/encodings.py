@@ -91,13 +91,15 @@ def encoding_from_range(
     symmetric: bool,
     strict: bool = False,
     unsigned: bool = False,
+    final: bool = True,
 ) -> Encoding:
-    """The final step every scheme ends with: an analyzer range [lo, hi] to an encoding.
+    """The range adjustment every scheme ends with: an analyzer range [lo, hi] to an encoding.
 
     Widens the range to contain 0 and to span at least steps·s_min, then
-    symmetric: Δ = max(hi/P, −lo/N), grid [−N·Δ, P·Δ] (P = floor(steps/2), N = ceil(steps/2));
-    asymmetric: Δ = max((hi − lo)/steps, s_min), o = clamp(round(lo/Δ), −steps, 0), grid [Δ·o, Δ·(o + steps)];
-    and the grid goes through :func:`final_step`.
+    symmetric: Δ = max(hi/P, −lo/N), grid [−N·Δ, P·Δ] (P = floor(steps/2), N = ceil(steps/2)), through
+    :func:`final_step`; asymmetric: Δ = max((hi − lo)/steps, s_min), o = clamp(round(lo/Δ), −steps, 0), which is
+    the encoding itself with ``final=False`` (AIMET's asymmetric ``tf``: one pass; a second final step moves Δ by
+    an ulp on some ranges), else the grid [Δ·o, Δ·(o + steps)] through :func:`final_step` (``percentile``).
     """
     strict = bool(strict and symmetric)
     steps = num_steps(bitwidth, strict)
@@ -128,6 +130,8 @@ def encoding_from_range(
         return final_step(grid_min, grid_max, bitwidth, True, strict, unsigned_mask)
     scale = np.maximum((hi - lo) / F32(steps), s_min).astype(F32)
     offset = np.clip(np.round(lo / scale), -steps, 0).astype(F32)
+    if not final:
+        return Encoding(bitwidth, steps, False, scale, offset)
     return final_step(scale * offset, scale * (offset + F32(steps)), bitwidth, False)
 
 
