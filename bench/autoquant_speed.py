@@ -57,7 +57,7 @@ def main() -> None:
         stages = {name: _workbench(stages_dir, f"+stage={name}", *setting) for name in ("cle", "bc", "adaround", "mixed_precision")}
         auto = _workbench(auto_dir, "+stage=autoquant", *setting, f"autoquant.allowed_accuracy_drop={args.drop}")
         client = MlflowClient(f"sqlite:///{auto_dir}/mlflow.db")
-        (run,) = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
+        (run,) = client.search_runs([client.get_experiment_by_name("workbench").experiment_id], "tags.stage = 'autoquant'")
     m, tags = run.data.metrics, run.data.tags
     separate = sum(stages.values())
     lines = [
