@@ -93,6 +93,12 @@ def test_tflite_target_predicts_the_int8_runtime_logit_by_logit(trained, per_cha
     assert exact["tflite"][0] >= 0.99 and exact["tflite"][1] <= 1.0, exact
     assert exact["tflite"][0] > exact["aimet"][0], exact
     assert np.mean(runtime.argmax(-1) == simulated.argmax(-1)) >= 0.99
+    # tensor by tensor (bench/int8_fidelity.py --tensors): each activation matched by name and shape, never a
+    # per-tensor kernel that carries the layer's name and one scale too
+    from workbench.quantsim.tflite import tensor_agreement
+
+    rows = tensor_agreement(sim, convert_to_int8_tflite(sim), images[:8])
+    assert [r["layer"] for r in rows][-1] == "dense" and len(rows) >= 5, rows
 
 
 def test_tflite_target_quantizes_biases_at_input_times_weight_scale(trained):

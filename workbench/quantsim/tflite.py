@@ -179,12 +179,19 @@ def predict_tflite_classes(blob: bytes, batches: tf.data.Dataset) -> Predictions
     return Predictions(np.concatenate(predicted), np.concatenate(labels))
 
 
-def _tensor_of(details: list[dict], layer: str) -> dict | None:
-    """The int8 activation tensor the converter made of ``layer``'s output ("<model>_1/<layer>_1/Op;…")."""
+def _tensor_of(details: list[dict], layer: str, shape: tuple) -> dict | None:
+    """The int8 activation tensor the converter made of ``layer``'s output ("<model>_1/<layer>_1/Op;…"), of the
+    sim output's ``shape`` (batch aside): a per-tensor kernel carries the layer's name and one scale too."""
     for suffix in (f"{layer}_fq_1/", f"{layer}_1/"):
         for t in details:
             first = t["name"].split(";")[0]
-            if np.dtype(t["dtype"]) == np.int8 and f"/{suffix}" in f"/{first}" and len(t["quantization_parameters"]["scales"]) == 1:
+            if (
+                np.dtype(t["dtype"]) == np.int8
+                and f"/{suffix}" in f"/{first}"
+                and len(t["quantization_parameters"]["scales"]) == 1
+                and tuple(t["shape"][1:]) == shape
+                and len(t["shape"]) == len(shape) + 1
+            ):
                 return t
     return None
 
@@ -202,7 +209,8 @@ def tensor_agreement(sim: QuantizationSimModel, blob: bytes, images: np.ndarray)
     interpreter.allocate_tensors()
     details = interpreter.get_tensor_details()
     names = [n for n in sim.graph.order if n in sim.output_quantizers]
-    matched = [(n, t) for n in names if (t := _tensor_of(details, n)) is not None]
+    shapes = {n: tuple(int(d) for d in sim.output_quantizers[n].output.shape[1:]) for n in names}
+    matched = [(n, t) for n in names if (t := _tensor_of(details, n, shapes[n])) is not None]
     taps = keras.Model(sim.model.inputs, [sim.output_quantizers[n].output for n, _ in matched])
     sim_values = taps.predict(images, batch_size=256, verbose=0)
     sim_values = sim_values if isinstance(sim_values, list) else [sim_values]
