@@ -287,7 +287,7 @@ def autoquant_paths(client: MlflowClient, runs: pd.DataFrame, tmp: str) -> list[
             continue
         run = client.get_run(run_id)
         m, t = run.data.metrics, run.data.tags
-        steps["search_top1"] = (100 * steps["search_top1"]).round(1)
+        steps["search_top1"] = [f"{100 * v:.1f}" for v in steps["search_top1"]]
         steps = steps.rename(columns={"search_top1": "search top-1 %", "param_bw": "W"})
         steps["kept"] = steps["kept"].map({True: "yes", False: ""})
         caption = (
