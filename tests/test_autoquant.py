@@ -18,6 +18,8 @@ register_configs()
 
 
 SMALL = ["quant.calibration_samples=256", "dataset.eval_samples=400", "tracking.sqnr_samples=0"]
+# 2-bit weights, one scheme pair and a shorter AdaRound (4 batches, 100 iterations): the whole path, cheaply
+AT_W2 = ["quant.param_bw=2", "autoquant.schemes=[tf/tf]", "adaround.num_batches=4", "adaround.num_iterations=100", *SMALL]
 
 
 def _run(tmp_path, *overrides):
@@ -116,9 +118,7 @@ def test_the_library_call_reaches_mixed_precision_and_its_recipe_rebuilds_the_ch
     import workbench
 
     # at W2A8 neither CLE, BC nor AdaRound is within 1 pt; with float weights it is, so mixed precision follows
-    answer = workbench.autoquant(
-        f"paths.outputs_dir={tmp_path}", "threads=1", "quant.param_bw=2", "autoquant.schemes=[tf/tf]", *SMALL, allowed_accuracy_drop=0.01
-    )
+    answer = workbench.autoquant(f"paths.outputs_dir={tmp_path}", "threads=1", *AT_W2, allowed_accuracy_drop=0.01)
     assert list(answer.steps["tried"]) == ["baseline", "weights_float", "cle", "bc", "adaround", "mixed_precision"], answer.steps
     client = MlflowClient(answer.tracking_uri)
     children = client.search_runs(["1"], f"tags.`mlflow.parentRunId` = '{answer.run_id}'", order_by=["attributes.start_time ASC"])
@@ -130,7 +130,7 @@ def test_the_library_call_reaches_mixed_precision_and_its_recipe_rebuilds_the_ch
     (run,) = [r for r in runs if r.info.run_id == answer.run_id]
     assert run.data.tags["param_bw"] == "8"  # named by what it simulated: W8A8 with per-layer overrides
     # the recipe carries the choice (amp.chosen, beside it): rerun, the same sim top-1 on every image, no search
-    _run(tmp_path, f"hydra.searchpath=[file://{answer.recipe.split()[1]}]", "+recipe=autoquant_recipe", "quant.param_bw=2", *SMALL)
+    _run(tmp_path, f"hydra.searchpath=[file://{answer.recipe.split()[1]}]", "+recipe=autoquant_recipe", *AT_W2)
     _, runs = _runs(tmp_path)
     rerun = runs[-1]
     assert rerun.data.tags["stage"] == "mixed_precision" and "amp/relative_bitops" not in rerun.data.metrics
