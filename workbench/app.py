@@ -324,11 +324,11 @@ def autoquant(*overrides: str, allowed_accuracy_drop: float = 0.01) -> AutoQuant
     import pandas as pd
     from hydra import compose, initialize_config_dir
 
+    from workbench.config.help import CONF_DIR
     from workbench.config.schema import register_configs
 
     register_configs()
-    conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["+stage=autoquant", f"autoquant.allowed_accuracy_drop={allowed_accuracy_drop}", *overrides])
     from mlflow.tracking import MlflowClient
 

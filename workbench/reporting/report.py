@@ -290,9 +290,11 @@ def autoquant_paths(client: MlflowClient, runs: pd.DataFrame, tmp: str) -> list[
         steps["search_top1"] = [f"{100 * v:.1f}" for v in steps["search_top1"]]
         steps = steps.rename(columns={"search_top1": "search top-1 %", "param_bw": "W"})
         steps["kept"] = steps["kept"].map({True: "yes", False: ""})
+        (sim_low, sim_high), (fp_low, fp_high) = keys.ci_keys(keys.SIM_TOP1), keys.ci_keys(keys.FP32_TOP1)
         caption = (
             f"run {run_id[:8]} chose {t.get(keys.TAG_AUTOQUANT_CHOICE)} ({t.get(keys.TAG_AUTOQUANT_STOPPED)}): held-out sim top-1 "
-            f"{100 * m[keys.SIM_TOP1]:.1f} % vs FP32 {100 * m[keys.FP32_TOP1]:.1f} % on the same {m[keys.EVAL_SAMPLES]:.0f} images"
+            f"{100 * m[keys.SIM_TOP1]:.1f} % [{100 * m[sim_low]:.1f}, {100 * m[sim_high]:.1f}] vs FP32 {100 * m[keys.FP32_TOP1]:.1f} % "
+            f"[{100 * m[fp_low]:.1f}, {100 * m[fp_high]:.1f}] on the same {m[keys.EVAL_SAMPLES]:.0f} images"
             f"{_fp32_test(m)}, "
             f"{100 * m[keys.AUTOQUANT_SEARCH_TOP1]:.1f} % on the search images it was chosen on; against the deployable "
             f"baseline on the held-out images: {t.get(keys.TAG_AUTOQUANT_VERDICT)}"

@@ -10,8 +10,8 @@ the search stops at the first whose sim top-1 is within ``autoquant.allowed_accu
 2. scheme selection: the baseline under each ``autoquant.schemes`` pair; the best is kept for what follows;
 3. the weights-in-float check (weight quantizers off): if even then the target is missed, activation quantization is the
    problem and the search stops there, saying so;
-4. ``cle``, 5. ``bc``, 6. ``adaround``, 7. ``qat`` (only with ``autoquant.allow_training``): each kept when it
-   beats the best so far.
+4. ``cle``, 5. ``bc``, 6. ``adaround``, 7. ``mixed_precision`` (over ``autoquant.candidates``), 8. ``qat`` (only
+   with ``autoquant.allow_training``): each kept when it beats the best so far.
 
 The run reports the choice evaluated on the held-out images (``sim/top1``, ``fp32/top1``, ``eval.digest``), its
 McNemar test against the configured baseline on the same held-out images, the search figure beside it
@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -38,10 +37,9 @@ from workbench.config.schema import parse_scheme_pair
 from workbench.evaluation.accuracy import predict_classes
 from workbench.evaluation.statistics import mcnemar_exact
 from workbench.options import QuantScheme, QuantSettings
-from workbench.quantsim.diagnostics import layer_output_sqnr, layer_table
 from workbench.quantsim.sim import QuantizationSimModel
 from workbench.results import StageResult
-from workbench.stages.common import evaluate_sim, export_sim, record_accuracy, single_input_only, single_output_only
+from workbench.stages.common import evaluate_sim, export_sim, record_accuracy, record_layers, single_input_only, single_output_only
 from workbench.stages.context import StageContext
 from workbench.stages.tflite_check import check_tflite
 
@@ -204,8 +202,6 @@ class Search:
         for what in ("metrics", "tags"):  # FP32 on the same images, the fold, the calibration
             mine = getattr(scratch, what)
             mine.update({k: v for k, v in getattr(source.result, what).items() if k not in mine})
-        scratch.tables.setdefault(keys.ARTIFACT_PREDICTIONS, source.result.tables[keys.ARTIFACT_PREDICTIONS])
-        scratch.tables[keys.ARTIFACT_PREDICTIONS] = scratch.tables[keys.ARTIFACT_PREDICTIONS].copy()
         return self._record(Trial("schemes", source.stage, settings, scratch.metrics[keys.SIM_TOP1], scratch))
 
     def keep(self, trial: Trial) -> None:
@@ -298,13 +294,8 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
         sim = best.activate()  # after the baseline's: a scheme trial may share its sim
         chosen = predict_classes(sim.model, held.data.val_batches(), ctx.eval_output)
         whole = predict_classes(sim.model, ctx.data.val_batches(), ctx.eval_output)
-    if ctx.sqnr_samples > 0:  # the choice's per-layer SQNR vs FP32 (the search left it out)
-        with result.timed("sqnr"):
-            sqnr = layer_output_sqnr(sim, held.data.val_batches(limit=ctx.sqnr_samples))
-        result.tables[keys.ARTIFACT_LAYERS] = layer_table(sim, sqnr)
-        finite = [v for v in sqnr.values() if np.isfinite(v)]
-        if finite:
-            result.metrics[keys.MEAN_SQNR_DB] = float(np.mean(finite))
+    if ctx.sqnr_samples > 0:  # the choice's per-layer SQNR vs FP32 on held-out images (the search left it out)
+        record_layers(held, sim, result)
     record_accuracy(result, "fp32", fp32)
     top1 = record_accuracy(result, "sim", chosen)
     result.metrics[keys.SIM_DROP] = fp32.top1 - top1
@@ -382,7 +373,8 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
     lost = [f"{t.step} ({t.stage}, {t.schemes}: {100 * t.top1:.1f} %)" for t in trials if not t.kept and t.step != "weights_float"]
     text = (
         f"AutoQuant chose **{choice}** ({stopped}). On the {len(chosen.labels)} held-out images: sim top-1 "
-        f"{100 * top1:.1f} % against FP32 {100 * fp32.top1:.1f} % ({100 * (top1 - fp32.top1):+.1f} pt, exact McNemar "
+        f"{100 * top1:.1f} % [{_interval(result, 'sim')}] against FP32 {100 * fp32.top1:.1f} % [{_interval(result, 'fp32')}] "
+        f"({100 * (top1 - fp32.top1):+.1f} pt, exact McNemar "
         f"p = {cost.p_value:.3g}: {cost.verdict()}); against the "
         f"configured deployable baseline on the same images {100 * test.delta:+.1f} pt (exact McNemar p = {test.p_value:.3g}: "
         f"**{test.verdict()}**). On the search images, where it was chosen: {100 * best.top1:.1f} % (a figure the choice "
@@ -400,6 +392,12 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
     log.info(
         "rerun the choice: python -m workbench %s (with this run's model and dataset overrides)", result.tags[keys.TAG_AUTOQUANT_RECIPE]
     )
+
+
+def _interval(result: StageResult, column: str) -> str:
+    """``column``'s 95 % interval as recorded (``record_accuracy``), in %."""
+    low, high = keys.ci_keys(keys.PREDICTION_COLUMNS[column])
+    return f"{100 * result.metrics[low]:.1f}, {100 * result.metrics[high]:.1f}"
 
 
 def _next_steps(ctx: StageContext, stopped: str) -> str:

@@ -172,6 +172,13 @@ def evaluate_sim(ctx: StageContext, sim: QuantizationSimModel, result: StageResu
     with result.timed("sim_eval"):
         top1 = score_model(ctx, sim.model, "sim", result)
     record_drop(ctx, result)
+    record_layers(ctx, sim, result)
+    return top1
+
+
+def record_layers(ctx: StageContext, sim: QuantizationSimModel, result: StageResult) -> None:
+    """The per-layer table, with each layer's output SQNR vs FP32 on ``tracking.sqnr_samples`` validation images
+    (none when 0) and their mean."""
     sqnr = {}
     if ctx.sqnr_samples > 0:
         with result.timed("sqnr"):
@@ -180,7 +187,6 @@ def evaluate_sim(ctx: StageContext, sim: QuantizationSimModel, result: StageResu
         if finite:
             result.metrics[keys.MEAN_SQNR_DB] = float(np.mean(finite))
     result.tables[keys.ARTIFACT_LAYERS] = layer_table(sim, sqnr)
-    return top1
 
 
 def quantize_and_evaluate(ctx: StageContext, model: keras.Model, result: StageResult) -> QuantizationSimModel:
