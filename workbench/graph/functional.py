@@ -53,6 +53,12 @@ def activation_name(layer: keras.layers.Layer) -> str | None:
     return None
 
 
+def is_elementwise_add(layer: keras.layers.Layer) -> bool:
+    """An ``Add`` layer, or a wrapped ``keras.ops`` add (``x + 3.0`` in MobileNetV3's hard-sigmoid)."""
+    op = getattr(layer, "op", None)
+    return isinstance(layer, keras.layers.Add) or (isinstance(op, keras.Operation) and type(op).__name__ == "Add")
+
+
 def is_relu_like(layer: keras.layers.Layer) -> bool:
     """A standalone ReLU or ReLU6 (layer or Activation)."""
     return not isinstance(layer, WEIGHTED_TYPES) and activation_name(layer) in ("relu", "relu6")

@@ -3,7 +3,8 @@
 Parameters: the kernels of Conv/Depthwise/Dense layers (biases stay float).
 Outputs: the model inputs and every op's output, except pass-through ops (dropout,
 reshape-like, padding) and the inner ops of a supergroup, which is quantized once at
-its end: Conv/Dense(+BN)+ReLU/ReLU6, Conv/Dense+BN, Add+ReLU/ReLU6.
+its end: Conv/Dense(+BN)+ReLU/ReLU6, Conv/Dense+BN, Add+ReLU/ReLU6 (an add of two tensors or of a
+constant, as in hard-sigmoid's ReLU6(x + 3)).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from workbench.graph.functional import PASSTHROUGH_TYPES, WEIGHTED_TYPES, FunctionalGraph, is_relu_like
+from workbench.graph.functional import PASSTHROUGH_TYPES, WEIGHTED_TYPES, FunctionalGraph, is_elementwise_add, is_relu_like
 from workbench.quantsim.rules import quantized_weight
 
 
@@ -42,7 +43,7 @@ def _continues_group(graph: FunctionalGraph, name: str) -> str | None:
         producer = graph.producers.get(name, [])
         if len(producer) == 1 and isinstance(graph.layer(producer[0]), WEIGHTED_TYPES):
             return f"inner op of a supergroup (feeds {nxt_name})"
-    if isinstance(layer, keras.layers.Add) and is_relu_like(nxt):
+    if is_elementwise_add(layer) and is_relu_like(nxt):  # x + y or x + c (hard-sigmoid's x + 3), then ReLU/ReLU6
         return f"inner op of a supergroup (feeds {nxt_name})"
     return None
 

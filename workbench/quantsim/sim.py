@@ -28,6 +28,7 @@ from workbench.quantsim.encodings import F32, Encoding, quantize_dequantize
 from workbench.quantsim.placement import QuantizerPlan, plan_quantizers
 from workbench.quantsim.quantizer import FakeQuant, Mode
 from workbench.quantsim.rules import channels_last, from_channels_last, quantized_weight, rule_for
+from workbench.quantsim.runtime import KERNELS, IntegerActivation, activation_table
 
 QUANTIZER_SUFFIX = "_quant"
 # TFLite int8 kernels with a fixed output grid: activation → (scale, offset), real = scale·(q + offset), q ∈ [0, 255]
@@ -145,6 +146,9 @@ class QuantizationSimModel:
             self.output_quantizers[name] = FakeQuant(
                 s.output_bw_for(name), s.output_symmetric, s.rounding.value, s.seed + i, name=f"{name}{QUANTIZER_SUFFIX}"
             )
+        # target tflite: activations whose int8 kernel is not the float formula (hard-swish), read from a table
+        self.integer_activations: dict[str, IntegerActivation] = {}
+        self._tables: set[str] = set()  # those with a table loaded (both their grids known)
         self.model = self._build()
         self.analyzers: dict[str, EncodingAnalyzer] = {}  # the last calibration's statistics, by layer
         # the sim model's layers by name (original names; quantizers carry a suffix)
@@ -166,7 +170,14 @@ class QuantizationSimModel:
 
     # ----------------------------------------------------------------- building
     def _build(self) -> keras.Model:
-        sim = insert_quantizers(self.fp_model, self.output_quantizers, set(self.plan.inputs), clone_layer)
+        def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+            name = activation_name(layer)
+            if self.settings.target is Target.tflite and isinstance(layer, keras.layers.Activation) and name in KERNELS:
+                self.integer_activations[layer.name] = IntegerActivation(name, name=layer.name)
+                return self.integer_activations[layer.name]
+            return clone_layer(layer)
+
+        sim = insert_quantizers(self.fp_model, self.output_quantizers, set(self.plan.inputs), clone)
         _copy_weights(self.fp_model, sim)
         return sim
 
@@ -175,6 +186,8 @@ class QuantizationSimModel:
         """Every output quantizer to ``mode``: a variable each, so traced steps need no retracing."""
         for q in self.output_quantizers.values():
             q.set_mode(mode)
+        for name, layer in self.integer_activations.items():
+            layer.switch(mode is Mode.QUANTIZE and name in self._tables)
 
     def _drop_traced_steps(self) -> None:
         """Calibration adds the analyzers' update ops to the graph and takes them out again: the one change a
@@ -292,7 +305,8 @@ class QuantizationSimModel:
         """What the TFLite int8 runtime imposes on top of calibrated encodings (``target=tflite``).
 
         Fixed output grids for softmax/logistic (1/256, from 0) and tanh (1/128, symmetric); max and
-        average pooling keep their input's grid; biases on the int32 grid of input scale × weight scale.
+        average pooling keep their input's grid; biases on the int32 grid of input scale × weight scale; the integer
+        kernels that are not the float formula (hard-swish) as tables of their 256 results.
         """
         for name, q in self.output_quantizers.items():
             if name in self.plan.inputs:
@@ -306,6 +320,20 @@ class QuantizationSimModel:
                 if enc is not None:
                     q.set_encoding(enc)
         self._apply_bias_quantization()
+        self._load_integer_tables()
+
+    def _load_integer_tables(self) -> None:
+        """Each integer activation's table from its input and output grids (``quantsim.runtime``); one whose grids
+        are not both 8-bit per-tensor keeps the float formula, as the runtime then computes it in float."""
+        self._tables = set()
+        for name, layer in self.integer_activations.items():
+            source, output = self.input_encoding(name), getattr(self.output_quantizers.get(name), "encoding", None)
+            if source is None or output is None:
+                continue
+            table = activation_table(layer.activation_name, source, output)
+            if table is not None:
+                layer.load(source, table)
+                self._tables.add(name)
 
     def _apply_bias_quantization(self) -> None:
         for name, pq in self.param_quantizers.items():
@@ -328,6 +356,7 @@ class QuantizationSimModel:
             self.output_quantizers[name].set_encoding(enc)
         if self.settings.target is Target.tflite:
             self._apply_bias_quantization()
+            self._load_integer_tables()
         self._set_mode(Mode.QUANTIZE)
 
     @contextlib.contextmanager
@@ -342,6 +371,8 @@ class QuantizationSimModel:
                 pq.variable(self.layers_by_name[name]).assign(quantized[name] if name in params else pq.float_kernel)
             for name, q in self.output_quantizers.items():
                 q.set_mode(Mode.QUANTIZE if name in outputs else Mode.PASSTHROUGH)
+            for name, layer in self.integer_activations.items():  # the table needs both of its grids
+                layer.switch(name in self._tables and name in outputs and self.input_quantizer(name) in outputs)
 
         try:
             yield enable
