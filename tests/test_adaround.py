@@ -75,7 +75,7 @@ def test_adaround_beats_round_to_nearest_on_a_dense_layer(rng, per_channel):
 
 
 @pytest.mark.slow
-def test_adaround_stage_logs_flips_and_keeps_the_frozen_grids(tmp_path):
+def test_adaround_stage_logs_flips_keeps_the_frozen_grids_and_reuses_its_kernels(tmp_path):
     ctx = stage_context(tmp_path, W4, adaround=AdaroundConfig(num_iterations=30, num_batches=2, batch_size=16))
     result = StageResult()
     run_adaround(ctx, result)
@@ -84,3 +84,15 @@ def test_adaround_stage_logs_flips_and_keeps_the_frozen_grids(tmp_path):
     assert 0.0 <= result.metrics[keys.ADAROUND_FLIPS] < 0.5
     assert keys.SIM_TOP1 in result.metrics and keys.ARTIFACT_EXPORT in result.directories
     assert keys.TFLITE_TOP1 not in result.metrics  # 4-bit weights: no int8 TFLite check
+    assert result.metrics[keys.ADAROUND_CACHE_HIT] == 0.0
+    # the same model, settings, samples and parameters again: the kernels come from the cache, the same sim
+    again = StageResult()
+    run_adaround(ctx, again)
+    assert again.metrics[keys.ADAROUND_CACHE_HIT] == 1.0
+    assert again.metrics[keys.SIM_TOP1] == result.metrics[keys.SIM_TOP1]
+    first_table, again_table = result.tables[keys.ARTIFACT_ADAROUND], again.tables[keys.ARTIFACT_ADAROUND]
+    assert first_table.equals(again_table) and again.metrics[keys.ADAROUND_FLIPS] == result.metrics[keys.ADAROUND_FLIPS]
+    # another setting is another entry
+    other = StageResult()
+    run_adaround(ctx.with_settings(QuantSettings(param_bw=3, output_bw=8)), other)
+    assert other.metrics[keys.ADAROUND_CACHE_HIT] == 0.0

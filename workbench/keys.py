@@ -29,6 +29,7 @@ BC_LAYERS_CORRECTED = "bc/layers_corrected"
 ADAROUND_FLIPS = "adaround/mean_flip_fraction"  # share of weights rounded the other way than nearest
 ADAROUND_LOSS_NEAREST = "adaround/mean_loss_nearest"  # mean per-layer reconstruction loss, round-to-nearest
 ADAROUND_LOSS = "adaround/mean_loss"  # the same with the AdaRounded kernels
+ADAROUND_CACHE_HIT = "adaround/cache_hit"  # 1: the AdaRounded kernels came from the cache (same model, settings, samples)
 ANALYZE_WORST_DROP = "analyze/worst_layer_drop"  # largest top-1 drop with only one layer quantized
 ANALYZE_BEST_GAIN = "analyze/best_float_gain"  # largest top-1 won back by leaving one layer float
 ANALYZE_QUANTIZED_TOP1 = "analyze/quantized_top1"  # everything quantized, on the analysis images

@@ -11,9 +11,8 @@ from workbench.data.dataset import as_array
 from workbench.results import StageResult
 from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, export_sim, single_input_only
 from workbench.stages.context import StageContext
-from workbench.stages.prepare import prepared_model
+from workbench.stages.prepare import adarounded, prepared_model
 from workbench.stages.tflite_check import check_tflite
-from workbench.techniques.adaround import apply_adaround
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ def run_adaround(ctx: StageContext, result: StageResult) -> None:
         result.tags[keys.TAG_DEPLOYABLE] = "false"
     samples = as_array(ctx.data.calibration_batches(params.num_batches * params.batch_size, ctx.seed, params.batch_size))
     with result.timed("adaround"):
-        rounded, encodings, report = apply_adaround(model, ctx.settings, samples, params)
+        rounded, encodings, report = adarounded(ctx, model, ctx.settings, samples, params, result)
     table = pd.DataFrame(report.layers)
     if report.skipped:
         log.warning(

@@ -20,8 +20,7 @@ from workbench.quantsim.analysis import quantized_layers
 from workbench.results import StageResult
 from workbench.stages.common import calibrated_sim, evaluate_fp32, evaluate_sim, single_input_only, single_output_only, validation_arrays
 from workbench.stages.context import StageContext
-from workbench.stages.prepare import prepared_model
-from workbench.techniques.adaround import apply_adaround
+from workbench.stages.prepare import adarounded, prepared_model
 from workbench.techniques.mixed_precision import Candidate, RoundedKernels, choose_mixed_precision
 
 log = logging.getLogger(__name__)
@@ -35,9 +34,9 @@ def adarounded_candidates(ctx: StageContext, model, candidates, highest, result:
     for bits in sorted({w for w, _ in candidates if w < highest[0]}):
         settings = dataclasses.replace(ctx.settings, param_bw=bits, output_bw=highest[1])
         with result.timed(f"amp_adaround_w{bits}"):
-            adarounded, encodings, _ = apply_adaround(model, settings, samples, params)
+            kernels, encodings, _ = adarounded(ctx, model, settings, samples, params, result)
         for name, enc in encodings.items():
-            rounded[(name, bits)] = (adarounded.get_layer(name).kernel.numpy(), enc)
+            rounded[(name, bits)] = (kernels.get_layer(name).kernel.numpy(), enc)
     return rounded
 
 

@@ -1,9 +1,12 @@
 """Shared preparation of the stages: BN fold, CLE, bias correction (each a cached transform with its
-diagnostics). Stages take these from here, never from a sibling stage."""
+diagnostics) and AdaRound (cached too). Stages take these from here, never from a sibling stage."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+import os
 from functools import partial
 
 import keras
@@ -14,11 +17,14 @@ from workbench import keys
 from workbench.data.dataset import as_array
 from workbench.graph.functional import FunctionalGraph
 from workbench.graph.rewrite import GraphEdit
-from workbench.options import ReLU6Mode
+from workbench.models.cache import cached_model, weights_digest
+from workbench.options import AdaroundParameters, QuantSettings, ReLU6Mode
+from workbench.quantsim.encodings import Encoding
 from workbench.results import StageResult
 from workbench.stages.common import single_input_only
 from workbench.stages.context import StageContext
-from workbench.stages.transforms import cached_transform, record_ranges
+from workbench.stages.transforms import TRANSFORM_FORMAT, cached_transform, record_ranges
+from workbench.techniques.adaround import AdaroundReport, apply_adaround
 from workbench.techniques.batch_norm_fold import fold_batch_norms, plan_batch_norm_folds
 from workbench.techniques.bias_correction import correct_bias, correction_sim, layer_output_shifts
 from workbench.techniques.cross_layer_equalization import equalize_model
@@ -120,3 +126,40 @@ def bias_corrected_model(ctx: StageContext, result: StageResult, equalized, summ
             len(done),
         )
     return corrected
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def adarounded(
+    ctx: StageContext, model: keras.Model, settings: QuantSettings, samples: np.ndarray, params: AdaroundParameters, result: StageResult
+) -> tuple[keras.Model, dict[str, Encoding], AdaroundReport]:
+    """:func:`~workbench.techniques.adaround.apply_adaround`, or its result from the cache, keyed by the model's weights,
+    the settings, the calibration samples and AdaRound's parameters: a rerun of the stage, and AutoQuant's
+    mixed-precision step after its adaround step, reuse the kernels instead of optimizing them again."""
+    samples = np.ascontiguousarray(samples, np.float32)[: params.num_batches * params.batch_size]
+    spec = {
+        "source": weights_digest(model),
+        "settings": repr(settings),
+        "params": repr(params),
+        "samples": hashlib.sha256(samples.tobytes()).hexdigest() + str(samples.shape),
+        "keras": keras.__version__,
+        "format": TRANSFORM_FORMAT,
+    }
+
+    def build() -> tuple[keras.Model, dict]:
+        rounded, encodings, report = apply_adaround(model, settings, samples, params)
+        grids = {n: {**dataclasses.asdict(e), "scale": e.scale.tolist(), "offset": e.offset.tolist()} for n, e in encodings.items()}
+        columns = list(report.layers[0]) if report.layers else []  # the sidecar's JSON sorts keys: rows as lists
+        rows = [[_plain(row[c]) for c in columns] for row in report.layers]
+        return rounded, {"encodings": grids, "columns": columns, "layers": rows, "skipped": report.skipped}
+
+    rounded, extra, hit = cached_model(os.path.join(ctx.cache_dir, "adarounded"), "adaround", spec, build)
+    result.metrics[keys.ADAROUND_CACHE_HIT] = float(hit)
+    encodings = {
+        n: Encoding(e["bitwidth"], e["steps"], e["symmetric"], np.asarray(e["scale"], np.float32), np.asarray(e["offset"], np.float32))
+        for n, e in extra["encodings"].items()
+    }
+    layers = [dict(zip(extra["columns"], row)) for row in extra["layers"]]
+    return rounded, encodings, AdaroundReport(layers, dict(extra["skipped"]))
