@@ -122,6 +122,7 @@ ZOO = {
     "two_inputs": two_inputs,
     "two_outputs": two_outputs,
 }
+APPLICATIONS = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "densenet121", "convnext_tiny")
 # the layer types whose every weight element must be quantized
 QUANTIZED_TYPES = (
     "Conv1D",

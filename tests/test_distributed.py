@@ -67,11 +67,11 @@ def test_parallel_sweep_against_a_postgresql_backed_tracking_server(tmp_path):
     clusters_before = set(Path(tempfile.gettempdir()).glob("wb-pg-*"))
     with postgres_cluster() as database, mlflow_server(database, tmp_path / "artifacts", tmp_path / "server.log") as uri:
         proc = _sweep(
-            tmp_path / "outputs", "quant.param_bw=2,4,6,8", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", f"tracking.uri={uri}"
-        )
+            tmp_path / "outputs", "quant.param_bw=4,6,8", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", f"tracking.uri={uri}"
+        )  # three jobs writing to the server at once (a fourth on 2 cores only added a minute)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         client = MlflowClient(uri)
-        parent, children = _sweep_runs(client, 4)
+        parent, children = _sweep_runs(client, 3)
         _read_back(client, parent, children, tmp_path / "download")
         # the artifacts went through the server's proxy into its store, not into the job's outputs folder
         assert any((tmp_path / "artifacts").rglob("predictions.csv")) and not (tmp_path / "outputs" / "mlartifacts").exists()
