@@ -89,3 +89,11 @@ def test_a_segmentation_models_sim_gets_miou_with_an_interval_and_a_paired_verdi
     assert fp32.against(scores[2]).verdict() == BETTER  # 2 bits lose mIoU the paired test can see
     fidelity = score_task(sim.model, [b[0] for b in batches], Fidelity(), reference=model)  # no labels at all
     assert fidelity.value < SQNR_CAP and fidelity.low <= fidelity.value <= fidelity.high
+
+
+@pytest.mark.parametrize(
+    "task", [Classification(), Segmentation(num_classes=3), Regression(), Fidelity(), Custom(), Custom(training_loss="mse")]
+)
+def test_whether_a_task_trains_is_known_without_its_loss(task):
+    """The config checks ask ``has_loss`` before Keras is imported; it must say what ``loss`` then gives."""
+    assert task.has_loss() == (task.loss(True) is not None)

@@ -64,7 +64,7 @@ def _check_task(config: Config) -> None:
         cause = err.__cause__ if err.__cause__ is not None else err
         raise ConfigError(str(cause) if str(cause).startswith("task.") else f"task: {cause}") from None
     stage = None if config.stage is None else str(config.stage.name)
-    if task.loss(True) is None and (stage == "qat" or (stage is None and "qat" in config.pipeline.stages)):
+    if not task.has_loss() and (stage == "qat" or (stage is None and "qat" in config.pipeline.stages)):
         hint = "set task.training_loss to a Keras loss name" if task.name == "custom" else "it has no labels to train on"
         raise ConfigError(f"task={task.name}: +stage=qat fine-tunes on a loss and this task has none: {hint}")
     ranking = [n for n in ((stage,) if stage is not None else config.pipeline.stages) if n in ("analyze", "mixed_precision", "autoquant")]

@@ -38,6 +38,10 @@ class Task:
     needs_labels: ClassVar[bool] = True
     percent: ClassVar[bool] = False  # a fraction in [0, 1], shown in %
 
+    def has_loss(self) -> bool:
+        """Whether :meth:`loss` gives one, answered without importing Keras (the config checks run before it)."""
+        return True
+
     def loss(self, from_logits: bool) -> Any:
         """The Keras loss QAT fine-tunes with; None where the task has no labels to train on."""
         import keras
@@ -121,6 +125,9 @@ class Fidelity(Task):
     metric: ClassVar[str] = "sqnr_db"
     needs_labels: ClassVar[bool] = False
 
+    def has_loss(self) -> bool:
+        return False
+
     def loss(self, from_logits: bool) -> Any:
         return None
 
@@ -165,6 +172,9 @@ class Custom(Task):
             return self.score
         module, _, attribute = self.score.partition(":")
         return getattr(importlib.import_module(module), attribute)
+
+    def has_loss(self) -> bool:
+        return self.training_loss is not None
 
     def loss(self, from_logits: bool) -> Any:
         if self.training_loss is None:
