@@ -4,9 +4,12 @@ Per model (BN folded, as the deployable baseline runs it), the median wall time 
 of the FP32 model and of its calibrated W8A8 sim, alternated in one process, as the ratio sim/FP32, for
 formulations of the activation quantizer's quantize form:
 
-- ``exact``: the project's `FakeQuant` (Δ·clip(rint(x/Δ), o, o + steps): AIMET's grid and rounding, 4 kernels),
-  behind the ``tf.cond`` on its mode variable that lets a traced sim switch between passthrough and quantize;
-- ``exact_no_mode_branch``: the same formula with the mode fixed when traced (no ``tf.cond``): what the mode
+- ``exact``: the project's `FakeQuant` as the sim runs it (Δ·clip(rint(x/Δ), o, o + steps): AIMET's grid and
+  rounding; on the CPU in one custom kernel, ``quantsim.fused``), behind the ``tf.cond`` on its mode variable
+  that lets a traced sim switch between passthrough and quantize;
+- ``exact_four_ops``: the same values from four element-wise TensorFlow ops (RealDiv, Rint, the clip's
+  Minimum and Maximum, Mul), the form a GPU or a machine without a C++ compiler runs;
+- ``exact_no_mode_branch``: ``exact`` with the mode fixed when traced (no ``tf.cond``): what the mode
   variable costs is the difference between the two columns;
 - ``tf_fake_quant_op``: TensorFlow's fused ``fake_quant_with_min_max_vars`` (1 kernel; rounds half up and
   multiplies by a recomputed inverse scale, so it leaves AIMET's grid by an ulp at times);
@@ -17,7 +20,8 @@ formulations of the activation quantizer's quantize form:
 Compiling the whole model with XLA would fuse the quantizer into the convolution, but XLA's CPU convolutions
 take 30-40x TensorFlow's (measured on both models), so it is not offered on CPU.
 
-Target of issue 12: <= 1.15x. ``--write`` puts the table into README's Performance section.
+Targets: issue 12's <= 1.15x; issue 25's ``exact`` within 0.1x of ``floor_one_kernel`` (the last column,
+measured in the same run). ``--write`` puts the table into README's Performance section.
 
     python bench/quantsim_overhead.py [--batches 6] [--batch-size 32] [--repeats 5] [--write]
 """
@@ -43,6 +47,7 @@ from doc_blocks import markdown_table, rewrite_block  # noqa: E402
 
 from workbench.models.mnist_mobilenet import build_mnist_mobilenet  # noqa: E402
 from workbench.options import QuantSettings  # noqa: E402
+from workbench.quantsim.fused import kernel_name  # noqa: E402
 from workbench.quantsim.quantizer import FakeQuant, Mode  # noqa: E402
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over  # noqa: E402
 from workbench.techniques import fold_batch_norms  # noqa: E402
@@ -71,6 +76,7 @@ def _floor_one_kernel(self, inputs):
 # name -> (the quantize form, whether the mode is fixed when traced)
 VARIANTS: dict[str, tuple[Callable, bool]] = {
     "exact": (EXACT, False),
+    "exact_four_ops": (FakeQuant._quantize_four_ops, False),
     "exact_no_mode_branch": (EXACT, True),
     "tf_fake_quant_op": (_tf_fake_quant_op, False),
     "xla_quantizer": (_xla_quantizer, False),
@@ -109,6 +115,8 @@ def measure(name: str, model: keras.Model, shape: tuple[int, ...], n_batches: in
     for variant, values in times.items():
         ratios = sorted(v / f for v, f in zip(values, fp))
         row[f"{variant} sim/FP32"] = f"{statistics.median(values) / fp_t:.2f}× ({ratios[0]:.2f}–{ratios[-1]:.2f})"
+    gap = (statistics.median(times["exact"]) - statistics.median(times["floor_one_kernel"])) / fp_t
+    row["exact − floor"] = f"{gap:+.2f}×"
     print(row, flush=True)
     return row
 
@@ -121,7 +129,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write the table into README.md")
     args = parser.parse_args()
     devices = [d.device_type for d in tf.config.list_logical_devices()]
-    print(f"TensorFlow {tf.__version__}, devices: {devices}")
+    print(f"TensorFlow {tf.__version__}, devices: {devices}, the sim's quantizer: {kernel_name()}")
     keras.utils.set_random_seed(0)
     rows = []
     mobilenet, _ = fold_batch_norms(keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3)))
@@ -134,7 +142,8 @@ def main() -> None:
     text = (
         f"`python bench/quantsim_overhead.py --repeats {args.repeats} --write` on {time.strftime('%Y-%m-%d')} "
         f"({'GPU' if 'GPU' in devices else f'CPU, {os.cpu_count()} cores'}, TensorFlow {tf.__version__}; median, range over "
-        f"{args.repeats} alternated repeats; target ≤ 1.15×):\n\n{table}"
+        f"{args.repeats} alternated repeats; the sim's quantizer ran as `{kernel_name()}`; targets ≤ 1.15×, and "
+        f"`exact` within 0.1× of `floor_one_kernel`):\n\n{table}"
     )
     print(text)
     if args.write:

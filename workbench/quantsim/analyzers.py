@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from workbench.options import QuantScheme
 from workbench.quantsim.encodings import F32, Encoding, encoding_from_range, final_step, min_scale, num_steps
+from workbench.quantsim.fused import histogram_ops
 
 NUM_BINS = 512
 PERCENTILE_BINS = 2048  # AIMET 2.42's percentile analyzer: 2048 bins, no growth limit
@@ -77,7 +78,8 @@ class MinMaxObserver:
     @tf.autograph.experimental.do_not_convert
     def update(self, x) -> None:
         rows = _rows(x, self.channels)
-        lo, hi = _row_min_max(rows, _all_finite(rows))
+        fused = histogram_ops()
+        lo, hi = _row_min_max(rows, _all_finite(rows)) if fused is None else fused[0](rows)  # the same values, one pass
         self.lo.assign(tf.minimum(self.lo, lo))
         self.hi.assign(tf.maximum(self.hi, hi))
         self.batches.assign_add(1)
@@ -136,20 +138,26 @@ def _rebin(counts: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor, new_lo: tf.Tensor, n
 
 
 @functools.cache
-def _histogram_step(channels: int, num_bins: int, growth_limit: float | None):
+def _histogram_step(channels: int, num_bins: int, growth_limit: float | None, fused: bool):
     """One traced update for every histogram of this layout: (batch, state) → new state.
 
     A pure function with an input signature, so a calibration graph with many quantizers traces it
-    once per layout (not once per quantizer) and calls it from each.
+    once per layout (not once per quantizer) and calls it from each. ``fused``: the batch's range and
+    counts from the fused kernels (``quantsim.fused``: two passes over it), else from TensorFlow ops
+    (the same values).
     """
+    ops = histogram_ops() if fused else None
     vec = tf.TensorSpec((channels,), tf.float32)
     signature = [tf.TensorSpec((channels, None), tf.float32), tf.TensorSpec((channels, num_bins), tf.float64), *[vec] * 6]
     signature.append(tf.TensorSpec((), tf.bool))
 
     @tf.function(input_signature=signature, autograph=False)
     def step(rows, counts, lo, hi, limit_lo, limit_hi, seen_min, seen_max, first):
-        all_finite = _all_finite(rows)
-        b_lo, b_hi = _row_min_max(rows, all_finite)
+        if ops is None:
+            all_finite = _all_finite(rows)
+            b_lo, b_hi = _row_min_max(rows, all_finite)
+        else:
+            b_lo, b_hi = ops[0](rows)
         seen_min, seen_max = tf.minimum(seen_min, b_lo), tf.maximum(seen_max, b_hi)
         any_finite = tf.math.is_finite(b_lo)
         b_lo = tf.where(any_finite, b_lo, 0.0)
@@ -172,7 +180,7 @@ def _histogram_step(channels: int, num_bins: int, growth_limit: float | None):
         counts = tf.where(first, tf.zeros_like(counts), kept)
         lo = tf.where(first, first_lo, grown_lo)
         hi = tf.where(first, first_hi, grown_hi)
-        counts = counts + _bin_counts(rows, lo, hi, all_finite, num_bins)
+        counts = counts + (_bin_counts(rows, lo, hi, all_finite, num_bins) if ops is None else ops[1](rows, lo, hi, num_bins=num_bins))
         limit_lo = tf.where(first, first_limit_lo, limit_lo)
         limit_hi = tf.where(first, first_limit_hi, limit_hi)
         return counts, lo, hi, limit_lo, limit_hi, seen_min, seen_max
@@ -208,7 +216,7 @@ class HistogramObserver:
 
     @tf.autograph.experimental.do_not_convert
     def update(self, x) -> None:
-        step = _histogram_step(self.channels, self.num_bins, self.growth_limit)
+        step = _histogram_step(self.channels, self.num_bins, self.growth_limit, histogram_ops() is not None)
         new = step(_rows(x, self.channels), *(v.value() for v in self._state), tf.equal(self.batches, 0))
         for variable, value in zip(self._state, new):
             variable.assign(value)

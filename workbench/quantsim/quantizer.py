@@ -7,8 +7,10 @@ the sim's switch between ``PASSTHROUGH`` and ``QUANTIZE`` (a ``tf.cond`` on the 
 converter reads a plain fake-quant op).
 
 - ``QUANTIZE``: Δ·clip(round(x/Δ), o, o + steps), which equals Δ·(clamp(round(x/Δ) − o, 0, steps) + o): AIMET's
-  grid and round-half-to-even, in four element-wise kernels (TF's fused fake-quant op is faster but rounds half
-  up: bench/quantsim_overhead.py), from the grid variables ``scale``, ``q_min``, ``q_max``.
+  grid and round-half-to-even, from the grid variables ``scale``, ``q_min``, ``q_max``. On the CPU one custom
+  kernel computes it (``quantsim.fused``); elsewhere, or where that kernel cannot be built, four element-wise
+  TensorFlow ops give the same values (TF's fused fake-quant op is one kernel too but rounds half up:
+  bench/quantsim_overhead.py).
 - ``LEARN``: TF's fake-quant on the range variables (``range_min``/``range_max``, per tensor or per channel),
   whose gradients train the range (range-learning QAT). A ``symmetric`` quantizer learns one range
   ±(|range_max| + ε) on the narrow grid (strict symmetric weights); the others learn min and max apart. A
@@ -35,6 +37,7 @@ from workbench.graph.layers import pre_activation
 from workbench.options import Rounding
 from workbench.quantsim.analyzers import EncodingAnalyzer
 from workbench.quantsim.encodings import F32, Encoding, encoding_from_range, num_steps
+from workbench.quantsim.fused import quantize_dequantize_op
 from workbench.quantsim.rules import channels_last, from_channels_last, quantized_weight, rule_for
 
 
@@ -203,6 +206,12 @@ class FakeQuant(keras.layers.Layer):
         return tf.identity(inputs)
 
     def _quantize(self, inputs):
+        op = quantize_dequantize_op() if self._seed_gen is None and inputs.dtype == tf.float32 else None
+        if op is None:
+            return self._quantize_four_ops(inputs)
+        return op(inputs, self.scale.value, self.q_min.value, self.q_max.value)  # the same values in one kernel
+
+    def _quantize_four_ops(self, inputs):
         scaled = inputs / self.scale.value
         if self._seed_gen is None:
             rounded = tf.math.rint(scaled)  # round half to even
