@@ -8,7 +8,7 @@
 Each computes the same float32 operations, in the same order, as the TensorFlow ops it stands for: the same
 values, tested against them (``tests/test_fused_kernels.py``); ``bench/quantsim_overhead.py`` and
 ``bench/calibration_speed.py`` weigh both forms. The library is compiled with the machine's C++ compiler
-against the installed TensorFlow's headers the first time a process needs it (about 15 s), and kept in the
+against the installed TensorFlow's headers the first time a process needs it (about 20 s), and kept in the
 user's cache folder under a name keyed by the sources, TensorFlow's version and the flags, so every later
 process, and every parallel job (a file lock), loads it at once.
 
@@ -49,12 +49,15 @@ def _cpu_flags() -> list[str]:
     return ["-msse4.1"] if " sse4_1" in cpuinfo else []
 
 
+def _compiler() -> str:
+    return os.environ.get("CXX", "c++")
+
+
 def _command(sources: list[Path], target: Path) -> list[str]:
     import tensorflow as tf
 
-    compiler = os.environ.get("CXX", "c++")
     return [
-        compiler,
+        _compiler(),
         "-shared",
         "-fPIC",
         "-O3",
@@ -93,9 +96,8 @@ def build(target: Path) -> Path:
     with FileLock(str(target) + ".lock"):
         if target.exists():
             return target
-        compiler = os.environ.get("CXX", "c++")
-        if shutil.which(compiler) is None:
-            raise RuntimeError(f"no C++ compiler ({compiler!r}; set CXX to one)")
+        if shutil.which(_compiler()) is None:
+            raise RuntimeError(f"no C++ compiler ({_compiler()!r}; set CXX to one)")
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         try:
@@ -130,11 +132,11 @@ def library():
     if os.environ.get(SWITCH, "1").strip().lower() in ("0", "false", "off", "no"):
         reason = f"{SWITCH}={os.environ[SWITCH]}"
     elif tf.config.list_physical_devices("GPU"):
-        reason = "a GPU is visible (the one-kernel op is CPU-only)"
+        reason = "a GPU is visible (the fused kernels are CPU-only)"
     if reason is None:
         try:
             loaded = tf.load_op_library(str(build(library_path())))
-        except Exception as err:  # any failure leaves the four-op form, which gives the same values
+        except Exception as err:  # any failure leaves the TensorFlow ops, which give the same values
             reason = f"the fused kernels could not be built or loaded: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
         else:
             _no_gradient()
