@@ -47,6 +47,7 @@ def test_bad_autoquant_options_are_one_line(tmp_path):
         "autoquant.search_fraction=1.0": "autoquant.search_fraction=1.0 is not allowed: a fraction in (0, 1)",
         "autoquant.schemes=[tf/tff]": "autoquant.schemes: 'tf/tff' is not allowed: use PARAM/OUTPUT of tf, tf_enhanced, percentile",
         "autoquant.max_trials=0": "autoquant.max_trials=0 is not allowed",
+        "autoquant.split_seed=-1": "autoquant.split_seed=-1 is not allowed: an integer >= 0, or null (the run's seed)",
     }
     for override, message in cases.items():
         with pytest.raises(ConfigError) as err:
@@ -92,12 +93,22 @@ def test_autoquant_reports_the_held_out_figure_and_its_recipe_reruns_the_choice(
     assert steps["search_top1"].iloc[0] == pytest.approx(m["autoquant/search_top1"])
     held_out = f"On the 200 held-out images: sim top-1 {100 * m['sim/top1']:.1f} %"
     assert held_out in tags["mlflow.note.content"] and held_out.replace("*", "") in capsys.readouterr().err + tags["mlflow.note.content"]
+    # the target judged again on the held-out images, by the search's own rule, and said in the summary
+    within = m["fp32/top1"] - m["sim/top1"] <= 0.01 + 1e-9
+    assert m["autoquant/held_out_met"] == float(within) and tags["autoquant.split_seed"] == "0" and m["autoquant/search_samples"] == 200
+    assert (
+        f"{100 * (m['sim/top1'] - m['fp32/top1']):+.1f} pt is {'within' if within else 'over'} the allowed drop of 1.0 pt"
+        in tags["mlflow.note.content"]
+    )
 
     # at W4A8 the baseline misses: schemes, the weights-in-float check and CLE follow, until the target is met
     at_w4 = ["quant.param_bw=4", *SMALL]
-    _run(tmp_path, "+stage=autoquant", *at_w4, "autoquant.schemes=[tf_enhanced/tf]", "autoquant.max_trials=4")
+    _run(tmp_path, "+stage=autoquant", *at_w4, "autoquant.schemes=[tf_enhanced/tf]", "autoquant.max_trials=4", "autoquant.split_seed=5")
     _, runs = _runs(tmp_path)
     w4 = runs[-1]
+    # autoquant.split_seed draws other search and held-out images from the same validation images
+    assert w4.data.tags["autoquant.split_seed"] == "5" and w4.data.metrics["eval/samples"] == 200
+    assert w4.data.tags["autoquant.search_digest"] != tags["autoquant.search_digest"] and w4.data.tags["eval.digest"] != tags["eval.digest"]
     steps = pd.read_csv(client.download_artifacts(w4.info.run_id, "autoquant_steps.csv", str(tmp_path)))
     assert list(steps["tried"]) == ["baseline", "schemes", "weights_float", "cle"], steps
     assert w4.data.tags["autoquant.stopped"] in ("met by cle", "autoquant.max_trials=4 reached")  # the budget ends it

@@ -43,6 +43,28 @@ def test_unwritable_cache_path_is_a_warning(tmp_path, caplog):
     assert isinstance(model, keras.Model) and not hit and "without the cache" in caplog.text
 
 
+def test_one_process_builds_an_entry_while_the_others_wait_for_it(tmp_path):
+    import threading
+    import time
+
+    calls, hits = [], []
+
+    def slow():
+        calls.append(1)
+        time.sleep(1.0)  # long enough for the other caller to find no entry yet
+        return small_convnet(), {"note": "x"}
+
+    def call():
+        hits.append(cached_model(str(tmp_path), "m", {"a": 1}, slow)[2])
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and sorted(hits) == [False, True]  # built once; the waiting caller loaded it
+
+
 def test_digest_is_the_same_for_a_trained_and_a_reloaded_model(tmp_path):
     model = small_convnet()
     model.compile(optimizer="adam", loss="mse")

@@ -304,6 +304,7 @@ class AutoQuantAnswer:
     choice: str  # "adaround · tf/tf_enhanced"
     stopped: str  # why the search ended
     target_met: bool  # on the search images
+    held_out_met: bool  # the held-out drop against FP32 within the allowed drop too
     top1: float  # the choice, held-out images
     interval: tuple[float, float]  # its 95 % Wilson interval
     fp32_top1: float  # FP32, the same held-out images
@@ -345,6 +346,7 @@ def autoquant(*overrides: str, allowed_accuracy_drop: float = 0.01) -> AutoQuant
         choice=t[keys.TAG_AUTOQUANT_CHOICE],
         stopped=t[keys.TAG_AUTOQUANT_STOPPED],
         target_met=bool(m[keys.AUTOQUANT_TARGET_MET]),
+        held_out_met=bool(m[keys.AUTOQUANT_HELD_OUT_MET]),
         top1=m[keys.SIM_TOP1],
         interval=(m[low], m[high]),
         fp32_top1=m[keys.FP32_TOP1],

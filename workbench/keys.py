@@ -42,10 +42,13 @@ AMP_RELATIVE_BITOPS = "amp/relative_bitops"  # the chosen configuration's BitOps
 AMP_SEARCH_TOP1 = "amp/search_top1"  # its top-1 on the search subset
 AMP_LAYERS_LOWERED = "amp/groups_lowered"  # quantizer groups below the highest candidate
 AUTOQUANT_FP32_SEARCH = "autoquant/fp32_search_top1"  # FP32 on the search images (the target's reference)
+AUTOQUANT_SEARCH_SAMPLES = "autoquant/search_samples"  # how many search images (eval/samples: the held-out ones)
 AUTOQUANT_SEARCH_TOP1 = "autoquant/search_top1"  # the choice on the search images: the selection's own, optimistic figure
 AUTOQUANT_TARGET = "autoquant/target_top1"
 AUTOQUANT_TRIALS = "autoquant/trials"
 AUTOQUANT_TARGET_MET = "autoquant/target_met"  # 1: the choice meets the target on the search images; 0: the best found
+# 1: the choice's held-out drop against FP32 is within autoquant.allowed_accuracy_drop too (the judgement, not the search's)
+AUTOQUANT_HELD_OUT_MET = "autoquant/held_out_met"
 AUTOQUANT_STEP_TOP1 = "autoquant/step_top1"  # per trial (step = trial number), on the search images
 AUTOQUANT_BASELINE_TOP1 = "autoquant/baseline_top1"  # the configured deployable baseline on the held-out images
 AUTOQUANT_DELTA = "autoquant/delta_vs_baseline"  # the choice − that baseline, held-out images (exact McNemar below)
@@ -56,6 +59,7 @@ AUTOQUANT_RECIPE_TOP1 = "autoquant/recipe_top1"
 TAG_AUTOQUANT_CHOICE = "autoquant.choice"
 TAG_AUTOQUANT_STOPPED = "autoquant.stopped"  # why the search ended: the step that met the target, the budget, ...
 TAG_AUTOQUANT_VERDICT = "autoquant.verdict"
+TAG_AUTOQUANT_SPLIT_SEED = "autoquant.split_seed"  # the seed that drew the search and held-out images
 TAG_AUTOQUANT_SEARCH_DIGEST = "autoquant.search_digest"  # the search images (eval.digest names the held-out ones)
 TAG_AUTOQUANT_RECIPE = "autoquant.recipe"  # the overrides that rerun the choice
 TAG_AUTOQUANT_STEP = "autoquant.step"  # a trial's child run: what it tried (baseline, schemes, cle, ...)

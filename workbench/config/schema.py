@@ -698,6 +698,9 @@ class AutoquantConfig:
     # the share of the validation split every decision uses (seeded draw); the rest is held out and evaluates
     # the final choice only, once
     search_fraction: float = 0.5
+    # the seed of that draw; null: the run's seed (set it to draw other search/held-out images without reshuffling
+    # the dataset's own train/validation split, which the run's seed also draws)
+    split_seed: Optional[int] = None
     # scheme candidates, PARAM/OUTPUT[:percentile] (AIMET's, and tf/tf_enhanced)
     schemes: List[str] = field(default_factory=lambda: list(AUTOQUANT_SCHEMES))
     # mixed precision (AMP) after AdaRound when the target is still missed: [weight bits, activation bits] candidates
@@ -715,6 +718,8 @@ class AutoquantConfig:
             raise ValueError(f"allowed_accuracy_drop={self.allowed_accuracy_drop!r} is not allowed: a fraction in [0, 1] (0.01 = 1 point)")
         if not 0.0 < self.search_fraction < 1.0:
             raise ValueError(f"search_fraction={self.search_fraction!r} is not allowed: a fraction in (0, 1)")
+        if self.split_seed is not None and self.split_seed < 0:
+            raise ValueError(f"split_seed={self.split_seed!r} is not allowed: an integer >= 0, or null (the run's seed)")
         if not self.schemes:
             raise ValueError("schemes is empty: give one or more PARAM/OUTPUT pairs, e.g. [tf/tf, tf_enhanced/tf]")
         for text in self.schemes:

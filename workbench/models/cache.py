@@ -3,11 +3,13 @@
 Each ``<name>-<key>.keras`` has a JSON sidecar with its spec, extra data and the file's SHA-256: a file
 that does not match (truncated, corrupt) or does not load is rebuilt, never trusted. The cache is optional:
 a folder that cannot be written only costs a warning. Files are group-readable, so a shared outputs
-folder works for a team or a cluster.
+folder works for a team or a cluster; one process builds a given entry while the others wait for it (a file
+lock beside it), so the jobs of a sweep do not build the same transform side by side.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -99,15 +101,41 @@ def cached_model(cache_dir: str, name: str, spec: dict, build: Callable[[], tupl
     """
     path = os.path.join(cache_dir, f"{name}-{cache_key(spec)}.keras")
     sidecar = path[: -len(".keras")] + ".json"
-    if os.path.exists(path) and os.path.exists(sidecar):
-        loaded = _load(path, sidecar)
-        if loaded is not None:
+    if (loaded := _stored(path, sidecar)) is not None:
+        return (*loaded, True)
+    with _building(cache_dir, path):
+        if (loaded := _stored(path, sidecar)) is not None:  # another process built it while this one waited
             return (*loaded, True)
-    model, extra = build()
+        model, extra = build()
+        try:
+            _store(cache_dir, path, sidecar, spec, model, extra)
+            log.debug("cached model at %s", path)
+        except OSError as err:
+            log.warning("could not cache the model in %s (%s): continuing without the cache", cache_dir, err.strerror or err)
+    return model, extra, False
+
+
+def _stored(path: str, sidecar: str) -> tuple[keras.Model, dict] | None:
+    if os.path.exists(path) and os.path.exists(sidecar):
+        return _load(path, sidecar)
+    return None
+
+
+@contextlib.contextmanager
+def _building(cache_dir: str, path: str):
+    """Hold ``path``'s build lock (a file beside it) while the entry is built; without one where the folder cannot
+    be written (the build then runs unshared, as without a cache)."""
+    from filelock import FileLock
+
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        _store(cache_dir, path, sidecar, spec, model, extra)
-        log.debug("cached model at %s", path)
+        lock = FileLock(path + ".lock")
+        lock.acquire()
     except OSError as err:
-        log.warning("could not cache the model in %s (%s): continuing without the cache", cache_dir, err.strerror or err)
-    return model, extra, False
+        log.debug("no build lock for %s (%s)", path, err)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()

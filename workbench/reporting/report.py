@@ -270,7 +270,9 @@ class Report:
 
 def _fp32_test(metrics: dict) -> str:
     p = metrics.get(keys.AUTOQUANT_P_VALUE_FP32)
-    return "" if p is None else f" (exact McNemar against FP32 p = {p:.2g})"
+    met = metrics.get(keys.AUTOQUANT_HELD_OUT_MET)
+    judged = "" if met is None else f", {'within' if met else 'over'} the allowed drop"
+    return "" if p is None else f" (exact McNemar against FP32 p = {p:.2g}{judged})"
 
 
 def autoquant_paths(client: MlflowClient, runs: pd.DataFrame, tmp: str) -> list[tuple[str, pd.DataFrame]]:
