@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import TINY_EMBEDDED
+from workbench.quantsim.fused import kernel_name
 
 pytestmark = pytest.mark.slow  # subprocesses: left out of the fast loop
 
@@ -217,6 +218,7 @@ def test_users_sequential_and_nested_models_run_whole_from_the_command_line(tmp_
         run = runs[-1]
         assert run.info.status == "FINISHED"
         assert run.data.metrics["sim/weights_quantized"] == 1.0 and run.data.tags["coverage"] == "full"
+        assert run.data.tags["sim.kernels"] == kernel_name()  # the form the sim ran as, on this machine
         figures[name] = (run.data.metrics["fp32/top1"], run.data.metrics["sim/top1"], run.data.metrics["sim/param_quantizers"])
         if name == "nested":
             assert "flattened 1 nested models into one graph: base" in proc.stdout + proc.stderr

@@ -12,6 +12,7 @@ NUM_OUTPUT_QUANTIZERS = "sim/output_quantizers"
 MEAN_SQNR_DB = "sim/mean_sqnr_db"
 WEIGHTS_QUANTIZED = "sim/weights_quantized"  # share of weight elements quantized (of those not float by AIMET's policy)
 FLOAT_LAYERS = "sim/float_layers"  # layers whose weights or outputs stay float for a non-policy reason
+TAG_SIM_KERNELS = "sim.kernels"  # fused (quantsim/kernels, compiled here) or tf_ops: how the sim's quantizers and statistics ran
 TAG_COVERAGE = "coverage"  # "full", "user" (float only by the user's overrides) or "partial: <what the sim cannot quantize>"
 
 TRANSFORMED_TOP1 = "transformed/top1"

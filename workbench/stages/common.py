@@ -19,6 +19,7 @@ from workbench.quantsim.coverage import coverage_table, summarize
 from workbench.quantsim.diagnostics import layer_output_sqnr, layer_table
 from workbench.quantsim.encodings import Encoding
 from workbench.quantsim.export import encodings_json, export_model
+from workbench.quantsim.fused import kernel_name
 from workbench.quantsim.sim import QuantizationSimModel, forward_pass_over
 from workbench.results import ExportedModel, StageResult
 from workbench.stages.context import StageContext
@@ -129,6 +130,7 @@ def calibrated_sim(
     """The sim of ``model`` with encodings from the calibration samples (weight grids ``param_encodings`` kept)."""
     with result.timed("sim_build"):
         sim = QuantizationSimModel(model, ctx.settings)
+    result.tags[keys.TAG_SIM_KERNELS] = kernel_name()  # what the calibration and evaluation times were measured with
     counter = [0]
     with result.timed("calibration"):
         batches = ctx.data.calibration_batches(ctx.calibration_samples, ctx.seed)
