@@ -42,6 +42,24 @@ def test_the_validation_split_is_divided_by_the_seed_into_disjoint_parts():
     assert not np.array_equal(np.concatenate([b[0].numpy()[:, 0] for b in other.val_batches()]), a)
 
 
+def test_the_target_is_judged_again_on_the_held_out_images_by_the_search_rule():
+    from workbench.evaluation.statistics import mcnemar_exact
+    from workbench.stages.autoquant import judge_held_out
+
+    fp32 = np.ones(500, bool)
+    fp32[:30] = False  # 94.0 %
+    five, six = fp32.copy(), fp32.copy()
+    five[30:35] = six[30:36] = False  # 5 and 6 more images wrong: a drop of exactly 1.0 pt, and 1.2 pt
+    met, sentence, warning = judge_held_out(fp32.mean(), five.mean(), 0.01, True, 500, mcnemar_exact(five, fp32))
+    assert met and warning is None and "-1.0 pt is within the allowed drop of 1.0 pt." in sentence  # as the search's rule
+    met, sentence, warning = judge_held_out(fp32.mean(), six.mean(), 0.01, True, 500, mcnemar_exact(six, fp32))
+    assert not met and "-1.2 pt is over the allowed drop of 1.0 pt (met on the search images only; one image is 0.2 pt here)" in sentence
+    assert warning is not None and "1.2 pt below FP32 there, 1.0 pt allowed" in warning and "p = 0.0312" in warning
+    # a search that did not meet it either: no second warning (the search's own says what to try)
+    met, sentence, warning = judge_held_out(fp32.mean(), six.mean(), 0.01, False, 500, mcnemar_exact(six, fp32))
+    assert not met and warning is None and "search images only" not in sentence
+
+
 def test_bad_autoquant_options_are_one_line(tmp_path):
     cases = {
         "autoquant.search_fraction=1.0": "autoquant.search_fraction=1.0 is not allowed: a fraction in (0, 1)",

@@ -35,7 +35,7 @@ import yaml
 from workbench import keys, registry
 from workbench.config.schema import parse_scheme_pair
 from workbench.evaluation.accuracy import predict_classes
-from workbench.evaluation.statistics import mcnemar_exact
+from workbench.evaluation.statistics import PairedComparison, mcnemar_exact
 from workbench.options import QuantScheme, QuantSettings
 from workbench.quantsim.sim import QuantizationSimModel
 from workbench.results import StageResult
@@ -316,26 +316,10 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
         )
     test = mcnemar_exact(chosen.correct, baseline.correct)
     cost = mcnemar_exact(chosen.correct, fp32.correct)  # is the held-out drop against FP32 more than noise?
-    allowed, drop = ctx.config.autoquant.allowed_accuracy_drop, fp32.top1 - top1
-    held_met = drop <= allowed + 1e-9  # the search's rule, judged on the held-out images
+    held_met, judged, warning = judge_held_out(fp32.top1, top1, ctx.config.autoquant.allowed_accuracy_drop, met, len(chosen.labels), cost)
     result.metrics[keys.AUTOQUANT_HELD_OUT_MET] = float(held_met)
-    judged = (
-        f"Against FP32 on the held-out images, {100 * (top1 - fp32.top1):+.1f} pt is {'within' if held_met else 'over'} the "
-        f"allowed drop of {100 * allowed:.1f} pt"
-        + ("" if held_met or not met else f" (met on the search images only; one image is {100 / len(chosen.labels):.2g} pt here)")
-        + "."
-    )
-    if met and not held_met:
-        log.warning(
-            "autoquant: the target was met on the search images but not on the %d held-out ones: %.1f pt below FP32 there, "
-            "%.1f pt allowed (exact McNemar against FP32 p = %.3g: %s). More validation images judge it more finely; "
-            "autoquant.split_seed draws other search and held-out images",
-            len(chosen.labels),
-            100 * drop,
-            100 * allowed,
-            cost.p_value,
-            cost.verdict(),
-        )
+    if warning:
+        log.warning("autoquant: %s", warning)
     result.metrics.update(
         {
             keys.AUTOQUANT_SEARCH_TOP1: best.top1,
@@ -415,6 +399,30 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
     log.info(
         "rerun the choice: python -m workbench %s (with this run's model and dataset overrides)", result.tags[keys.TAG_AUTOQUANT_RECIPE]
     )
+
+
+def judge_held_out(
+    fp32_top1: float, top1: float, allowed: float, met: bool, images: int, cost: PairedComparison
+) -> tuple[bool, str, str | None]:
+    """The search's rule judged on the held-out images: whether the choice's drop against FP32 there is within
+    ``allowed``, the summary's sentence, and a warning when the search images met the target (``met``) and these
+    do not (``cost``: the exact McNemar test of the choice against FP32 on them)."""
+    held_met = fp32_top1 - top1 <= allowed + 1e-9  # a drop of exactly the allowed one meets it, as in the search
+    sentence = (
+        f"Against FP32 on the held-out images, {100 * (top1 - fp32_top1):+.1f} pt is {'within' if held_met else 'over'} the "
+        f"allowed drop of {100 * allowed:.1f} pt"
+        + ("" if held_met or not met else f" (met on the search images only; one image is {100 / images:.2g} pt here)")
+        + "."
+    )
+    if held_met or not met:
+        return held_met, sentence, None
+    warning = (
+        f"the target was met on the search images but not on the {images} held-out ones: {100 * (fp32_top1 - top1):.1f} pt "
+        f"below FP32 there, {100 * allowed:.1f} pt allowed (exact McNemar against FP32 p = {cost.p_value:.3g}: {cost.verdict()}). "
+        "The held-out figure is the answer: more validation images judge it more finely, and a smaller "
+        "autoquant.allowed_accuracy_drop takes the search on to the next steps for a margin"
+    )
+    return held_met, sentence, warning
 
 
 def _interval(result: StageResult, column: str) -> str:
