@@ -699,7 +699,8 @@ class AutoquantConfig:
     # the final choice only, once
     search_fraction: float = 0.5
     # the seed of that draw; null: the run's seed (set it to draw other search/held-out images without reshuffling
-    # the dataset's own train/validation split, which the run's seed also draws)
+    # the dataset's own train/validation split, which the run's seed also draws). A draw picked for its held-out
+    # figure makes that figure a choice's again: report every draw, as bench/autoquant_draws.py does
     split_seed: Optional[int] = None
     # scheme candidates, PARAM/OUTPUT[:percentile] (AIMET's, and tf/tf_enhanced)
     schemes: List[str] = field(default_factory=lambda: list(AUTOQUANT_SCHEMES))
