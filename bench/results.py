@@ -4,6 +4,10 @@
     python bench/results.py --only stages   # one group of sweeps (stages or schemes)
     python bench/results.py --write-only    # rewrite the documents from the runs already recorded
 
+A document or README block is written only when every sweep it shows is recorded in the outputs folder (so
+``--only autoquant`` on a fresh clone rewrites README's AutoQuant example and leaves the rest as it is); what
+is left is named.
+
 Each sweep is an ordinary ``python -m workbench -m ...`` (its command is printed and written into the
 document) recorded in its own MLflow experiment of ``outputs/bench/mlflow.db``; the tables are the sweep's
 comparison report: sim/top1 with its 95 % Wilson interval and the exact McNemar verdict against the
@@ -170,12 +174,25 @@ def _autoquant(client: MlflowClient) -> str:
     return "\n".join([f"`python -m workbench -m {command}` ({minutes:.1f} min, {day}): {caption}.", "", to_markdown(steps), ""])
 
 
+def _recorded(client: MlflowClient, groups: list[str]) -> bool:
+    return all(latest_parent(client, _experiment(g, m)) is not None for g in groups for m in SWEEPS[g])
+
+
 def write_documents(outputs: Path) -> None:
     client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
     stamp = (
         f"Written by `python bench/results.py` on {time.strftime('%Y-%m-%d')} "
         f"({_versions()}; CPU, {os.cpu_count()} cores, two jobs at a time of one thread each)."
     )
+    if _recorded(client, ["autoquant"]):
+        rewrite_block(ROOT / "README.md", "autoquant-example", f"{stamp}\n\n{_autoquant(client)}", writer="results.py")
+        print("wrote README.md's autoquant-example block")
+    else:
+        print("left README.md's autoquant-example block: no autoquant sweep recorded (python bench/results.py --only autoquant)")
+    if not _recorded(client, list(SWEEPS)):
+        missing = [g for g in SWEEPS if not _recorded(client, [g])]
+        print(f"left docs/results.md and README.md's results block: no {', '.join(missing)} sweep recorded (python bench/results.py)")
+        return
     stages = {m: _section(client, outputs, "stages", m) for m in MODELS}
     schemes = {m: _section(client, outputs, "schemes", m) for m in MODELS}
     legend = (
@@ -227,7 +244,6 @@ def write_documents(outputs: Path) -> None:
     for m in MODELS:
         block += [f"`{m}`:", "", stages[m], ""]
     rewrite_block(ROOT / "README.md", "results", "\n".join(block))
-    rewrite_block(ROOT / "README.md", "autoquant-example", f"{stamp}\n\n{_autoquant(client)}", writer="results.py")
     print("wrote docs/results.md and README.md's results block")
 
 
