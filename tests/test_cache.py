@@ -43,7 +43,7 @@ def test_unwritable_cache_path_is_a_warning(tmp_path, caplog):
     assert isinstance(model, keras.Model) and not hit and "without the cache" in caplog.text
 
 
-def test_one_process_builds_an_entry_while_the_others_wait_for_it(tmp_path):
+def test_one_process_builds_an_entry_while_the_others_wait_for_it(tmp_path, caplog):
     import threading
     import time
 
@@ -58,11 +58,13 @@ def test_one_process_builds_an_entry_while_the_others_wait_for_it(tmp_path):
         hits.append(cached_model(str(tmp_path), "m", {"a": 1}, slow)[2])
 
     threads = [threading.Thread(target=call) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with caplog.at_level(logging.INFO, logger="workbench.models.cache"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     assert len(calls) == 1 and sorted(hits) == [False, True]  # built once; the waiting caller loaded it
+    assert "waiting for another process that is building m-" in caplog.text  # the wait is said, not silent
 
 
 def test_digest_is_the_same_for_a_trained_and_a_reloaded_model(tmp_path):

@@ -125,12 +125,16 @@ def _stored(path: str, sidecar: str) -> tuple[keras.Model, dict] | None:
 def _building(cache_dir: str, path: str):
     """Hold ``path``'s build lock (a file beside it) while the entry is built; without one where the folder cannot
     be written (the build then runs unshared, as without a cache)."""
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     try:
         os.makedirs(cache_dir, exist_ok=True)
         lock = FileLock(path + ".lock")
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another process that is building %s", os.path.basename(path))
+            lock.acquire()
     except OSError as err:
         log.debug("no build lock for %s (%s)", path, err)
         yield
