@@ -163,6 +163,28 @@ def test_a_sweep_of_technique_stages_is_compared_with_the_experiments_baseline(t
     assert len(report.table) == 3
 
 
+def test_an_autoquant_run_is_judged_by_its_own_held_out_test_not_called_untested(tmp_path):
+    from workbench.reporting.report import OWN_TEST
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("exp", artifact_location=(tmp_path / "artifacts").as_uri())
+    sweep = client.create_run(exp, run_name="sweep").info.run_id
+    _log(client, exp, sweep, "baseline", "m1", "tf", "False", 60, "FINISHED", tmp_path)  # every image (digest d1)
+    auto = _log(client, exp, sweep, "autoquant", "m1", "tf", "False", 20, "FINISHED", tmp_path)
+    client.set_tag(auto, "eval.digest", "held-out")  # its figures are on its held-out images: no pair with the baseline run
+    report = build_report(client, "exp", str(tmp_path / "reports"), sweep)
+    row = report.table.set_index("stage").loc["autoquant"]
+    assert row["verdict"] == "not paired" and report.best.iloc[0]["best"].endswith("(untested: not paired)")  # no test logged
+    # the test the run made itself, against the configured deployable baseline on those held-out images
+    for key, value in {"autoquant/delta_vs_baseline": 0.05, "autoquant/p_value": 0.004}.items():
+        client.log_metric(auto, key, value)
+    client.set_tag(auto, "autoquant.verdict", "better")
+    report = build_report(client, "exp", str(tmp_path / "reports"), sweep)
+    row = report.table.set_index("stage").loc["autoquant"]
+    assert (row["verdict"], row["delta_vs_baseline"], row["p_value"], row["notes"]) == ("better", 0.05, 0.004, OWN_TEST)
+    assert report.best.iloc[0]["best"] == "autoquant" and report.table.set_index("stage").loc["baseline", "notes"] == ""
+
+
 @pytest.fixture
 def full_disk(tmp_path):
     """A 1 MB tmpfs filled to about 30 KB free (root only: skipped where mount is not allowed)."""

@@ -34,6 +34,8 @@ __all__ = ["ReportError", "Report", "build_report", "comparison_table", "load_ru
 REFERENCE = "reference"
 NO_BASELINE = "no deployable baseline"
 NOT_PAIRED = "not paired"
+# an AutoQuant row's verdict when no baseline run shares its images: its own exact McNemar test on the held-out images
+OWN_TEST = "AutoQuant's own test against the deployable baseline at the configured setting, on its held-out images"
 
 
 def _per_sample(client: MlflowClient, run_ids, tmp: str, headline: Headline) -> dict[str, pd.DataFrame]:
@@ -92,6 +94,9 @@ def comparison_table(compared: ComparedRuns, samples: dict[str, pd.DataFrame], h
                 if ref.run_id == row.run_id
                 else _paired(row, ref, samples, headline)
             )
+        if out["verdict"] in (NO_BASELINE, NOT_PAIRED) and isinstance(row.get("autoquant_verdict"), str):
+            out = {"delta_vs_baseline": row[keys.AUTOQUANT_DELTA], "p_value": row[keys.AUTOQUANT_P_VALUE], "verdict": row.autoquant_verdict}
+            out["own_test"] = True  # its held-out images are not a baseline run's: the test it made there itself
         rows.append(out)
     table = pd.concat([runs.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
     table["stage"] = np.where((table["stage"] == "baseline") & (table["deployable"] != "true"), "baseline (not deployable)", table["stage"])
@@ -108,6 +113,9 @@ def comparison_table(compared: ComparedRuns, samples: dict[str, pd.DataFrame], h
     if "borrowed" in table:
         outside = table["borrowed"].fillna(False).astype(bool)
         table.loc[outside, "notes"] = "the reference from an earlier run of the experiment (not in this sweep)"
+    if "own_test" in table:
+        own = table["own_test"].fillna(False).astype(bool)
+        table.loc[own, "notes"] = OWN_TEST
     columns = [
         "stage",
         "setting",

@@ -48,6 +48,8 @@ METRICS = [
     keys.TFLITE_TOP1,
     *keys.ci_keys(keys.TFLITE_TOP1),
     keys.MEAN_SQNR_DB,
+    keys.AUTOQUANT_DELTA,  # an AutoQuant run's own paired test against the deployable baseline, on its held-out images
+    keys.AUTOQUANT_P_VALUE,
 ]
 
 
@@ -128,6 +130,7 @@ def load_runs(client: MlflowClient, experiment: str, parent_run_id: str | None =
             "deployable": tags.get(keys.TAG_DEPLOYABLE, "true" if stage != "baseline" else "unknown"),
             "eval_digest": tags.get(keys.TAG_EVAL_DIGEST),
             "coverage": tags.get(keys.TAG_COVERAGE, "full"),
+            "autoquant_verdict": tags.get(keys.TAG_AUTOQUANT_VERDICT),
             "command": command_of(stage, tags.get(keys.TAG_OVERRIDES, "")),
         }
         metric = tags.get(keys.TAG_TASK_METRIC, keys.CLASSIFICATION_METRIC)
