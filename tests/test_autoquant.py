@@ -155,6 +155,7 @@ def test_the_library_call_reaches_mixed_precision_and_its_recipe_rebuilds_the_ch
     assert effective == ["true", "n/a (a diagnosis)", *[str(k).lower() for k in answer.steps["kept"].iloc[2:]]]
     assert answer.choice.startswith("mixed_precision") and answer.stopped == "met by mixed_precision" and answer.target_met
     assert answer.interval[0] <= answer.top1 <= answer.interval[1] and answer.search_top1 >= answer.steps["search_top1"].iloc[0]
+    assert answer.held_out_met == (answer.fp32_top1 - answer.top1 <= 0.01 + 1e-9)  # the target judged on the held-out images too
     client, runs = _runs(tmp_path)
     (run,) = [r for r in runs if r.info.run_id == answer.run_id]
     assert run.data.tags["param_bw"] == "8"  # named by what it simulated: W8A8 with per-layer overrides
