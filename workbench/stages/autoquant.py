@@ -100,6 +100,11 @@ def _quiet():
         logger.setLevel(level)
 
 
+def reaches(top1: float, target: float) -> bool:
+    """The target rule everywhere: a top-1 of exactly the target meets it, whatever the last bit of the subtraction."""
+    return top1 >= target - 1e-9
+
+
 def _settings_for(settings: QuantSettings, pair: str) -> QuantSettings:
     param, output, percentile = parse_scheme_pair(pair)
     changed = replace(settings, param_scheme=QuantScheme(param), output_scheme=QuantScheme(output))
@@ -212,7 +217,7 @@ class Search:
             trial.kept, self.best = True, trial
 
     def met(self) -> bool:
-        return self.best.top1 >= self.target
+        return reaches(self.best.top1, self.target)
 
     def run(self) -> str:
         if self.met():
@@ -224,7 +229,7 @@ class Search:
             return f"met by scheme selection ({self.best.schemes})"
         if (why := self.budget.spent()) is not None:
             return why
-        if self._weights_float().top1 < self.target:
+        if not reaches(self._weights_float().top1, self.target):
             return (
                 "unreachable at these activation bitwidths: even float weights miss the target, so activation quantization is "
                 "the problem; try quant.output_bw=16 for the layers +stage=analyze names (quant.overrides), or QAT "
@@ -302,7 +307,7 @@ def _report(ctx, held, result: StageResult, trials: list[Trial], best: Trial, re
     record_accuracy(result, "fp32", fp32)
     top1 = record_accuracy(result, "sim", chosen)
     result.metrics[keys.SIM_DROP] = fp32.top1 - top1
-    met = best.top1 >= target
+    met = reaches(best.top1, target)
     result.metrics[keys.AUTOQUANT_TARGET_MET] = float(met)
     if not met:
         log.warning(
@@ -407,7 +412,7 @@ def judge_held_out(
     """The search's rule judged on the held-out images: whether the choice's drop against FP32 there is within
     ``allowed``, the summary's sentence, and a warning when the search images met the target (``met``) and these
     do not (``cost``: the exact McNemar test of the choice against FP32 on them)."""
-    held_met = fp32_top1 - top1 <= allowed + 1e-9  # a drop of exactly the allowed one meets it, as in the search
+    held_met = reaches(top1, fp32_top1 - allowed)  # the search's rule
     sentence = (
         f"Against FP32 on the held-out images, {100 * (top1 - fp32_top1):+.1f} pt is {'within' if held_met else 'over'} the "
         f"allowed drop of {100 * allowed:.1f} pt"
