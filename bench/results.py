@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from doc_blocks import rewrite_block  # noqa: E402
 
+from workbench import keys  # noqa: E402
 from workbench.reporting.report import autoquant_paths, build_report, to_markdown  # noqa: E402
 
 MODELS = ("mnist_mobilenet", "mnist_mobilenet_v2")
@@ -156,7 +157,8 @@ def _amp_cost(client: MlflowClient) -> str:
         f"Chosen configuration: {100 * m.get('amp/relative_bitops', float('nan')):.1f} % of W8A8 BitOps, "
         f"{m.get('amp/groups_lowered', float('nan')):.0f} quantizer groups lowered; "
         f"search {m.get('time/amp_search_s', float('nan')):.0f} s "
-        f"after AdaRound of the 4-bit candidates {m.get('time/amp_adaround_w4_s', float('nan')):.0f} s. "
+        f"after AdaRound of the 4-bit candidates {m.get('time/amp_adaround_w4_s', float('nan')):.0f} s"
+        f"{' (read from the cache an earlier sweep filled)' if m.get(keys.ADAROUND_CACHE_HIT) == 1.0 else ''}. "
         f"Most sensitive layers (`analyze`, W8A8): {worst}."
     )
 
