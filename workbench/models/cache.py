@@ -137,9 +137,9 @@ def _building(cache_dir: str, path: str):
             lock.acquire()
     except OSError as err:
         log.debug("no build lock for %s (%s)", path, err)
-        yield
-        return
+        lock = None
     try:
         yield
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
